@@ -1,0 +1,30 @@
+"""Shared test set-up: caches go to a temporary folder, never the home folder."""
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_CACHE = Path(tempfile.mkdtemp(prefix="whaleaudit-test-cache-"))
+for var in ("TORCH_HOME", "FASTAI_HOME", "MPLCONFIGDIR", "TORCHINDUCTOR_CACHE_DIR", "XDG_CACHE_HOME"):
+    os.environ[var] = str(_CACHE / var.lower())
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REAL_PHOTOS = SHARED_DATA / "happywhale128"
+REAL_LABELS = SHARED_DATA / "happywhale_train.csv"
+
+
+@pytest.fixture
+def real_photos():
+    """The 3,000 real Happywhale photos, or a skip where they are not (a user's machine)."""
+    if not (REAL_PHOTOS / "labels.csv").exists():
+        pytest.skip(f"real photos not found at {REAL_PHOTOS} (only on the developers' and CI machines)")
+    return REAL_PHOTOS
+
+
+@pytest.fixture
+def real_labels():
+    if not REAL_LABELS.exists():
+        pytest.skip(f"Happywhale train.csv not found at {REAL_LABELS}")
+    return REAL_LABELS

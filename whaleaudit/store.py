@@ -1,0 +1,277 @@
+"""The audit store: the contract between the engine that writes an audit and the dashboard that reads it.
+
+One folder per audit::
+
+    manifest.json    schema version, dataset, model, CAM method, classes, counts, timings (written last)
+    images.parquet   one row per image (columns: IMAGE_COLUMNS)
+    probs.npy        float32 [N, classes]   class probabilities
+    cams.npy         float16 [N, classes, h, w]   raw class activation maps, never rescaled per image
+    masks.npy        uint8 [N, ceil(m*m/8)]  bit-packed m x m foreground estimate per image
+    review.sqlite    the analysts' flags and their history (see review.py); the only mutable file
+
+Everything but ``review.sqlite`` is written once into ``<name>.partial/`` and renamed into place, so a
+folder named ``<name>`` with a readable manifest is always complete, and a killed run leaves only a
+``.partial`` folder from which :class:`StoreWriter` resumes chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import StoreError
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+IMAGES = "images.parquet"
+PROBS = "probs.npy"
+CAMS = "cams.npy"
+MASKS = "masks.npy"
+REVIEW = "review.sqlite"
+PROGRESS = "progress.json"
+
+#: Columns of images.parquet, in order. Scores are NaN where they could not be computed
+#: (unreadable image, no foreground); ``status`` says why.
+IMAGE_COLUMNS = [
+    "idx",  # row number: index into probs/cams/masks
+    "image",  # image id as written in the label file
+    "path",  # path relative to the image root
+    "species_raw",  # label as written in the label file
+    "species",  # normalised species name
+    "individual_id",  # may be empty
+    "split",  # "train", "valid" or "" (not used in training)
+    "status",  # "ok" or "error"
+    "error",  # why the image could not be read ("" when ok)
+    "label_idx",  # index of species in classes, -1 if the model does not know it
+    "pred_idx",  # index of the predicted class, -1 on error
+    "prediction",  # predicted species name
+    "prob_pred",  # probability of the predicted class
+    "prob_true",  # probability of the labelled class (NaN if unknown to the model)
+    "loss",  # cross-entropy against the label (NaN if unknown to the model)
+    "correct",  # prediction == species
+    "fg_source",  # "box", "mask", "auto" or "none"
+    "fg_area",  # share of the image covered by the foreground estimate
+    "bg_share",  # plain share of positive predicted-class evidence off the foreground
+    "bg_score",  # background attention, fair to map resolution and object size (score.py)
+    "bg_share_true",  # the same two for the labelled class
+    "bg_score_true",
+    "peak_on_animal",  # pointing game: does the map's peak cell lie on the foreground
+    "cam_entropy",  # spread of the positive evidence, 0 (one cell) .. 1 (uniform)
+    "prob_without_animal",  # causal check: predicted-class prob with the animal replaced by background
+    "prob_animal_only",  # predicted-class prob with the background removed
+]
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: dict) -> None:
+    """Write JSON through a temporary file, so a reader never sees half of it."""
+    _atomic_write_bytes(Path(path), json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+
+def pack_masks(masks: np.ndarray) -> np.ndarray:
+    """[n, m, m] bool -> [n, ceil(m*m/8)] uint8."""
+    masks = np.asarray(masks, dtype=bool)
+    return np.packbits(masks.reshape(len(masks), -1), axis=1)
+
+
+def unpack_masks(packed: np.ndarray, size: int) -> np.ndarray:
+    """Inverse of :func:`pack_masks` for masks of ``size`` x ``size``."""
+    packed = np.asarray(packed)
+    flat = np.unpackbits(packed.reshape(-1, packed.shape[-1]), axis=1, count=size * size)
+    return flat.reshape(packed.shape[:-1] + (size, size)).astype(bool)
+
+
+def partial_dir(store: Path) -> Path:
+    store = Path(store)
+    return store.with_name(store.name + ".partial")
+
+
+class StoreWriter:
+    """Writes an audit chunk by chunk into ``<store>.partial`` and resumes a killed run.
+
+    Per-image arrays are memory-mapped files allocated up front; a chunk counts as done only once its
+    rows are flushed and its table file is renamed into place, so a chunk cut short by a kill is simply
+    recomputed. ``fingerprint`` describes the inputs; a partial run with another fingerprint is
+    discarded rather than mixed in.
+    """
+
+    def __init__(self, store, *, n_images: int, classes: list[str], cam_shape: tuple[int, int],
+                 mask_size: int, fingerprint: dict):
+        self.store = Path(store)
+        self.tmp = partial_dir(self.store)
+        self.n, self.classes, self.cam_shape, self.mask_size = n_images, list(classes), tuple(cam_shape), mask_size
+        progress = {"fingerprint": fingerprint, "n_images": n_images, "classes": self.classes,
+                    "cam_shape": list(self.cam_shape), "mask_size": mask_size}
+        resumable = self._read_progress() == json.loads(json.dumps(progress, default=str))
+        if not resumable:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        (self.tmp / "chunks").mkdir(exist_ok=True)
+        c, (h, w) = len(self.classes), self.cam_shape
+        nbytes = (mask_size * mask_size + 7) // 8
+        self.probs = self._memmap(PROBS, np.float32, (n_images, c))
+        self.cams = self._memmap(CAMS, np.float16, (n_images, c, h, w))
+        self.masks = self._memmap(MASKS, np.uint8, (n_images, nbytes))
+        if not resumable:
+            write_json(self.tmp / PROGRESS, progress)
+
+    def _read_progress(self):
+        try:
+            return json.loads((self.tmp / PROGRESS).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _memmap(self, name, dtype, shape):
+        path = self.tmp / name
+        if path.exists():
+            arr = np.load(path, mmap_mode="r+")
+            if arr.shape == shape and arr.dtype == dtype:
+                return arr
+        return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+
+    def _chunk_path(self, k: int) -> Path:
+        return self.tmp / "chunks" / f"{k:06d}.parquet"
+
+    def chunk_done(self, k: int) -> bool:
+        return self._chunk_path(k).exists()
+
+    def write_chunk(self, k: int, start: int, rows: pd.DataFrame, probs, cams, masks) -> None:
+        """Store rows ``start .. start+len(rows)`` and mark chunk ``k`` done."""
+        stop = start + len(rows)
+        self.probs[start:stop] = probs
+        self.cams[start:stop] = cams
+        self.masks[start:stop] = pack_masks(masks)
+        for arr in (self.probs, self.cams, self.masks):
+            arr.flush()
+        path = self._chunk_path(k)
+        tmp = path.with_name(path.name + ".tmp")
+        rows.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+
+    def finish(self, manifest: dict) -> Path:
+        """Join the chunks, write the manifest last and swap the folder into place.
+
+        An existing audit of the same name is replaced, but its ``review.sqlite`` is carried over:
+        rebuilding an audit never loses the analysts' work.
+        """
+        parts = sorted((self.tmp / "chunks").glob("*.parquet"))
+        frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True) if parts else None
+        if frame is None or len(frame) != self.n or not np.array_equal(frame["idx"].to_numpy(), np.arange(self.n)):
+            raise StoreError(f"{self.tmp}: chunks cover {0 if frame is None else len(frame)} of {self.n} images; "
+                             "run the precompute again to complete it.")
+        frame = frame[IMAGE_COLUMNS]
+        tmp_images = self.tmp / (IMAGES + ".tmp")
+        frame.to_parquet(tmp_images, index=False)
+        os.replace(tmp_images, self.tmp / IMAGES)
+        del self.probs, self.cams, self.masks
+        manifest = dict(manifest, schema_version=SCHEMA_VERSION, classes=self.classes,
+                        cam_shape=list(self.cam_shape), mask_size=self.mask_size,
+                        n_images=self.n, n_ok=int((frame["status"] == "ok").sum()))
+        shutil.rmtree(self.tmp / "chunks")
+        (self.tmp / PROGRESS).unlink()
+        write_json(self.tmp / MANIFEST, manifest)
+        old = self.store.with_name(self.store.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if self.store.exists():
+            if (self.store / REVIEW).exists():
+                shutil.copy2(self.store / REVIEW, self.tmp / REVIEW)
+            os.replace(self.store, old)
+        os.replace(self.tmp, self.store)
+        shutil.rmtree(old, ignore_errors=True)
+        return self.store
+
+
+def write_store(store, frame: pd.DataFrame, probs, cams, masks, manifest: dict, *, mask_size: int) -> Path:
+    """Write a whole audit in one go (tests, benchmarks, small audits)."""
+    classes = manifest["classes"]
+    writer = StoreWriter(store, n_images=len(frame), classes=classes, cam_shape=np.shape(cams)[2:],
+                         mask_size=mask_size, fingerprint={"write_store": True})
+    writer.write_chunk(0, 0, frame.assign(idx=np.arange(len(frame))), probs, cams, masks)
+    return writer.finish(manifest)
+
+
+@dataclass
+class Audit:
+    """A complete audit, read back: a table in memory, the maps memory-mapped."""
+
+    path: Path
+    manifest: dict
+    images: pd.DataFrame
+    probs: np.ndarray
+    cams: np.ndarray
+    masks_packed: np.ndarray
+
+    @property
+    def classes(self) -> list[str]:
+        return self.manifest["classes"]
+
+    @property
+    def image_root(self) -> Path:
+        return Path(self.manifest["dataset"]["image_root"])
+
+    @property
+    def review_path(self) -> Path:
+        return self.path / REVIEW
+
+    def cam(self, idx: int, class_idx: int) -> np.ndarray:
+        """Raw float32 map of one class for one image."""
+        return np.asarray(self.cams[idx, class_idx], dtype=np.float32)
+
+    def mask(self, idx: int) -> np.ndarray:
+        return unpack_masks(self.masks_packed[idx], self.manifest["mask_size"])
+
+
+def is_complete(store) -> bool:
+    return (Path(store) / MANIFEST).is_file()
+
+
+def open_audit(store) -> Audit:
+    """Read an audit for browsing; a missing, partial or corrupt store raises StoreError saying how to rebuild."""
+    store = Path(store)
+    rebuild = f"Rebuild it with `python -m whaleaudit audit ... --out {store}` (or `python -m whaleaudit demo`)."
+    if not store.is_dir():
+        raise StoreError(f"{store}: no audit here. {rebuild}")
+    if not (store / MANIFEST).exists():
+        state = "an unfinished precompute (rerun it to resume)" if partial_dir(store).exists() else "not a complete audit"
+        raise StoreError(f"{store}: manifest.json is missing: {state}. {rebuild}")
+    try:
+        manifest = json.loads((store / MANIFEST).read_text())
+        version = manifest["schema_version"]
+        n, classes = int(manifest["n_images"]), list(manifest["classes"])
+        cam_shape, mask_size = tuple(manifest["cam_shape"]), int(manifest["mask_size"])
+        manifest["dataset"]["image_root"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise StoreError(f"{store / MANIFEST}: unreadable or incomplete ({e}). {rebuild}") from None
+    if version != SCHEMA_VERSION:
+        raise StoreError(f"{store}: store schema {version}, this WhaleAudit reads {SCHEMA_VERSION}. {rebuild}")
+    try:
+        images = pd.read_parquet(store / IMAGES)
+        probs = np.load(store / PROBS, mmap_mode="r")
+        cams = np.load(store / CAMS, mmap_mode="r")
+        masks = np.load(store / MASKS, mmap_mode="r")
+    except Exception as e:  # pyarrow and numpy raise many types for a damaged file
+        raise StoreError(f"{store}: a data file is missing or corrupt ({type(e).__name__}: {e}). {rebuild}") from None
+    expected = {"images.parquet rows": (len(images), n), "probs.npy": (probs.shape, (n, len(classes))),
+                "cams.npy": (cams.shape, (n, len(classes)) + cam_shape),
+                "masks.npy": (masks.shape, (n, (mask_size * mask_size + 7) // 8))}
+    for what, (got, want) in expected.items():
+        if got != want:
+            raise StoreError(f"{store}: {what} has shape {got}, the manifest says {want}. {rebuild}")
+    missing = [c for c in IMAGE_COLUMNS if c not in images.columns]
+    if missing:
+        raise StoreError(f"{store / IMAGES}: columns {missing} are missing. {rebuild}")
+    return Audit(store, manifest, images, probs, cams, masks)
