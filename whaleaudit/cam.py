@@ -1,0 +1,114 @@
+"""Class activation maps for every class of a batch, from one pass through the body.
+
+The model is laid out as fastai lays it out, ``Sequential(body, head)``; the maps live on the body's output
+``A`` (``K`` channels, ``h x w`` cells: 4 x 4 for resnet18 at 128 px). The head decides the method:
+
+- ``"cam"`` head (avg-pool -> Dropout -> Linear): the exact CAM ``M_c = W_c · A + b_c`` at every cell. The
+  logit is ``W_c · mean(A) + b_c``, so the spatial *mean* of ``M_c`` equals the logit exactly: the map is
+  the logit, spread over the cells where it comes from.
+- any other head (fastai's default: concat-pool, BN, two linear layers with a ReLU): Grad-CAM at the body
+  output. Channel weights ``w_ck = mean_ij d logit_c / d A_kij``, map ``M_c = sum_k w_ck A_k``. The stored
+  map is raw: no ReLU, no rescaling, so negative evidence stays visible and maps compare across images.
+  The body runs once without autograd; only the small head is differentiated, for all classes at once
+  (one batched backward), so the cost stays close to a plain forward pass.
+
+Everything returned is float32 on the input's device. ``dtype=torch.bfloat16`` runs the body under bf16
+autocast (the head and the maps stay float32); :func:`fast_dtype` says where that is worth it and allowed.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .errors import ModelError
+
+#: Heads for which bf16 autocast keeps maps and logits within 1% of float32 (tests/test_cam.py measures it).
+BF16_HEADS = frozenset({"cam", "fastai"})
+_PASS_THROUGH = (nn.Dropout, nn.Flatten, nn.Identity)
+
+
+def split(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """(body, head) of a fastai vision model; anything else is refused with the reason."""
+    if not isinstance(model, nn.Sequential) or len(model) != 2:
+        raise ModelError(f"expected fastai's Sequential(body, head) layout, got {type(model).__name__} with "
+                         f"{len(model) if isinstance(model, nn.Sequential) else 'no'} parts. Export the model "
+                         "with fastai's vision_learner (or `python -m whaleaudit train`).")
+    return model[0], model[1]
+
+
+def head_kind(model: nn.Module) -> str:
+    """"cam" when the head is global average pooling then one Linear layer (exact CAM), else "fastai"."""
+    _, head = split(model)
+    leaves = [m for m in head.modules() if not list(m.children()) and not _is_pass_through(m)]
+    if (len(leaves) == 2 and isinstance(leaves[0], nn.AdaptiveAvgPool2d)
+            and leaves[0].output_size in (1, (1, 1)) and isinstance(leaves[1], nn.Linear)):
+        return "cam"
+    return "fastai"
+
+
+def _is_pass_through(m: nn.Module) -> bool:
+    return isinstance(m, _PASS_THROUGH) or (type(m).__name__ == "Flatten" and type(m).__module__.startswith("fastai"))
+
+
+def cam_method(head: str) -> str:
+    return "exact-cam" if head == "cam" else "grad-cam"
+
+
+def fast_dtype(head: str, device: torch.device) -> torch.dtype:
+    """bf16 where the hardware runs it natively and the head passed the accuracy test, else float32.
+
+    A CPU without native bf16 (no AVX-512 BF16 / AMX) emulates it and runs resnet18 several times *slower*
+    than float32 (measured: 6 vs 17 img/s on the 2-core AVX2 development machine), so it gets float32.
+    """
+    if head not in BF16_HEADS:
+        return torch.float32
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    if device.type == "cpu":
+        native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)()
+        return torch.bfloat16 if native else torch.float32
+    return torch.float32
+
+
+def predict_with_maps(model: nn.Module, x: torch.Tensor, *, dtype: torch.dtype = torch.float32):
+    """``(logits [B, C], maps [B, C, h, w])``, float32, for every class; the model must be in eval mode.
+
+    Works inside or outside ``torch.inference_mode``: the Grad-CAM path leaves it for the head's backward.
+    """
+    if model.training:
+        raise ModelError("predict_with_maps needs the model in eval mode (model.eval()): dropout and "
+                         "batch statistics would make the maps random.")
+    body, head = split(model)
+    autocast = torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32)
+    if head_kind(model) == "cam":
+        linear = [m for m in head.modules() if isinstance(m, nn.Linear)][0]
+        with torch.inference_mode():
+            with autocast:
+                act = body(x)
+            act = act.float()
+            logits = head(act)
+            maps = torch.einsum("ck,bkhw->bchw", linear.weight.float(), act)
+            if linear.bias is not None:
+                maps = maps + linear.bias.float()[None, :, None, None]
+        return logits, maps
+    return _grad_cam(body, head, x, autocast)
+
+
+def _grad_cam(body: nn.Module, head: nn.Module, x: torch.Tensor, autocast):
+    with torch.inference_mode(False):
+        if x.is_inference():
+            x = x.clone()  # a tensor made in inference mode cannot enter autograd
+        with torch.no_grad(), autocast:
+            act = body(x)
+        act = act.float().detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = head(act)
+            n_classes = logits.shape[1]
+            # One backward for all classes: grad_outputs[c] selects logit c of every image.
+            one_hot = torch.eye(n_classes, dtype=logits.dtype, device=logits.device)[:, None, :]
+            (grads,) = torch.autograd.grad(logits, act, grad_outputs=one_hot.expand(-1, len(x), -1),
+                                           is_grads_batched=True)
+        weights = grads.mean(dim=(3, 4))  # [C, B, K]
+        maps = torch.einsum("cbk,bkhw->bchw", weights, act.detach())
+    return logits.detach(), maps
