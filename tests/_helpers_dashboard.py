@@ -1,0 +1,104 @@
+"""A small audit the dashboard tests build for themselves: a few dozen rows, 3 species, random 4x4 maps,
+tiny real PNG photos, one unreadable image, one photo deleted after the audit was built, and label
+text that a spreadsheet would execute."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from whaleaudit.store import IMAGE_COLUMNS, write_store
+
+CLASSES = ["beluga", "bottlenose_dolphin", "killer_whale"]
+MASK_SIZE = 16
+MALICIOUS_SPECIES_RAW = "=HYPERLINK(\"http://evil.example\",\"x\")"
+MALICIOUS_INDIVIDUAL = "+cmd|' /C calc'!A0"
+UNREADABLE = "img_unreadable"
+VANISHED = "img_vanished"
+
+
+def make_audit(root: Path, name: str = "small", n: int = 36, seed: int = 0) -> Path:
+    """Write images under ``root/images`` and the audit at ``root/audits/<name>``; return the audit folder."""
+    rng = np.random.default_rng(seed)
+    image_root = root / "images"
+    image_root.mkdir(parents=True, exist_ok=True)
+    ids = [f"img_{i:03d}" for i in range(n - 2)] + [UNREADABLE, VANISHED]
+    label = np.arange(n) % len(CLASSES)
+    probs = rng.dirichlet(np.ones(len(CLASSES)), size=n).astype(np.float32)
+    probs[: n // 2, :] = 0.1 / (len(CLASSES) - 1)  # the first half is predicted right, confidently
+    probs[np.arange(n // 2), label[: n // 2]] = 0.9
+    pred = probs.argmax(1)
+    ok = np.array([i != UNREADABLE for i in ids])
+    bg = rng.uniform(0, 1, n)
+    bg[3] = np.nan  # an image without a foreground estimate has no score
+    frame = pd.DataFrame({
+        "image": ids,
+        "path": [f"{i}.png" for i in ids],
+        "species_raw": [CLASSES[k] for k in label],
+        "species": [CLASSES[k] for k in label],
+        "individual_id": [f"ind_{i % 7}" for i in range(n)],
+        "split": np.where(np.arange(n) % 5 == 0, "valid", "train"),
+        "status": np.where(ok, "ok", "error"),
+        "error": np.where(ok, "", "truncated: the file ends before the image does"),
+        "label_idx": label,
+        "pred_idx": np.where(ok, pred, -1),
+        "prediction": [CLASSES[p] if good else "" for p, good in zip(pred, ok)],
+        "prob_pred": np.where(ok, probs.max(1), np.nan),
+        "prob_true": np.where(ok, probs[np.arange(n), label], np.nan),
+        "loss": np.where(ok, -np.log(probs[np.arange(n), label]), np.nan),
+        "correct": ok & (pred == label),
+        "fg_source": np.where(np.isnan(bg), "none", "auto"),
+        "fg_area": rng.uniform(0.05, 0.6, n),
+        "bg_share": bg * 0.8 + 0.1,
+        "bg_score": bg,
+        "bg_share_true": rng.uniform(0, 1, n),
+        "bg_score_true": rng.uniform(0, 1, n),
+        "peak_on_animal": rng.integers(0, 2, n).astype(float),
+        "cam_entropy": rng.uniform(0, 1, n),
+        "prob_without_animal": rng.uniform(0, 1, n),
+        "prob_animal_only": rng.uniform(0, 1, n),
+    })
+    frame.loc[1, "species_raw"] = MALICIOUS_SPECIES_RAW
+    frame.loc[2, "individual_id"] = MALICIOUS_INDIVIDUAL
+    for k, image in enumerate(ids):
+        if image != UNREADABLE:
+            Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(image_root / f"{image}.png")
+    (image_root / f"{UNREADABLE}.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    cams = rng.normal(0, 1, (n, len(CLASSES), 4, 4)).astype(np.float16)
+    masks = np.zeros((n, MASK_SIZE, MASK_SIZE), dtype=bool)
+    masks[:, 4:12, 4:12] = True
+    manifest = {"classes": CLASSES, "dataset": {"image_root": str(image_root), "label_file": None, "n_images": n},
+                "model": {"arch": "resnet18", "head": "cam"}}
+    store = write_store(root / "audits" / name, frame.assign(idx=0)[IMAGE_COLUMNS], probs, cams, masks, manifest,
+                        mask_size=MASK_SIZE)
+    (image_root / f"{VANISHED}.png").unlink()
+    return store
+
+
+def review_worker(path, worker: int, n_ops: int, seed: int, shared: list[str]) -> list[dict]:
+    """Random flag/unflag/note actions on shared images and on images only this worker touches; returns
+    what it did, in order, so a test can replay it."""
+    import random
+
+    from whaleaudit.review import REASONS, Review
+
+    rng = random.Random(seed)
+    review = path if isinstance(path, Review) else Review(path)
+    private = [f"w{worker}_{k}" for k in range(4)]
+    log = []
+    for i in range(n_ops):
+        images = rng.sample(shared + private, k=rng.choice([1, 1, 1, 3]))
+        action, tag, who = rng.choice(["flag", "unflag", "note"]), f"w{worker}-op{i}", f"worker {worker}"
+        reason = rng.choice(REASONS)
+        if action == "flag":
+            review.flag(images, reason, tag, who)
+        elif action == "unflag":
+            review.unflag(images, who)
+        else:
+            images = images[:1]
+            review.note(images[0], tag, who)
+        log.append({"images": images, "action": action, "reason": reason, "note": tag, "who": who})
+    return log

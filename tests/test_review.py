@@ -1,0 +1,188 @@
+"""The review store: flag semantics, history, durability, and no lost change under concurrent writers."""
+
+import io
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from whaleaudit.errors import StoreError
+from whaleaudit.export import flagged_csv
+from whaleaudit.review import REASONS, Review
+from whaleaudit.store import open_audit
+
+from _helpers_dashboard import make_audit, review_worker
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+
+
+def _state(review: Review) -> dict:
+    frame = review.flags(include_unflagged=True)
+    return {r.image: (int(r.flagged), r.reason, r.note) for r in frame.itertuples()}
+
+
+def test_flag_unflag_note_and_their_history(tmp_path):
+    review = Review(tmp_path / "review.sqlite")
+    review.flag(["a", "b"], "attention on water", "fin tiny", who="ana")
+    review.note("a", "look at the ice too", who="ben")
+    review.unflag(["b"], who="ben")
+    review.note("c", "not flagged, just noted")
+
+    flags = review.flags()
+    assert list(flags.columns) == ["image", "reason", "note", "who", "when"]
+    assert flags[["image", "reason", "note", "who"]].values.tolist() == [
+        ["a", "attention on water", "look at the ice too", "ben"]]
+    assert review.state("b") == dict(review.state("b"), flagged=False, reason="", note="fin tiny")
+    assert review.state("c")["note"] == "not flagged, just noted" and not review.state("c")["flagged"]
+    assert review.state("never") == {"image": "never", "flagged": False, "reason": "", "note": "", "who": "",
+                                     "when": ""}
+
+    history = review.history()
+    assert history[["image", "action", "old_flagged", "new_flagged", "old_reason", "new_reason", "old_note",
+                    "new_note", "who"]].values.tolist() == [
+        ["a", "flag", 0, 1, "", "attention on water", "", "fin tiny", "ana"],
+        ["b", "flag", 0, 1, "", "attention on water", "", "fin tiny", "ana"],
+        ["a", "note", 1, 1, "attention on water", "attention on water", "fin tiny", "look at the ice too", "ben"],
+        ["b", "unflag", 1, 0, "attention on water", "", "fin tiny", "fin tiny", "ben"],
+        ["c", "note", 0, 0, "", "", "", "not flagged, just noted", ""],
+    ]
+    when = [datetime.fromisoformat(w) for w in history["when"]]
+    assert all(w.utcoffset().total_seconds() == 0 for w in when) and when == sorted(when)
+    assert abs((datetime.now(timezone.utc) - when[-1]).total_seconds()) < 60
+
+
+def test_bad_input_is_refused_and_changes_nothing(tmp_path):
+    review = Review(tmp_path / "review.sqlite")
+    with pytest.raises(ValueError, match="not one of"):
+        review.flag(["a"], "looks odd")
+    with pytest.raises(ValueError, match="non-empty strings"):
+        review.flag(["a", ""], REASONS[0])
+    assert review.history().empty and review.flags().empty
+
+
+def test_a_damaged_review_file_is_a_clear_store_error(tmp_path):
+    (tmp_path / "review.sqlite").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="Move it aside"):
+        Review(tmp_path / "review.sqlite")
+
+
+def test_flags_written_by_one_process_are_read_by_another(tmp_path):
+    Review(tmp_path / "review.sqlite").flag(["x"], "label wrong", "=1+1")
+    assert Review(tmp_path / "review.sqlite").flags()["note"].tolist() == ["=1+1"]
+
+
+def test_a_flag_reported_saved_survives_the_process_being_killed(tmp_path):
+    """The server is killed (no clean shutdown) right after it reported a flag saved."""
+    code = ("import os, signal, sys; sys.path.insert(0, sys.argv[1]); from whaleaudit.review import Review; "
+            "r = Review(sys.argv[2]); r.flag(['fin_1'], 'attention on ice', 'saved'); print('saved', flush=True); "
+            "os.kill(os.getpid(), signal.SIGKILL)")
+    done = subprocess.run([sys.executable, "-c", code, str(REPO), str(tmp_path / "review.sqlite")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL and done.stdout.strip() == "saved"
+    assert Review(tmp_path / "review.sqlite").flags()[["image", "reason", "note"]].values.tolist() == [
+        ["fin_1", "attention on ice", "saved"]]
+
+
+def _replay(log: list[dict], image: str) -> tuple:
+    state = (0, "", "")
+    for op in log:
+        if image in op["images"]:
+            state = {"flag": (1, op["reason"], op["note"]), "unflag": (0, "", state[2]),
+                     "note": (state[0], state[1], op["note"])}[op["action"]]
+    return state
+
+
+@pytest.mark.slow
+def test_concurrent_threads_and_processes_lose_no_change(tmp_path):
+    path, n_ops = tmp_path / "review.sqlite", 350
+    shared = [f"shared_{k}" for k in range(6)]
+    shared_review = Review(path)
+    logs, errors = {}, []
+
+    def run(worker, target):
+        try:
+            logs[worker] = review_worker(target, worker, n_ops, seed=worker, shared=shared)
+        except Exception as e:  # surfaced below: a thread's exception would otherwise vanish
+            errors.append(e)
+
+    code = ("import json, sys; sys.path[:0] = sys.argv[1:3]; from _helpers_dashboard import review_worker; "
+            "print(json.dumps(review_worker(sys.argv[3], 9, int(sys.argv[4]), 9, json.loads(sys.argv[5]))))")
+    other = subprocess.Popen([sys.executable, "-c", code, str(TESTS), str(REPO), str(path), str(n_ops),
+                              json.dumps(shared)], stdout=subprocess.PIPE, text=True)
+    # three threads share one Review, as the dashboard's sessions do; two open their own connection
+    threads = [threading.Thread(target=run, args=(w, shared_review if w < 3 else path)) for w in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out, _ = other.communicate(timeout=300)
+    assert not errors and other.returncode == 0
+    logs[9] = json.loads(out)
+
+    review = Review(path)
+    history = review.history()
+    ops = [op for log in logs.values() for op in log]
+    assert len(history) == sum(len(op["images"]) for op in ops) >= 2000
+    done = sorted((image, op["action"], op["who"]) for op in ops for image in op["images"])
+    assert sorted(zip(history["image"], history["action"], history["who"])) == done
+
+    state = _state(review)
+    for image, rows in history.groupby("image", sort=False):
+        old = rows[["old_flagged", "old_reason", "old_note"]].itertuples(index=False, name=None)
+        new = list(rows[["new_flagged", "new_reason", "new_note"]].itertuples(index=False, name=None))
+        assert list(old) == [(0, "", "")] + new[:-1], f"{image}: a change was made on a stale state"
+        assert state[image] == new[-1]
+    for worker, log in logs.items():
+        for k in range(4):
+            image = f"w{worker}_{k}"
+            assert state.get(image, (0, "", "")) == _replay(log, image)
+
+
+def test_an_export_taken_while_others_write_is_one_consistent_snapshot(tmp_path):
+    """Writers flag and unflag whole groups of five in one action; every export shows whole groups only."""
+    store = make_audit(tmp_path)
+    audit = open_audit(store)
+    review = Review(audit.review_path)
+    ids = audit.images["image"].tolist()[:30]
+    groups = [ids[g:g + 5] for g in range(0, 30, 5)]
+    stop = threading.Event()
+
+    def write(k):
+        writer, i = Review(audit.review_path), 0
+        while not stop.is_set():
+            group = groups[(k + i) % len(groups)]
+            if i % 3 == 2:
+                writer.unflag(group)
+            else:
+                writer.flag(group, REASONS[i % len(REASONS)], f"op {k}-{i}")
+            i += 1
+
+    writers = [threading.Thread(target=write, args=(k,)) for k in range(3)]
+    for t in writers:
+        t.start()
+    try:
+        exports = [pd.read_csv(io.BytesIO(flagged_csv(audit, review)), dtype=str, keep_default_na=False)
+                   for _ in range(25)]
+    finally:
+        stop.set()
+        for t in writers:
+            t.join()
+    assert sum(len(e) for e in exports) > 0
+    for export in exports:
+        for group in groups:
+            rows = export[export["image"].isin(group)]
+            assert len(rows) in (0, 5) and rows["note"].nunique() <= 1 and rows["reason"].nunique() <= 1
+
+
+def test_the_review_journals_in_wal_mode_so_readers_never_block_writers(tmp_path):
+    Review(tmp_path / "review.sqlite")
+    con = sqlite3.connect(tmp_path / "review.sqlite")
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
