@@ -1,0 +1,182 @@
+"""What the pages show, checked without Streamlit: filters, tables, orderings, overlays and their cache."""
+
+import io
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from whaleaudit import views
+from whaleaudit.errors import ImageError
+from whaleaudit.review import Review
+from whaleaudit.store import open_audit
+
+from _helpers_dashboard import CLASSES, UNREADABLE, VANISHED, make_audit
+
+
+@pytest.fixture
+def audit(tmp_path):
+    return open_audit(make_audit(tmp_path))
+
+
+@pytest.fixture
+def frame(audit):
+    review = Review(audit.review_path)
+    review.flag(audit.images["image"].iloc[[0, 4, 8]].tolist(), "attention on ice")
+    return views.with_flags(audit.images, review.flags())
+
+
+def test_with_flags_adds_the_review_state(frame):
+    assert frame.loc[frame["flagged"], "image"].tolist() == ["img_000", "img_004", "img_008"]
+    assert set(frame.loc[frame["flagged"], "reason"]) == {"attention on ice"}
+    assert set(frame.loc[~frame["flagged"], "reason"]) == {""}
+
+
+def test_threshold_keeps_exactly_the_scores_at_or_above_it(frame):
+    threshold = float(frame["bg_score"].dropna().sort_values().iloc[20])
+    kept = views.filter_images(frame, threshold=threshold)
+    assert set(kept["image"]) == {r.image for r in frame.itertuples() if r.bg_score >= threshold}
+    assert len(kept) == int((frame["bg_score"].dropna() >= threshold).sum()) > 0
+    assert kept["bg_score"].notna().all()  # no score, no pass
+
+
+def test_filters_combine(frame):
+    kept = views.filter_images(frame, species=["beluga", "killer_whale"], correct=False, flagged=False)
+    expected = frame[frame["species"].isin(["beluga", "killer_whale"]) & ~frame["correct"] & ~frame["flagged"]
+                     & (frame["status"] == "ok")]
+    assert kept["image"].tolist() == expected["image"].tolist() and len(kept) > 0
+    assert views.filter_images(frame, flagged=True)["image"].tolist() == ["img_000", "img_004", "img_008"]
+    assert UNREADABLE not in set(views.filter_images(frame, correct=False)["image"])
+    assert len(views.filter_images(frame)) == len(frame) == len(views.filter_images(frame, species=[]))
+
+
+def test_species_table_counts_accuracy_scores_and_flags(frame):
+    threshold = 0.5
+    table = views.species_table(frame, threshold).set_index("species")
+    assert sorted(table.index) == CLASSES and table["images"].sum() == len(frame)
+    for species, rows in frame.groupby("species"):
+        ok = rows[rows["status"] == "ok"]
+        assert table.loc[species, "accuracy"] == pytest.approx(ok["correct"].mean())
+        assert table.loc[species, "mean bg_score"] == pytest.approx(rows["bg_score"].mean())
+        assert table.loc[species, "p90 bg_score"] == pytest.approx(rows["bg_score"].quantile(0.9))
+        assert table.loc[species, "above threshold"] == (rows["bg_score"] >= threshold).sum()
+        assert table.loc[species, "flagged"] == rows["flagged"].sum()
+
+
+def test_confusion_matrix_counts_readable_images(frame):
+    matrix = views.confusion(frame)
+    ok = frame[frame["status"] == "ok"]
+    assert matrix.values.sum() == len(ok)
+    assert sum(matrix.loc[s, s] for s in matrix.index if s in matrix.columns) == ok["correct"].sum()
+
+
+def test_top_losses_worst_first_and_per_cell(frame):
+    ordered = views.top_losses(frame)
+    assert ordered["loss"].is_monotonic_decreasing and ordered["loss"].notna().all()
+    cell = views.top_losses(frame, actual="beluga", predicted="killer_whale")
+    expected = frame[(frame["species"] == "beluga") & (frame["prediction"] == "killer_whale")]
+    assert set(cell["image"]) == set(expected["image"]) and len(cell) == views.confusion(frame).loc[
+        "beluga", "killer_whale"]
+
+
+def test_gallery_orders_worst_first_with_missing_numbers_last(frame):
+    by_bg = views.sort_images(frame, "background attention")
+    assert by_bg["bg_score"].dropna().is_monotonic_decreasing and by_bg["bg_score"].iloc[-1:].isna().all()
+    assert views.sort_images(frame, "confidence")["prob_pred"].dropna().is_monotonic_increasing
+    assert views.sort_images(frame, "loss")["loss"].dropna().is_monotonic_decreasing
+
+
+def test_pages_and_neighbours():
+    rows = pd.DataFrame({"image": [f"i{k}" for k in range(25)]})
+    assert views.page_count(25, 12) == 3 and views.page_count(0, 12) == 1
+    assert views.page(rows, 3, 12)["image"].tolist() == ["i24"]
+    assert views.page(rows, 9, 12)["image"].tolist() == ["i24"]  # past the end: the last page
+    ids = ["a", "b", "c"]
+    assert views.neighbours(ids, "a") == (None, "b") and views.neighbours(ids, "b") == ("a", "c")
+    assert views.neighbours(ids, "z") == (None, None)
+
+
+def test_histogram_and_threshold_defaults(frame):
+    hist = views.score_histogram(frame, bins=10)
+    assert hist["count"].sum() == frame["bg_score"].notna().sum() and len(hist) == 10
+    threshold = views.default_threshold(frame)
+    assert (frame["bg_score"] >= threshold).sum() == pytest.approx(0.1 * frame["bg_score"].notna().sum(), abs=1)
+    low, high = views.score_range(frame)
+    assert low == frame["bg_score"].min() and high == frame["bg_score"].max()
+    assert views.score_range(frame.assign(bg_score=0.3)) == (0.3, 1.3)
+
+
+def test_cell_evidence_explains_the_plain_background_share():
+    cam = np.array([[4.0, -1.0], [0.0, 0.0]])
+    mask = np.zeros((8, 8), bool)
+    mask[:4, :4] = True  # the foreground covers the top-left cell, where all positive evidence is
+    cells = views.cell_evidence(cam, mask)
+    assert cells["evidence"].tolist() == [[1.0, 0.0], [0.0, 0.0]]
+    assert cells["coverage"].tolist() == [[1.0, 0.0], [0.0, 0.0]] and cells["bg_share"] == 0.0
+    assert views.cell_evidence(cam[::-1], mask)["bg_share"] == 1.0
+
+
+def test_upsampling_is_smooth_and_keeps_the_cells_values():
+    cam = np.arange(16, dtype=np.float32).reshape(4, 4)
+    big = views.upsample(cam, 64, 64)
+    assert big.shape == (64, 64)
+    assert np.abs(np.diff(big, axis=1)).max() < 0.5  # cells step by 1: no blocky jumps
+    assert big[8, 8] == pytest.approx(cam[0, 0], abs=0.3) and big[40, 24] == pytest.approx(cam[2, 1], abs=0.3)
+
+
+def test_overlay_colour_scale_is_fixed_across_images_not_per_image():
+    photo = np.full((32, 32, 3), 128, np.uint8)
+    cam = np.linspace(0, 2, 16, dtype=np.float32).reshape(4, 4)
+    strong = views.overlay(photo, cam, vmax=2.0, opacity=1.0)
+    weak = views.overlay(photo, cam / 4, vmax=2.0, opacity=1.0)
+    assert not np.array_equal(strong, weak)  # min-max scaling per image would make them equal
+    lut = views.colormap_lut("turbo")
+    assert (strong[-1, -1] == lut[255]).all() and (weak[0, 0] == lut[0]).all()
+    assert (views.overlay(photo, -cam - 0.5, vmax=2.0, opacity=1.0) == lut[0]).all()  # negative: none
+    assert np.array_equal(views.overlay(photo, cam, vmax=2.0, opacity=0.0), photo)
+
+
+def test_overlay_outlines_the_foreground():
+    photo = np.zeros((64, 64, 3), np.uint8)
+    mask = np.zeros((16, 16), bool)
+    mask[4:12, 4:12] = True
+    out = views.overlay(photo, None, vmax=1.0, mask=mask)
+    white = (out == views.OUTLINE_RGB).all(axis=2)
+    assert white[16, 16:48].all() and white[16:48, 16].all()  # the box's edges at 4/16 .. 12/16 of 64
+    assert not white[32, 32] and not white[0, 0] and not white[16:48, 16:48][2:-2, 2:-2].any()
+
+
+def test_evidence_scale_is_a_high_percentile_of_positive_predicted_class_evidence(audit):
+    ok = audit.images[audit.images["status"] == "ok"]
+    maps = np.stack([audit.cam(r.idx, r.pred_idx) for r in ok.itertuples()])
+    assert views.evidence_scale(audit.cams, audit.images) == pytest.approx(np.percentile(maps[maps > 0], 99))
+
+
+def test_overlays_render_png_once_and_cache_it(audit, monkeypatch):
+    overlays = views.Overlays(audit)
+    loads = []
+    real_load = overlays._load
+    monkeypatch.setattr(overlays, "_load", lambda path: loads.append(path) or real_load(path))
+    first = overlays.png(0, 1, 64, "magma", 0.5, True)
+    again = overlays.png(0, 1, 64, "magma", 0.5, True)
+    assert first is again and len(loads) == 1
+    image = Image.open(io.BytesIO(first))
+    assert image.format == "PNG" and image.size == (64, 48)  # 32x24 photo fitted to 64, aspect kept
+    assert overlays.png(0, None, 64) != first and len(loads) == 2
+
+
+def test_unreadable_vanished_and_escaping_photos_raise_image_error(audit, tmp_path):
+    overlays = views.Overlays(audit)
+    rows = audit.images.set_index("image")
+    for image in (UNREADABLE, VANISHED):
+        with pytest.raises(ImageError):
+            overlays.png(int(rows.loc[image, "idx"]), 0, 64)
+    outside = tmp_path / "outside.png"
+    Image.new("RGB", (8, 8)).save(outside)
+    link = audit.image_root / "img_000.png"
+    link.unlink()
+    os.symlink(outside, link)
+    with pytest.raises(ImageError, match="symbolic link"):
+        overlays.png(0, 0, 64)

@@ -1,0 +1,306 @@
+"""What the dashboard pages show, as plain functions of an audit: filters, tables, orderings, overlays.
+
+The pages only render; every number and every list they show comes from here, so a test can check it
+without a browser. Nothing here imports Streamlit, torch or fastai.
+"""
+
+from __future__ import annotations
+
+import io
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+SCORE = "bg_score"
+#: Gallery orderings: label -> (column, worst first?). "Worst" is high attention, high loss, low confidence.
+SORTS = {
+    "background attention": ("bg_score", True),
+    "loss": ("loss", True),
+    "confidence": ("prob_pred", False),
+}
+COLORMAPS = ["turbo", "jet", "magma", "inferno", "viridis"]
+OUTLINE_RGB = (255, 255, 255)
+EVIDENCE_PERCENTILE = 99.0
+
+
+def with_flags(frame: pd.DataFrame, flags: pd.DataFrame) -> pd.DataFrame:
+    """The image table with the review's current state: ``flagged``, ``reason`` and ``note`` columns."""
+    current = flags.set_index("image")
+    return frame.assign(flagged=frame["image"].isin(current.index),
+                        reason=frame["image"].map(current["reason"]).fillna(""),
+                        note=frame["image"].map(current["note"]).fillna(""))
+
+
+def filter_images(frame: pd.DataFrame, *, threshold: float | None = None, species=None, correct: bool | None = None,
+                  flagged: bool | None = None, score: str = SCORE) -> pd.DataFrame:
+    """Rows matching every given filter; ``None`` (or an empty species list) means "any".
+
+    ``threshold`` keeps images whose ``score`` is at least the threshold (images without a score, e.g.
+    unreadable ones or ones without a foreground, never pass it). ``flagged`` needs the ``flagged``
+    column of :func:`with_flags`.
+    """
+    keep = np.ones(len(frame), dtype=bool)
+    if threshold is not None:
+        keep &= (frame[score] >= threshold).to_numpy()  # NaN compares False
+    if species:
+        keep &= frame["species"].isin(list(species)).to_numpy()
+    if correct is not None:
+        keep &= (frame["correct"].astype(bool) == correct).to_numpy() & (frame["status"] == "ok").to_numpy()
+    if flagged is not None:
+        keep &= frame["flagged"].to_numpy(dtype=bool) == flagged
+    return frame[keep]
+
+
+def default_threshold(frame: pd.DataFrame, score: str = SCORE, quantile: float = 0.9) -> float:
+    """A starting threshold that singles out the top tenth of images by background attention."""
+    values = frame[score].dropna()
+    return float(values.quantile(quantile)) if len(values) else 0.0
+
+
+def score_range(frame: pd.DataFrame, score: str = SCORE) -> tuple[float, float]:
+    """Bounds for a threshold slider; a degenerate range is widened so a slider can still be drawn."""
+    values = frame[score].dropna()
+    if values.empty:
+        return 0.0, 1.0
+    low, high = float(values.min()), float(values.max())
+    return (low, high) if high > low else (low, low + 1.0)
+
+
+def summary(frame: pd.DataFrame) -> dict:
+    ok = frame["status"] == "ok"
+    return {"images": len(frame), "species": frame["species"].nunique(), "unreadable": int((~ok).sum()),
+            "accuracy": float(frame.loc[ok, "correct"].astype(bool).mean()) if ok.any() else float("nan")}
+
+
+def species_table(frame: pd.DataFrame, threshold: float | None = None, *, percentile: float = 90,
+                  score: str = SCORE) -> pd.DataFrame:
+    """Per species: images, accuracy, mean and high-percentile background attention, how many pass the
+    threshold and how many are flagged (from the ``flagged`` column of :func:`with_flags`, if there).
+    Most frequent species first."""
+    flagged = frame["flagged"] if "flagged" in frame else pd.Series(False, index=frame.index)
+    above = frame[score] >= threshold if threshold is not None else pd.Series(False, index=frame.index)
+    ok = frame["status"] == "ok"
+    work = pd.DataFrame({"species": frame["species"], "score": frame[score],
+                         "correct": frame["correct"].astype(float).where(ok), "flagged": flagged, "above": above})
+    grouped = work.groupby("species", sort=False)
+    table = pd.DataFrame({
+        "images": grouped.size(),
+        "accuracy": grouped["correct"].mean(),
+        f"mean {score}": grouped["score"].mean(),
+        f"p{percentile:g} {score}": grouped["score"].quantile(percentile / 100),
+        "above threshold": grouped["above"].sum().astype(int),
+        "flagged": grouped["flagged"].sum().astype(int),
+    })
+    table = table.rename_axis("species").reset_index()
+    return table.sort_values(["images", "species"], ascending=[False, True], kind="stable", ignore_index=True)
+
+
+def score_histogram(frame: pd.DataFrame, bins: int = 50, score: str = SCORE) -> pd.DataFrame:
+    """Counts per score bin (left edge, right edge, count): the chart ships 50 bars, not 51,033 values."""
+    values = frame[score].dropna().to_numpy()
+    low, high = score_range(frame, score)
+    counts, edges = np.histogram(values, bins=bins, range=(low, high))
+    return pd.DataFrame({"left": edges[:-1], "right": edges[1:], "count": counts})
+
+
+def scatter_sample(frame: pd.DataFrame, n: int = 5000, seed: int = 0) -> pd.DataFrame:
+    """At most ``n`` rows for a scatter plot, drawn the same way every time."""
+    return frame if len(frame) <= n else frame.sample(n=n, random_state=seed).sort_index()
+
+
+def confusion(frame: pd.DataFrame) -> pd.DataFrame:
+    """Counts of actual (rows) against predicted (columns) species over the readable images."""
+    ok = frame[frame["status"] == "ok"]
+    return pd.crosstab(ok["species"].rename("actual"), ok["prediction"].rename("predicted"))
+
+
+def top_losses(frame: pd.DataFrame, actual: str | None = None, predicted: str | None = None) -> pd.DataFrame:
+    """Readable images, highest loss first, optionally for one cell of the confusion matrix."""
+    rows = frame[(frame["status"] == "ok") & frame["loss"].notna()]
+    if actual is not None:
+        rows = rows[rows["species"] == actual]
+    if predicted is not None:
+        rows = rows[rows["prediction"] == predicted]
+    return rows.sort_values(["loss", "image"], ascending=[False, True], kind="stable")
+
+
+def sort_images(frame: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Order by one of :data:`SORTS`, worst first; images without that number go last."""
+    column, worst_high = SORTS[by]
+    return frame.sort_values([column, "image"], ascending=[not worst_high, True], na_position="last", kind="stable")
+
+
+def page_count(n_rows: int, per_page: int) -> int:
+    return max(1, -(-n_rows // per_page))
+
+
+def page(frame: pd.DataFrame, number: int, per_page: int) -> pd.DataFrame:
+    """Rows of 1-based page ``number``; a page past the end is clamped to the last one."""
+    number = min(max(1, number), page_count(len(frame), per_page))
+    return frame.iloc[(number - 1) * per_page: number * per_page]
+
+
+def neighbours(ids: list[str], current: str) -> tuple[str | None, str | None]:
+    """Previous and next image around ``current`` in a list (None at either end or when it is not listed)."""
+    try:
+        i = ids.index(current)
+    except ValueError:
+        return None, None
+    return (ids[i - 1] if i > 0 else None), (ids[i + 1] if i + 1 < len(ids) else None)
+
+
+#: What each stored measure means, for the score card (see store.IMAGE_COLUMNS and score.py).
+MEASURES = {
+    "bg_score": "background attention of the predicted class, fair to map resolution and object size",
+    "bg_share": "plain share of the predicted class's positive evidence off the foreground",
+    "bg_score_true": "background attention of the labelled class",
+    "bg_share_true": "plain share of the labelled class's positive evidence off the foreground",
+    "peak_on_animal": "1 if the map's strongest cell lies on the foreground (pointing game), else 0",
+    "cam_entropy": "spread of the positive evidence: 0 = one cell, 1 = uniform over the photo",
+    "fg_area": "share of the photo covered by the foreground estimate",
+    "prob_without_animal": "predicted-class probability with the animal replaced by background",
+    "prob_animal_only": "predicted-class probability with the background removed",
+}
+
+
+def score_card(row: pd.Series) -> pd.DataFrame:
+    """The stored measures of one image as text, each with what it means."""
+    measures = dict(MEASURES, fg_source="where the foreground estimate comes from: box, mask, auto or none")
+    return pd.DataFrame({"measure": list(measures), "value": [_text(row[m]) for m in measures],
+                         "meaning": list(measures.values())})
+
+
+def _text(value) -> str:
+    if isinstance(value, str):
+        return value
+    return "n/a" if pd.isna(value) else f"{value:.3f}"
+
+
+def cell_evidence(cam: np.ndarray, mask: np.ndarray) -> dict:
+    """How much of a map's positive evidence lies off the foreground, cell by cell.
+
+    Returns ``evidence`` (each cell's share of the positive evidence), ``coverage`` (the share of each cell
+    the foreground covers) and ``bg_share = sum(evidence * (1 - coverage))``, the plain background share;
+    the stored ``bg_score`` corrects it for the map's coarse cells and the animal's size.
+    """
+    cam = np.asarray(cam, dtype=np.float64)
+    positive = np.clip(cam, 0, None)
+    total = positive.sum()
+    evidence = positive / total if total > 0 else np.zeros_like(positive)
+    m = np.asarray(mask, dtype=np.float64)
+    rows = np.array_split(np.arange(m.shape[0]), cam.shape[0])
+    cols = np.array_split(np.arange(m.shape[1]), cam.shape[1])
+    coverage = np.array([[m[np.ix_(r, c)].mean() for c in cols] for r in rows])
+    return {"evidence": evidence, "coverage": coverage,
+            "bg_share": float((evidence * (1 - coverage)).sum()) if total > 0 else float("nan")}
+
+
+def evidence_scale(cams: np.ndarray, images: pd.DataFrame, percentile: float = EVIDENCE_PERCENTILE) -> float:
+    """One colour-scale top for a whole audit: a high percentile of positive predicted-class evidence.
+
+    Fixed across images (never min-max per image), so an overlay's brightness means the same amount of
+    evidence on every image and a weak map looks weak.
+    """
+    rows = images[(images["status"] == "ok") & (images["pred_idx"] >= 0)]
+    if rows.empty:
+        return 1.0
+    maps = np.asarray(cams[rows["idx"].to_numpy(), rows["pred_idx"].to_numpy()], dtype=np.float32)
+    positive = maps[maps > 0]
+    return float(np.percentile(positive, percentile)) if positive.size else 1.0
+
+
+def upsample(cam: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Smooth (bicubic) upsampling of a coarse map to the photo's size, cell centres on pixel centres."""
+    return np.asarray(Image.fromarray(np.asarray(cam, dtype=np.float32)).resize((width, height),
+                                                                              Image.Resampling.BICUBIC))
+
+
+@lru_cache(maxsize=None)
+def colormap_lut(name: str) -> np.ndarray:
+    """256 x 3 uint8 colour table of a matplotlib colormap (matplotlib loads on first use only)."""
+    from matplotlib import colormaps
+
+    if name not in COLORMAPS:
+        raise ValueError(f"colormap {name!r} is not one of {COLORMAPS}")
+    return (colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
+
+
+def outline(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Boundary pixels of a foreground mask scaled to the photo, about 1/128 of the photo thick."""
+    big = np.asarray(Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255).resize((width, height),
+                                                                                      Image.Resampling.NEAREST)) > 127
+    inner = big.copy()
+    for _ in range(max(1, min(height, width) // 128)):
+        inner[1:-1, 1:-1] = (inner[1:-1, 1:-1] & inner[:-2, 1:-1] & inner[2:, 1:-1]
+                             & inner[1:-1, :-2] & inner[1:-1, 2:])
+        inner[[0, -1], :] = False
+        inner[:, [0, -1]] = False
+    return big & ~inner
+
+
+def overlay(rgb: np.ndarray, cam: np.ndarray | None, *, vmax: float, colormap: str = "turbo",
+            opacity: float = 0.5, mask: np.ndarray | None = None) -> np.ndarray:
+    """The photo with its map blended on top on a fixed scale (0 .. ``vmax``; negative evidence shows as
+    none) and, if given, the foreground estimate outlined."""
+    rgb = np.asarray(rgb, dtype=np.uint8)
+    height, width = rgb.shape[:2]
+    out = rgb
+    if cam is not None:
+        level = np.clip(upsample(cam, height, width) / max(vmax, 1e-12), 0, 1)
+        colour = colormap_lut(colormap)[np.round(level * 255).astype(np.uint8)]
+        out = ((1 - opacity) * rgb + opacity * colour).round().astype(np.uint8)
+    if mask is not None:
+        out = out.copy()
+        out[outline(mask, height, width)] = OUTLINE_RGB
+    return out
+
+
+def to_png(rgb: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def fit(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Scale a photo to fit in ``size`` x ``size``, aspect kept (never enlarged past 4x)."""
+    height, width = rgb.shape[:2]
+    scale = min(size / height, size / width, 4.0)
+    shape = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(rgb).resize(shape, Image.Resampling.LANCZOS))
+
+
+class Overlays:
+    """Renders an audit's photos and overlays as PNG bytes, each one once.
+
+    One per open audit, shared by every browser session; ``cache_size`` bounds memory (a 256 px PNG
+    thumbnail is about 100-150 kB).
+    """
+
+    def __init__(self, audit, cache_size: int = 2048):
+        from .images import load_rgb, resolve_image  # the data engineer's loader: confined to the image root
+
+        self.audit = audit
+        self._resolve, self._load = resolve_image, load_rgb
+        self._vmax = None
+        self.png = lru_cache(maxsize=cache_size)(self._render)
+
+    @property
+    def vmax(self) -> float:
+        if self._vmax is None:
+            self._vmax = evidence_scale(self.audit.cams, self.audit.images)
+        return self._vmax
+
+    def photo(self, idx: int, size: int) -> np.ndarray:
+        """The photo of row ``idx`` fitted to ``size``; ImageError names the image and why it cannot be shown."""
+        path = self._resolve(self.audit.image_root, self.audit.images.iloc[idx]["path"])
+        return fit(self._load(path), size)
+
+    def _render(self, idx: int, class_idx: int | None, size: int, colormap: str = "turbo", opacity: float = 0.5,
+                with_mask: bool = False) -> bytes:
+        """PNG of row ``idx``: the photo alone (``class_idx`` None) or with that class's map."""
+        rgb = self.photo(idx, size)
+        cam = None if class_idx is None else self.audit.cam(idx, class_idx)
+        mask = self.audit.mask(idx) if with_mask and self.audit.images.iloc[idx]["fg_source"] != "none" else None
+        return to_png(overlay(rgb, cam, vmax=self.vmax, colormap=colormap, opacity=opacity, mask=mask))
