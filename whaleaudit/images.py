@@ -1,0 +1,124 @@
+"""Find and decode one image, safely: every failure becomes an :class:`ImageError` with a reason a user
+understands, so the caller can mark that one image and carry on.
+
+Choices:
+
+- Truncated files are refused (Pillow's ``LOAD_TRUNCATED_IMAGES`` stays False): a half-grey photo would get a
+  prediction and a map that describe the grey, not the animal.
+- Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) is kept, and crossing it is an error rather
+  than a warning.
+- Transparent pixels are composited onto white, as a viewer shows them.
+- 16-bit grey images are scaled to 8 bits (65535 -> 255), not clipped.
+- EXIF orientation is applied, so the photo is upright as the photographer saw it.
+"""
+
+from __future__ import annotations
+
+import codecs
+import functools
+import os
+import warnings
+from pathlib import Path, PureWindowsPath
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+WHITE = (255, 255, 255, 255)
+
+
+def resolve_image(image_root: Path, relpath: str) -> Path:
+    """The file ``relpath`` names under ``image_root``; refuse anything that would read outside the root.
+
+    ``..`` segments and absolute paths are refused by name, a symbolic link that leads out of the root by
+    where it resolves to.
+    """
+    name = str(relpath).replace("\\", "/")
+    if name.startswith("/") or PureWindowsPath(str(relpath)).drive:
+        raise ImageError(f"{relpath}: absolute path; image paths must be relative to the image folder.")
+    if ".." in name.split("/"):
+        raise ImageError(f"{relpath}: '..' leads out of the image folder.")
+    try:
+        root = _real_root(str(image_root))
+        path = os.path.realpath(os.path.join(root, name))
+    except (OSError, ValueError) as e:  # a NUL in the name, a symlink loop
+        raise ImageError(f"{relpath!r}: not a usable path ({e}).") from None
+    if path != root and not path.startswith(root.rstrip(os.sep) + os.sep):
+        raise ImageError(f"{relpath}: a symbolic link leads out of the image folder (to {path}).")
+    return Path(path)
+
+
+@functools.lru_cache(maxsize=16)
+def _real_root(image_root: str) -> str:
+    return os.path.realpath(image_root)
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    """uint8 ``H x W x 3``, upright, whatever the file's colour mode."""
+    return _decode(Path(path), None)
+
+
+def load_rgb_resized(path: Path, size: int) -> np.ndarray:
+    """uint8 ``size x size x 3``, squashed rather than cropped, so a map over it covers the whole photo.
+
+    A JPEG much larger than ``size`` is decoded at a reduced scale (``Image.draft``) before resizing;
+    the resize uses bilinear filtering with antialiasing, as fastai's ``Resize`` does for training.
+    """
+    return _decode(Path(path), size)
+
+
+def _decode(path: Path, size: int | None) -> np.ndarray:
+    """The one boundary: Pillow, numpy and OS errors leave it only as ImageError."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if size:
+                    im.draft("RGB", (size, size))
+                im.load()
+                ImageOps.exif_transpose(im, in_place=True)
+                rgb = _to_rgb(im)
+                if size and rgb.size != (size, size):
+                    rgb = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+                return np.array(rgb)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        reason = f"too many pixels to decode safely ({e})"
+    except FileNotFoundError:
+        reason = "file not found"
+    except IsADirectoryError:
+        reason = "is a folder, not an image"
+    except PermissionError:
+        reason = "permission denied"
+    except UnidentifiedImageError:
+        reason = _why_unidentified(path)
+    except Exception as e:  # decoders raise OSError, SyntaxError, ValueError, EOFError... for damaged data
+        reason = ("truncated: the file ends before the image does" if "truncat" in str(e).lower()
+                  else f"cannot be decoded ({type(e).__name__}: {e})")
+    raise ImageError(f"{path.name}: {reason}")
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode.startswith("I"):  # 16-bit grey (I;16, I;16B...) or 32-bit integer, read as 16-bit
+        grey = np.clip(np.asarray(im).astype(np.int64), 0, 65535)
+        im = Image.fromarray(((grey * 255 + 32767) // 65535).astype(np.uint8))
+    if im.mode == "RGB":
+        return im
+    if im.has_transparency_data:
+        return Image.alpha_composite(Image.new("RGBA", im.size, WHITE), im.convert("RGBA")).convert("RGB")
+    return im.convert("RGB")
+
+
+def _why_unidentified(path: Path) -> str:
+    """Pillow knows no format for the file: say what it is instead."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+        if not head:
+            return "empty file (0 bytes)"
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        return "a text file, not an image"
+    except (OSError, UnicodeDecodeError):
+        return "not an image format that can be read (or a damaged header)"
