@@ -243,7 +243,7 @@ def open_audit(store) -> Audit:
     """Read an audit for browsing; a missing, partial or corrupt store raises StoreError saying how to rebuild."""
     store = Path(store)
     rebuild = f"Rebuild it with `python -m whaleaudit audit ... --out {store}` (or `python -m whaleaudit demo`)."
-    if not store.is_dir():
+    if not store.is_dir() and not partial_dir(store).exists():
         raise StoreError(f"{store}: no audit here. {rebuild}")
     if not (store / MANIFEST).exists():
         state = "an unfinished precompute (rerun it to resume)" if partial_dir(store).exists() else "not a complete audit"
@@ -254,7 +254,7 @@ def open_audit(store) -> Audit:
         n, classes = int(manifest["n_images"]), list(manifest["classes"])
         cam_shape, mask_size = tuple(manifest["cam_shape"]), int(manifest["mask_size"])
         manifest["dataset"]["image_root"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, OverflowError, RecursionError) as e:  # inf, deep nesting
         raise StoreError(f"{store / MANIFEST}: unreadable or incomplete ({e}). {rebuild}") from None
     if version != SCHEMA_VERSION:
         raise StoreError(f"{store}: store schema {version}, this WhaleAudit reads {SCHEMA_VERSION}. {rebuild}")
