@@ -88,6 +88,36 @@ def test_partial_store_is_not_taken_for_complete_and_resumes(tmp_path):
     assert not writer({"labels": "changed"}).chunk_done(0)  # other inputs: the partial run is discarded
 
 
+def test_a_damaged_partial_run_starts_over(tmp_path):
+    frame, probs, cams, masks, manifest = audit_inputs()
+    store = tmp_path / "audit"
+
+    def writer():
+        return StoreWriter(store, n_images=5, classes=CLASSES, cam_shape=(4, 4), mask_size=MASK, fingerprint={})
+
+    writer().write_chunk(0, 0, frame.iloc[:3].assign(idx=range(3)), probs[:3], cams[:3], masks[:3])
+    (partial_dir(store) / CAMS).write_bytes(b"cut short by a full disk")
+    assert not writer().chunk_done(0)  # its rows are gone with the damaged file: recompute them
+
+
+def test_rebuilding_an_audit_keeps_the_review_and_its_journal(tmp_path):
+    import sqlite3
+
+    store = write(tmp_path / "audit", seed=0)
+    db = sqlite3.connect(store / REVIEW)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA wal_autocheckpoint=0")  # the flag stays in review.sqlite-wal only
+    db.execute("CREATE TABLE flags (image TEXT)")
+    db.execute("INSERT INTO flags VALUES ('the analyst''s flag')")
+    db.commit()
+    write(store, seed=1)
+    db.close()
+    got = sqlite3.connect(store / REVIEW).execute("SELECT image FROM flags").fetchall()
+    assert got == [("the analyst's flag",)]
+    assert np.array_equal(open_audit(store).probs, audit_inputs(seed=1)[1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audit"]  # no .old or .partial left behind
+
+
 def test_rebuilding_an_audit_keeps_the_review(tmp_path):
     store = write(tmp_path / "audit", seed=0)
     (store / REVIEW).write_bytes(b"the analysts' flags")

@@ -116,18 +116,18 @@ class StoreWriter:
         self.n, self.classes, self.cam_shape, self.mask_size = n_images, list(classes), tuple(cam_shape), mask_size
         progress = {"fingerprint": fingerprint, "n_images": n_images, "classes": self.classes,
                     "cam_shape": list(self.cam_shape), "mask_size": mask_size}
-        resumable = self._read_progress() == json.loads(json.dumps(progress, default=str))
-        if not resumable:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        (self.tmp / "chunks").mkdir(exist_ok=True)
         c, (h, w) = len(self.classes), self.cam_shape
-        nbytes = (mask_size * mask_size + 7) // 8
-        self.probs = self._memmap(PROBS, np.float32, (n_images, c))
-        self.cams = self._memmap(CAMS, np.float16, (n_images, c, h, w))
-        self.masks = self._memmap(MASKS, np.uint8, (n_images, nbytes))
-        if not resumable:
+        specs = {PROBS: (np.float32, (n_images, c)), CAMS: (np.float16, (n_images, c, h, w)),
+                 MASKS: (np.uint8, (n_images, (mask_size * mask_size + 7) // 8))}
+        resumable = self._read_progress() == json.loads(json.dumps(progress, default=str))
+        arrays = self._open_arrays(specs) if resumable else None
+        if arrays is None:  # nothing to resume, other inputs, or a damaged file: start over
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            (self.tmp / "chunks").mkdir(parents=True)
+            arrays = {name: np.lib.format.open_memmap(self.tmp / name, mode="w+", dtype=dtype, shape=shape)
+                      for name, (dtype, shape) in specs.items()}
             write_json(self.tmp / PROGRESS, progress)
+        self.probs, self.cams, self.masks = arrays[PROBS], arrays[CAMS], arrays[MASKS]
 
     def _read_progress(self):
         try:
@@ -135,13 +135,18 @@ class StoreWriter:
         except (OSError, ValueError):
             return None
 
-    def _memmap(self, name, dtype, shape):
-        path = self.tmp / name
-        if path.exists():
-            arr = np.load(path, mmap_mode="r+")
-            if arr.shape == shape and arr.dtype == dtype:
-                return arr
-        return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    def _open_arrays(self, specs):
+        """The memory maps of the run to resume, or None if any is missing or damaged."""
+        arrays = {}
+        for name, (dtype, shape) in specs.items():
+            try:
+                arr = np.load(self.tmp / name, mmap_mode="r+")
+            except (OSError, ValueError):
+                return None
+            if arr.shape != shape or arr.dtype != dtype:
+                return None
+            arrays[name] = arr
+        return arrays
 
     def _chunk_path(self, k: int) -> Path:
         return self.tmp / "chunks" / f"{k:06d}.parquet"
@@ -187,8 +192,8 @@ class StoreWriter:
         old = self.store.with_name(self.store.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         if self.store.exists():
-            if (self.store / REVIEW).exists():
-                shutil.copy2(self.store / REVIEW, self.tmp / REVIEW)
+            for review_file in self.store.glob(REVIEW + "*"):  # the database and its WAL journal
+                os.replace(review_file, self.tmp / review_file.name)
             os.replace(self.store, old)
         os.replace(self.tmp, self.store)
         shutil.rmtree(old, ignore_errors=True)
