@@ -1,0 +1,242 @@
+"""Streamlit glue shared by the entrypoint and the pages: the open audit, its review, the shared filters.
+
+The entrypoint calls :func:`sidebar` on every rerun, before the page runs; it opens the chosen audit
+(cached per audit folder and manifest time), draws the shared filters and leaves a :class:`Context` in the
+session for the page to pick up with :func:`context`. Everything a page shows is computed in
+``whaleaudit.views``; this module only keeps state and renders.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from whaleaudit import views
+from whaleaudit.errors import ImageError, StoreError, WhaleAuditError
+from whaleaudit.review import Review
+from whaleaudit.store import MANIFEST, Audit, open_audit
+
+AUDITS_ENV = "WHALEAUDIT_AUDITS"
+PAGES = {name: f"app_pages/{name}.py" for name in ("overview", "species", "top_losses", "heatmap", "review")}
+CORRECTNESS = {"all": None, "correct": True, "wrong": False}
+FLAG_STATES = {"all": None, "flagged": True, "not flagged": False}
+_CONTEXT = "_whaleaudit_context"
+
+
+@dataclass(frozen=True)
+class Filters:
+    """The sidebar's filters; every list on every page goes through :meth:`apply`."""
+
+    threshold: float
+    above_only: bool
+    species: tuple[str, ...]
+    correct: bool | None
+    flagged: bool | None
+
+    def apply(self, frame: pd.DataFrame, *, species: bool = True) -> pd.DataFrame:
+        return views.filter_images(frame, threshold=self.threshold if self.above_only else None,
+                                   species=self.species if species else None, correct=self.correct,
+                                   flagged=self.flagged)
+
+
+@dataclass
+class Context:
+    """What a page needs: the audit, its overlays and review, the image table with flags, the filters."""
+
+    name: str
+    audit: Audit
+    overlays: views.Overlays
+    review: Review
+    frame: pd.DataFrame
+    filters: Filters
+    colormap: str
+    opacity: float
+    who: str
+
+    def class_idx(self, species: str) -> int | None:
+        classes = self.audit.classes
+        return classes.index(species) if species in classes else None
+
+    def row(self, image: str) -> pd.Series | None:
+        match = self.frame.index[self.frame["image"] == image]
+        return self.frame.loc[match[0]] if len(match) else None
+
+
+def audits_folder() -> Path:
+    return Path(os.environ.get(AUDITS_ENV, "audits")).resolve()
+
+
+def list_audits(folder: Path) -> list[str]:
+    """Audit folders by name (unfinished ``.partial`` runs and ``.old`` leftovers excluded)."""
+    if not folder.is_dir():
+        return []
+    return sorted((p.name for p in folder.iterdir() if p.is_dir() and not p.name.endswith((".partial", ".old"))))
+
+
+def _manifest_stamp(path: Path) -> int | None:
+    try:
+        return (path / MANIFEST).stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+@st.cache_resource(max_entries=4, show_spinner="Opening the audit...")
+def _open(path: str, stamp: int | None) -> tuple[Audit, views.Overlays]:
+    """One open audit per folder and manifest time: a rebuilt audit is opened afresh."""
+    audit = open_audit(path)
+    return audit, views.Overlays(audit)
+
+
+@st.cache_resource
+def _review(path: str) -> Review:
+    return Review(path)
+
+
+@st.cache_resource
+def _build_lock() -> threading.Lock:
+    """One demo build per server, however many sessions ask for it."""
+    return threading.Lock()
+
+
+def _apply_url_once(names: list[str]) -> None:
+    """A shared link opens its audit and image; afterwards the session's state drives the URL."""
+    if st.session_state.get("_url_applied"):
+        return
+    st.session_state["_url_applied"] = True
+    if st.query_params.get("audit") in names:
+        st.session_state["audit"] = st.query_params["audit"]
+    if st.query_params.get("image"):
+        st.session_state["image"] = st.query_params["image"]
+
+
+def sync_url() -> None:
+    """Write the audit and the selected image into the URL, so it can be shared."""
+    for key in ("audit", "image"):
+        value = st.session_state.get(key)
+        if value and st.query_params.get(key) != value:
+            st.query_params[key] = value
+
+
+def offer_demo(folder: Path) -> None:
+    """No audit yet: explain, and build the demo on request with a progress bar."""
+    st.info(f"No audit found in `{folder}` (set {AUDITS_ENV} to look elsewhere). Build one with "
+            "`python -m whaleaudit audit ...`, or build the demo audit here: synthetic whale photos with "
+            "planted shortcuts, a small model trained on them, and its maps (a few minutes on a laptop).")
+    if not st.button("Build the demo audit", type="primary"):
+        return
+    lock = _build_lock()
+    if not lock.acquire(blocking=False):
+        st.warning("The demo is already being built for another browser tab; reload this page in a minute.")
+        return
+    try:
+        from whaleaudit.demo import build_demo
+
+        bar = st.progress(0.0, text="Building the demo audit...")
+        build_demo(folder / "demo", progress=lambda share, text="": bar.progress(min(max(float(share), 0.0), 1.0),
+                                                                               text=text or None))
+    except WhaleAuditError as e:
+        st.error(f"The demo could not be built: {e}")
+        return
+    finally:
+        lock.release()
+    st.session_state["audit"] = "demo"
+    st.rerun()
+
+
+def _threshold_step(low: float, high: float) -> float:
+    return float(10 ** np.floor(np.log10(max(high - low, 1e-9) / 100)))
+
+
+def _filters(name: str, frame: pd.DataFrame) -> Filters:
+    """The shared filters, keyed per audit so another audit's values never land out of range."""
+    low, high = views.score_range(frame)
+    step = _threshold_step(low, high)
+    key = f"threshold@{name}"
+    if key not in st.session_state:
+        st.session_state[key] = float(np.clip(round(views.default_threshold(frame) / step) * step, low, high))
+    st.sidebar.subheader("Filters")
+    threshold = st.sidebar.slider("Background-attention threshold", low, high, step=step, key=key,
+                                  help="bg_score at or above this counts as attention on the background.")
+    above_only = st.sidebar.toggle("Only images at or above the threshold", key=f"above@{name}")
+    species = st.sidebar.multiselect("Species", sorted(frame["species"].unique()), key=f"species@{name}",
+                                     placeholder="all species")
+    correct = st.sidebar.radio("Prediction", list(CORRECTNESS), horizontal=True, key=f"correct@{name}")
+    flagged = st.sidebar.radio("Flag", list(FLAG_STATES), horizontal=True, key=f"flagged@{name}")
+    return Filters(threshold, above_only, tuple(species), CORRECTNESS[correct], FLAG_STATES[flagged])
+
+
+def sidebar() -> None:
+    """Audit picker, shared filters, overlay style and reviewer; leaves the page's Context in the session."""
+    st.session_state.pop(_CONTEXT, None)
+    folder = audits_folder()
+    names = list_audits(folder)
+    _apply_url_once(names)
+    if not names:
+        offer_demo(folder)
+        return
+    if st.session_state.get("audit") not in names:
+        st.session_state["audit"] = names[0]
+    name = st.sidebar.selectbox("Audit", names, key="audit")
+    path = folder / name
+    try:
+        audit, overlays = _open(str(path), _manifest_stamp(path))
+        review = _review(str(audit.review_path))
+        frame = views.with_flags(audit.images, review.flags())
+    except StoreError as e:
+        st.error(str(e))
+        return
+    filters = _filters(name, frame)
+    st.sidebar.subheader("Maps")
+    colormap = st.sidebar.selectbox("Colormap", views.COLORMAPS, key="colormap")
+    opacity = st.sidebar.slider("Opacity", 0.0, 1.0, 0.5, 0.05, key="opacity")
+    who = st.sidebar.text_input("Reviewer", key="who", placeholder="your name, saved with each flag")
+    st.session_state[_CONTEXT] = Context(name, audit, overlays, review, frame, filters, colormap, opacity, who)
+
+
+def context() -> Context:
+    """The Context the entrypoint prepared; without an open audit the page stops here (the entrypoint has
+    already said why)."""
+    ctx = st.session_state.get(_CONTEXT)
+    if ctx is None:
+        st.stop()
+    return ctx
+
+
+def open_image(image: str, ids: list[str]) -> None:
+    """Go to the heatmap page on ``image``, with ``ids`` as the list that previous/next walks through."""
+    st.session_state["image"] = image
+    st.session_state["image_list"] = list(ids)
+    st.switch_page(PAGES["heatmap"])
+
+
+def open_species(species: str) -> None:
+    st.session_state["species_focus"] = species
+    st.switch_page(PAGES["species"])
+
+
+def show_map(ctx: Context, row: pd.Series, class_idx: int | None, size: int, *, caption: str | None = None,
+             with_mask: bool = False) -> None:
+    """One photo with a class's map (or alone); a photo that cannot be read gets a message in its place."""
+    try:
+        png = ctx.overlays.png(int(row["idx"]), class_idx, size, ctx.colormap, round(ctx.opacity, 2), with_mask)
+    except ImageError as e:
+        st.warning(f"Cannot show {row['image']}: {e}")
+        return
+    st.image(png, caption=caption, width="stretch")
+
+
+def numbers(row: pd.Series) -> str:
+    """The line under a thumbnail: background attention, loss, confidence, flag."""
+    flag = " · flagged" if row.get("flagged") else ""
+    return (f"bg {row['bg_score']:.3f} · loss {row['loss']:.2f} · p {row['prob_pred']:.2f} "
+            f"({row['prediction']}){flag}")
+
+
+def showing(n: int, total: int, what: str = "images") -> None:
+    st.caption(f"{n:,} of {total:,} {what} match the filters in the sidebar.")

@@ -1,0 +1,122 @@
+"""Heatmap: one image large, the map of any class, the foreground outlined, the score explained; flag it."""
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from app_pages import common
+from whaleaudit import views
+from whaleaudit.review import REASONS
+
+LARGE = 512
+CLASS_CHOICES = ["predicted", "actual", "another class"]
+
+ctx = common.context()
+frame = ctx.frame
+default_list = list(views.sort_images(ctx.filters.apply(frame), "background attention")["image"])
+ids = st.session_state.get("image_list") or default_list
+image = st.session_state.get("image")
+if image is not None and ctx.row(image) is None:
+    st.warning(f"Image {image!r} is not in the audit {ctx.name}; showing the first image of the list instead.")
+    image = None
+if image is None:
+    if not ids:
+        st.info("No image matches the filters in the sidebar; loosen them to pick an image.")
+        st.stop()
+    image = ids[0]
+st.session_state["image"] = image
+common.sync_url()
+row = ctx.row(image)
+idx = int(row["idx"])
+
+prev_id, next_id = views.neighbours(ids, image)
+nav = st.columns([1, 1, 3, 2], vertical_alignment="bottom")
+if nav[0].button("Previous", disabled=prev_id is None, key="heatmap_prev"):
+    st.session_state["image"] = prev_id
+    st.rerun()
+if nav[1].button("Next", disabled=next_id is None, key="heatmap_next"):
+    st.session_state["image"] = next_id
+    st.rerun()
+position = f"{ids.index(image) + 1:,} of {len(ids):,} in the current list" if image in ids else "not in the current list"
+nav[2].caption(position)
+
+
+def go_to() -> None:
+    """Jump to the typed image id, keeping the list; an unknown id is reported and nothing moves."""
+    typed = st.session_state["heatmap_goto"].strip()
+    if ctx.row(typed) is None:
+        st.session_state["_goto_error"] = typed
+    else:
+        st.session_state["image"], st.session_state["image_list"] = typed, ids
+        st.session_state["heatmap_goto"] = ""
+
+
+nav[3].text_input("Go to image id", key="heatmap_goto", placeholder="image id", on_change=go_to)
+if st.session_state.get("_goto_error"):
+    nav[3].error(f"No image {st.session_state.pop('_goto_error')!r} in this audit.")
+
+st.title(image)
+st.markdown(f"actual **{row['species']}** (label `{row['species_raw']}`) · predicted **{row['prediction'] or '-'}** · "
+            f"p {row['prob_pred']:.3f} · loss {row['loss']:.3f} · split {row['split'] or '-'}")
+if row["status"] != "ok":
+    st.error(f"This image could not be read when the audit was built: {row['error']}")
+
+choice_col, class_col, mask_col = st.columns([2, 2, 1], vertical_alignment="bottom")
+which = choice_col.radio("Map for", CLASS_CHOICES, horizontal=True, key="heatmap_which", persist_state="session")
+chosen = class_col.selectbox("Class", ctx.audit.classes, key="heatmap_class", disabled=which != "another class",
+                             persist_state="session")
+with_mask = mask_col.checkbox("Outline foreground", value=True, key="heatmap_mask", persist_state="session",
+                              disabled=row["fg_source"] == "none")
+class_idx = {"predicted": int(row["pred_idx"]), "actual": int(row["label_idx"]),
+             "another class": ctx.class_idx(chosen)}[which]
+if class_idx < 0:
+    class_idx = None
+
+original, mapped = st.columns(2)
+with original:
+    common.show_map(ctx, row, None, LARGE, caption="original")
+with mapped:
+    if class_idx is None:
+        st.info("No map: the model has no class for this choice (unknown species or unreadable image).")
+    else:
+        common.show_map(ctx, row, class_idx, LARGE, with_mask=with_mask,
+                        caption=f"map for {ctx.audit.classes[class_idx]} · colour scale 0 .. "
+                                f"{ctx.overlays.vmax:.3g} (fixed for the whole audit)"
+                                + (" · white line: foreground estimate" if with_mask else ""))
+
+st.subheader("Background attention")
+st.dataframe(views.score_card(row), hide_index=True)
+if class_idx is not None and row["status"] == "ok" and row["fg_source"] != "none":
+    cells = views.cell_evidence(ctx.audit.cam(idx, class_idx), ctx.audit.mask(idx))
+    st.markdown(f"How it is computed, for the map of **{ctx.audit.classes[class_idx]}**: the map's positive evidence "
+                f"is split over its {cells['evidence'].size} cells; each cell counts as background in proportion to "
+                f"the part of it the foreground estimate does not cover. Here **{cells['bg_share']:.1%}** of the "
+                "evidence lies off the foreground (the plain share); `bg_score` corrects that share for the size of "
+                "the map's cells against the size of the animal, so a small fin is not held against the model.")
+    text = [[f"{e:.0%} evidence<br>{c:.0%} foreground" for e, c in zip(er, cr)]
+            for er, cr in zip(cells["evidence"], cells["coverage"])]
+    grid = go.Figure(go.Heatmap(z=cells["evidence"], text=text, texttemplate="%{text}", colorscale="Blues",
+                                showscale=False, hoverinfo="skip"))
+    grid.update_layout(height=320, width=420, margin=dict(t=10, b=10, l=10, r=10),
+                       yaxis=dict(autorange="reversed", visible=False), xaxis=dict(visible=False))
+    st.plotly_chart(grid, key="cell_grid", width="content")
+
+st.subheader("Review")
+state = ctx.review.state(image)
+if state["flagged"]:
+    st.success(f"Flagged: {state['reason']} · by {state['who'] or 'someone'} at {state['when']}")
+else:
+    st.caption("Not flagged.")
+form = st.columns([2, 3], vertical_alignment="bottom")
+reason = form[0].selectbox("Reason", REASONS, key=f"reason@{image}",
+                           index=REASONS.index(state["reason"]) if state["reason"] in REASONS else 0)
+note = form[1].text_input("Note", value=state["note"], key=f"note@{image}")
+buttons = st.columns([1, 1, 1, 4])
+if buttons[0].button("Flag", type="primary", key="heatmap_flag"):
+    ctx.review.flag([image], reason, note, ctx.who)
+    st.rerun()
+if buttons[1].button("Unflag", disabled=not state["flagged"], key="heatmap_unflag"):
+    ctx.review.unflag([image], ctx.who)
+    st.rerun()
+if buttons[2].button("Save note", key="heatmap_note"):
+    ctx.review.note(image, note, ctx.who)
+    st.rerun()

@@ -1,0 +1,65 @@
+"""Overview: how well the model does and where it looks, species by species."""
+
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+from app_pages import common
+from whaleaudit import views
+
+ctx = common.context()
+frame, threshold = ctx.frame, ctx.filters.threshold
+
+st.title(f"Overview · {ctx.name}")
+stats = views.summary(frame)
+above = views.filter_images(frame, threshold=threshold)
+cols = st.columns(5)
+cols[0].metric("Images", f"{stats['images']:,}")
+cols[1].metric("Species", stats["species"])
+cols[2].metric("Accuracy", f"{stats['accuracy']:.1%}")
+cols[3].metric("At or above threshold", f"{len(above):,}")
+cols[4].metric("Flagged", f"{int(frame['flagged'].sum()):,}")
+if stats["unreadable"]:
+    st.warning(f"{stats['unreadable']:,} images could not be read when the audit was built; "
+               "they are listed on the Review page with their error.")
+
+st.subheader("Species")
+table = views.species_table(frame, threshold)
+picked = st.dataframe(table, hide_index=True, key="species_table", on_select="rerun", selection_mode="single-row",
+                      column_config={"accuracy": st.column_config.NumberColumn(format="percent")})
+choice_col, button_col = st.columns([3, 1], vertical_alignment="bottom")
+species = choice_col.selectbox("Open a species", table["species"], key="overview_species")
+if button_col.button("Open its gallery", key="open_species"):
+    common.open_species(species)
+if picked.selection.rows:
+    common.open_species(table["species"].iloc[picked.selection.rows[0]])
+
+left, right = st.columns(2)
+with left:
+    hist = views.score_histogram(frame)
+    fig = go.Figure(go.Bar(x=(hist["left"] + hist["right"]) / 2, y=hist["count"], width=hist["right"] - hist["left"],
+                           marker_color="#4c78a8", hovertemplate="bg %{x:.3f}: %{y} images<extra></extra>"))
+    fig.add_vline(x=threshold, line_dash="dash", line_color="#e45756",
+                  annotation_text=f"threshold {threshold:g}", annotation_position="top right")
+    fig.update_layout(title="Background attention", xaxis_title="bg_score", yaxis_title="images", height=360,
+                      margin=dict(t=50, b=40, l=40, r=10), bargap=0)
+    st.plotly_chart(fig, key="hist_chart")
+with right:
+    sample = views.scatter_sample(frame[frame["status"] == "ok"])
+    fig = px.scatter(sample, x="bg_score", y="loss", color=sample["correct"].map({True: "correct", False: "wrong"}),
+                     hover_data=["image", "species", "prediction"], render_mode="webgl", opacity=0.6,
+                     title=f"Background attention against loss ({len(sample):,} images shown)",
+                     color_discrete_map={"correct": "#4c78a8", "wrong": "#e45756"})
+    fig.add_vline(x=threshold, line_dash="dash", line_color="#e45756")
+    fig.update_layout(height=360, margin=dict(t=50, b=40, l=40, r=10), legend_title_text="")
+    st.plotly_chart(fig, key="scatter_chart")
+
+score_cols = [c for c in table.columns if c.endswith("bg_score")]
+fig = px.bar(table.melt(id_vars="species", value_vars=score_cols, var_name="statistic", value_name="bg_score"),
+             x="species", y="bg_score", color="statistic", barmode="group",
+             title="Background attention per species (click a bar to open the species)")
+fig.add_hline(y=threshold, line_dash="dash", line_color="#e45756")
+fig.update_layout(height=380, margin=dict(t=50, b=40, l=40, r=10))
+clicked = st.plotly_chart(fig, key="species_chart", on_select="rerun", selection_mode="points")
+if clicked.selection.points:
+    common.open_species(clicked.selection.points[0]["x"])

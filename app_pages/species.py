@@ -1,0 +1,39 @@
+"""Species: a paged gallery of one species' photos with the predicted-class map on each."""
+
+import streamlit as st
+
+from app_pages import common
+from whaleaudit import views
+
+COLUMNS = 4
+THUMB = 256
+
+ctx = common.context()
+species_names = list(views.species_table(ctx.frame)["species"])
+if st.session_state.get("species_focus") not in species_names:
+    st.session_state["species_focus"] = species_names[0]
+
+top = st.columns([2, 2, 1], vertical_alignment="bottom")
+species = top[0].selectbox("Species", species_names, key="species_focus", persist_state="session")
+order = top[1].selectbox("Sort by (worst first)", list(views.SORTS), key="species_sort", persist_state="session")
+per_page = top[2].selectbox("Per page", [12, 24, 48], key="species_per_page", persist_state="session")
+
+st.title(species.replace("_", " ").capitalize())
+of_species = ctx.frame[ctx.frame["species"] == species]
+rows = views.sort_images(ctx.filters.apply(of_species, species=False), order)
+common.showing(len(rows), len(of_species), f"{species} images")
+if rows.empty:
+    st.info("No image of this species matches the filters; loosen them in the sidebar.")
+    st.stop()
+
+number = st.pagination(views.page_count(len(rows), per_page), key=f"species_page@{species}@{order}@{per_page}")
+shown = views.page(rows, number, per_page)
+ids = list(rows["image"])
+for start in range(0, len(shown), COLUMNS):
+    for col, (_, row) in zip(st.columns(COLUMNS), shown.iloc[start:start + COLUMNS].iterrows()):
+        with col:
+            pred = int(row["pred_idx"]) if row["pred_idx"] >= 0 else None
+            common.show_map(ctx, row, pred, THUMB)
+            st.caption(f"**{row['image']}**  \n{common.numbers(row)}")
+            if st.button("Open", key=f"open_{row['image']}"):
+                common.open_image(row["image"], ids)

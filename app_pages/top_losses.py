@@ -1,0 +1,68 @@
+"""Top losses: the images the model gets most wrong, with the maps of the predicted and the actual class."""
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from app_pages import common
+from whaleaudit import views
+
+ANY = "any"
+PER_PAGE = 10
+THUMB = 256
+
+ctx = common.context()
+st.title("Top losses")
+
+matrix = views.confusion(ctx.filters.apply(ctx.frame))
+cells = matrix.stack().rename("count").reset_index()
+cells = cells[cells["count"] > 0]
+side = max(len(matrix.index), len(matrix.columns), 1)
+height = min(900, 160 + 36 * side)
+fig = go.Figure(go.Scatter(
+    x=cells["predicted"], y=cells["actual"], mode="markers+text", text=cells["count"],
+    marker=dict(symbol="square", size=max(12, (height - 160) / side * 0.9), color=cells["count"],
+                colorscale="Blues", showscale=True, line=dict(width=0)),
+    textfont=dict(color="black"), hovertemplate="actual %{y}<br>predicted %{x}<br>%{text} images<extra></extra>"))
+fig.update_layout(title="Confusion matrix (click a cell to list its images)", height=height,
+                  xaxis=dict(title="predicted", type="category", categoryorder="category ascending"),
+                  yaxis=dict(title="actual", type="category", categoryorder="category descending"),
+                  margin=dict(t=50, b=60, l=60, r=10))
+clicked = st.plotly_chart(fig, key="confusion_chart", on_select="rerun", selection_mode="points")
+if clicked.selection.points:
+    point = clicked.selection.points[0]
+    cell = (point["y"], point["x"])
+    if st.session_state.get("_confusion_cell") != cell:
+        st.session_state["_confusion_cell"] = cell
+        st.session_state["loss_actual"], st.session_state["loss_predicted"] = cell
+
+choices = [ANY] + sorted(set(matrix.index) | set(matrix.columns))
+for key in ("loss_actual", "loss_predicted"):
+    if st.session_state.get(key) not in choices:
+        st.session_state[key] = ANY
+left, right = st.columns(2)
+actual = left.selectbox("Actual species", choices, key="loss_actual", persist_state="session")
+predicted = right.selectbox("Predicted species", choices, key="loss_predicted", persist_state="session")
+
+rows = views.top_losses(ctx.filters.apply(ctx.frame), None if actual == ANY else actual,
+                        None if predicted == ANY else predicted)
+common.showing(len(rows), len(ctx.frame))
+if rows.empty:
+    st.info("No image matches this cell and the filters in the sidebar.")
+    st.stop()
+
+number = st.pagination(views.page_count(len(rows), PER_PAGE), key=f"loss_page@{actual}@{predicted}")
+ids = list(rows["image"])
+for _, row in views.page(rows, number, PER_PAGE).iterrows():
+    st.divider()
+    info, pred_map, true_map = st.columns([1, 1, 1])
+    with info:
+        st.markdown(f"**{row['image']}**  \nactual **{row['species']}** · predicted **{row['prediction']}**")
+        st.markdown(f"loss {row['loss']:.3f} · p(predicted) {row['prob_pred']:.3f} · "
+                    f"p(actual) {row['prob_true']:.3f}  \nbg_score {row['bg_score']:.3f}"
+                    + (" · flagged" if row["flagged"] else ""))
+        if st.button("Open", key=f"open_{row['image']}"):
+            common.open_image(row["image"], ids)
+    with pred_map:
+        common.show_map(ctx, row, int(row["pred_idx"]), THUMB, caption=f"map for {row['prediction']} (predicted)")
+    with true_map:  # a loss exists only for species the model knows, so the actual class has a map
+        common.show_map(ctx, row, int(row["label_idx"]), THUMB, caption=f"map for {row['species']} (actual)")

@@ -1,0 +1,198 @@
+"""Every dashboard page through Streamlit's AppTest, on a small audit the tests build: widgets change what
+is shown, flags set in the UI land in SQLite and in the CSV, and bad input gives a message, not a traceback."""
+
+import csv
+import io
+import re
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from whaleaudit import views
+from whaleaudit.export import flagged_csv
+from whaleaudit.review import Review
+from whaleaudit.store import open_audit
+
+from _helpers_dashboard import UNREADABLE, VANISHED, make_audit
+
+APP = Path(__file__).resolve().parents[1] / "streamlit_app.py"
+IMAGE_ID = re.compile(r"\*\*(img_\w+)\*\*")
+
+
+@pytest.fixture
+def audit(tmp_path, monkeypatch):
+    store = make_audit(tmp_path)
+    monkeypatch.setenv("WHALEAUDIT_AUDITS", str(store.parent))
+    return open_audit(store)
+
+
+def start(page: str | None = None, **query) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=30)
+    at.query_params.update(query)
+    at.run()
+    if page:
+        at.switch_page(f"app_pages/{page}.py").run()
+    return ok(at)
+
+
+def ok(at: AppTest) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def frame_of(audit):
+    return views.with_flags(audit.images, Review(audit.review_path).flags())
+
+
+def shown_ids(at: AppTest, elements) -> list[str]:
+    return [m for e in elements for m in IMAGE_ID.findall(e.value)]
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def test_overview_shows_the_audit_and_the_threshold_moves_the_counts(audit):
+    at = start()
+    assert at.title[0].value == "Overview · small"
+    assert (metric(at, "Images"), metric(at, "Species")) == ("36", "3")
+    frame = frame_of(audit)
+    at.slider(key="threshold@small").set_value(0.5).run()
+    ok(at)
+    assert metric(at, "At or above threshold") == str((frame["bg_score"] >= 0.5).sum())
+    table = at.dataframe[0].value
+    assert table["above threshold"].tolist() == views.species_table(frame, 0.5)["above threshold"].tolist()
+
+
+def test_choosing_a_species_opens_its_gallery(audit):
+    at = start()
+    at.selectbox(key="overview_species").set_value("killer_whale")
+    at.button(key="open_species").click().run()
+    ok(at)
+    assert at.selectbox(key="species_focus").value == "killer_whale"
+    rows = views.sort_images(frame_of(audit).query("species == 'killer_whale'"), "background attention")
+    assert shown_ids(at, at.caption) == rows["image"].tolist()[:12]
+
+
+def test_gallery_sorts_restyles_and_reports_a_vanished_photo(audit):
+    species = audit.images.set_index("image").loc[VANISHED, "species"]
+    at = start("species")
+    at.selectbox(key="species_focus").set_value(species).run()
+    at.selectbox(key="species_sort").set_value("confidence").run()
+    ok(at)
+    rows = views.sort_images(frame_of(audit).query("species == @species"), "confidence")
+    assert shown_ids(at, at.caption) == rows["image"].tolist()[:12]
+    assert any(VANISHED in w.value for w in at.warning)  # the vanished photo gets a message in its place
+    before = [url for i in at.image for url in i.value]
+    at.sidebar.selectbox(key="colormap").set_value("magma").run()
+    after = [url for i in ok(at).image for url in i.value]
+    assert len(after) == len(before) == 11 and set(after).isdisjoint(before)
+    at.selectbox(key="species_per_page").set_value(24).run()
+    assert len(shown_ids(ok(at), at.caption)) == 12  # a species has 12 images in the small audit
+
+
+def test_top_losses_worst_first_and_filtered_by_a_confusion_cell(audit):
+    at = start("top_losses")
+    frame = frame_of(audit)
+    assert shown_ids(at, at.markdown) == views.top_losses(frame)["image"].tolist()[:10]
+    at.selectbox(key="loss_actual").set_value("beluga")
+    at.selectbox(key="loss_predicted").set_value("killer_whale").run()
+    ok(at)
+    expected = views.top_losses(frame, "beluga", "killer_whale")["image"].tolist()
+    assert shown_ids(at, at.markdown) == expected[:10] and expected
+
+
+def test_heatmap_from_a_shared_link_walks_the_list_and_flags(audit):
+    at = start("heatmap", image="img_005")
+    assert at.title[0].value == "img_005" and at.query_params["image"] == "img_005"
+    at.radio(key="heatmap_which").set_value("another class").run()
+    at.selectbox(key="heatmap_class").set_value("beluga").run()
+    assert [c for i in ok(at).image for c in i.captions][1].startswith("map for beluga")
+
+    listed = views.sort_images(frame_of(audit), "background attention")["image"].tolist()
+    at.button(key="heatmap_next").click().run()
+    current = listed[listed.index("img_005") + 1]
+    assert ok(at).title[0].value == current and at.query_params["image"] == current
+
+    at.selectbox(key=f"reason@{current}").set_value("attention on another object")
+    at.text_input(key=f"note@{current}").set_value("a boat")
+    at.button(key="heatmap_flag").click().run()
+    state = Review(audit.review_path).state(current)
+    assert (state["flagged"], state["reason"], state["note"]) == (True, "attention on another object", "a boat")
+    assert "Flagged: attention on another object" in ok(at).success[0].value
+    at.button(key="heatmap_unflag").click().run()
+    assert not Review(audit.review_path).state(current)["flagged"]
+
+
+def test_heatmap_explains_unknown_vanished_and_unreadable_images(audit):
+    at = start("heatmap", image="no_such_image")
+    assert "not in the audit" in at.warning[0].value
+    at.text_input(key="heatmap_goto").input(VANISHED).run()
+    assert ok(at).title[0].value == VANISHED and any("Cannot show" in w.value for w in at.warning)
+    at.text_input(key="heatmap_goto").input(UNREADABLE).run()
+    assert any("could not be read" in e.value for e in ok(at).error)
+
+
+def test_review_threshold_filter_flags_all_matching_and_exports_them_neutralised(audit):
+    at = start("review")
+    at.sidebar.toggle(key="above@small").set_value(True)
+    at.sidebar.slider(key="threshold@small").set_value(0.6).run()
+    expected = views.sort_images(views.filter_images(frame_of(audit), threshold=0.6), "background attention")
+    assert ok(at).dataframe[0].value["image"].tolist() == expected["image"].tolist()
+
+    at.radio(key="review_target").set_value("all matching images")
+    at.selectbox(key="review_reason").set_value("attention on water")
+    at.text_input(key="review_note").set_value("=HYPERLINK(\"http://evil\")")
+    at.button(key="review_flag").click().run()
+    ok(at)
+    flags = Review(audit.review_path).flags()
+    assert sorted(flags["image"]) == sorted(expected["image"]) and set(flags["reason"]) == {"attention on water"}
+    rows = list(csv.DictReader(io.StringIO(flagged_csv(audit, Review(audit.review_path)).decode())))
+    assert sorted(r["image"] for r in rows) == sorted(expected["image"])
+    assert {r["note"] for r in rows} == {"'=HYPERLINK(\"http://evil\")"}
+    assert at.download_button[0].label.startswith(f"Download the flagged list ({len(expected)} images")
+
+    at.sidebar.radio(key="flagged@small").set_value("not flagged").run()
+    assert "No image matches" in ok(at).info[0].value
+
+
+def test_review_flags_the_selected_rows_only(audit):
+    at = start("review")
+    table = at.dataframe[0].value
+    at.session_state["review_table@0"] = {"selection": {"rows": [0, 2], "columns": [], "cells": []}}
+    at.run()
+    at.button(key="review_flag").click().run()
+    assert sorted(Review(audit.review_path).flags()["image"]) == sorted(table["image"].iloc[[0, 2]])
+    assert ok(at).success[0].value.startswith("Flagged 2 images")
+
+
+def test_no_audit_offers_to_build_the_demo_with_a_progress_bar(tmp_path, monkeypatch):
+    folder = tmp_path / "audits"
+    monkeypatch.setenv("WHALEAUDIT_AUDITS", str(folder))
+    calls = []
+
+    def build_demo(out, progress=None):
+        for share in (0.0, 0.5, 1.0):
+            progress(share, "building")
+        calls.append(out)
+        return make_audit(tmp_path, name=Path(out).name)
+
+    monkeypatch.setitem(sys.modules, "whaleaudit.demo", types.SimpleNamespace(build_demo=build_demo))
+    at = start()
+    assert "No audit found" in at.info[0].value
+    at.button[0].click().run()
+    assert calls == [folder / "demo"]
+    assert ok(at).title[0].value == "Overview · demo"
+
+
+def test_a_corrupt_audit_is_a_message_not_a_traceback(tmp_path, monkeypatch):
+    broken = tmp_path / "audits" / "broken"
+    broken.mkdir(parents=True)
+    (broken / "manifest.json").write_text("{not json")
+    monkeypatch.setenv("WHALEAUDIT_AUDITS", str(broken.parent))
+    for page in (None, "species", "heatmap", "review"):
+        at = start(page)
+        assert "manifest.json: unreadable" in at.error[0].value
