@@ -23,8 +23,10 @@ from torch import nn
 
 from .errors import ModelError
 
-#: Heads for which bf16 autocast keeps maps and logits within 1% of float32 (tests/test_cam.py measures it).
-BF16_HEADS = frozenset({"cam", "fastai"})
+#: Heads for which bf16 autocast keeps every image's maps and logits within 1% of float32 (relative L2 error),
+#: as tests/test_cam.py measures on a trained tiny model. Neither passes: the worst image was off by 1.5% (exact
+#: CAM) and 1.3% (Grad-CAM maps), so both run in float32.
+BF16_HEADS: frozenset[str] = frozenset()
 _PASS_THROUGH = (nn.Dropout, nn.Flatten, nn.Identity)
 
 

@@ -307,19 +307,8 @@ def load_model(path: Path, *, trust: bool = False, classes: list[str] | None = N
                          "(fastai learn.export()).")
     from .cam import head_kind
 
-    n_out = _n_outputs(model)
-    if n_out != len(sidecar["classes"]):
-        raise ModelError(f"{path}: the model has {n_out} outputs but {len(sidecar['classes'])} classes are "
-                         f"named ({sidecar['classes'][:5]}...). Give the classes in the model's output order.")
     sidecar = dict(sidecar, head=head_kind(model), path=str(path.resolve()), sha256=file_sha256(path))
     return model.eval(), sidecar
-
-
-def _n_outputs(model: nn.Module) -> int:
-    last = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not last:
-        raise ModelError("the model has no Linear output layer; WhaleAudit audits image classifiers.")
-    return last[-1].out_features
 
 
 def build_model(head: str, n_classes: int) -> nn.Sequential:
@@ -351,16 +340,23 @@ def _load_weights(path: Path, classes):
                              "that was written with the weights beside them.")
         sidecar = {"arch": ARCH, "classes": list(classes), "size": DEFAULT_SIZE, "pretrained": None,
                    "normalize": {"mean": IMAGENET_STATS[0], "std": IMAGENET_STATS[1]}}
-        warnings.warn(f"{path}: no sidecar; assuming {DEFAULT_SIZE} px ImageNet-normalised input.", stacklevel=3)
         heads = list(HEADS)
+    matrices = [v for v in state.values() if v.dim() == 2]
+    n_out = matrices[-1].shape[0] if matrices else 0
+    if n_out != len(sidecar["classes"]):
+        raise ModelError(f"{path}: the weights have {n_out} outputs but {len(sidecar['classes'])} classes are named "
+                         f"({', '.join(sidecar['classes'][:5])}). Give the classes in the model's output order.")
     errors = []
     for head in heads:
         model = build_model(head, len(sidecar["classes"]))
         try:
             model.load_state_dict(state)
-            return model, sidecar
         except RuntimeError as e:
-            errors.append(f"{head} head: {str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}")
+            errors.append(f"{head} head: {str(e).splitlines()[-1].strip()[:200]}")
+            continue
+        if not sidecar_path.is_file():
+            warnings.warn(f"{path}: no sidecar; assuming {DEFAULT_SIZE} px ImageNet-normalised input.", stacklevel=3)
+        return model, sidecar
     raise ModelError(f"{path}: the weights do not fit a resnet18 with {len(sidecar['classes'])} classes "
                      f"({'; '.join(errors)}). Check the classes, or load the exported .pkl instead.")
 

@@ -1,0 +1,91 @@
+"""Maps: the exact CAM averages to the logits; Grad-CAM equals plain autograd; bf16 stays within 1%."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from _helpers_engine import SIZE, draw, tiny_model
+from whaleaudit.cam import BF16_HEADS, fast_dtype, head_kind, predict_with_maps
+from whaleaudit.errors import ModelError
+from whaleaudit.model import build_model, load_model
+
+pytestmark = pytest.mark.slow  # trains the tiny models on first use
+
+
+def batch(n=6, seed=1) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    images = np.stack([draw(rng, i % 3, shape=(SIZE, SIZE)) for i in range(n)])
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
+
+
+def trained(head):
+    model, sidecar = load_model(tiny_model(head).with_suffix(".pth"))
+    assert sidecar["head"] == head == head_kind(model)
+    return model
+
+
+def test_exact_cam_maps_average_to_the_logits():
+    model, x = trained("cam"), batch()
+    logits, maps = predict_with_maps(model, x)
+    assert maps.shape == (len(x), 2, 2, 2) and maps.dtype == logits.dtype == torch.float32
+    with torch.no_grad():
+        torch.testing.assert_close(logits, model(x), rtol=0, atol=1e-5)
+    torch.testing.assert_close(maps.mean(dim=(2, 3)), logits, rtol=0, atol=1e-4)
+    assert maps.std(dim=(2, 3)).min() > 0  # a map, not a constant
+
+
+def test_grad_cam_equals_plain_autograd_on_the_full_model():
+    """Reference: per image, per class, d logit / d A through the whole model via a hook on the body."""
+    model, x = trained("fastai"), batch()
+    logits, maps = predict_with_maps(model, x)
+    captured = {}
+    handle = model[0].register_forward_hook(lambda m, i, out: captured.update(A=out))
+    try:
+        for b in range(len(x)):
+            for c in range(logits.shape[1]):
+                out = model(x[b:b + 1])
+                (grad,) = torch.autograd.grad(out[0, c], captured["A"])
+                A = captured["A"].detach()[0]
+                reference = (grad[0].mean(dim=(1, 2))[:, None, None] * A).sum(0)
+                torch.testing.assert_close(maps[b, c], reference, rtol=1e-4, atol=1e-5)
+                torch.testing.assert_close(logits[b, c], out[0, c].detach(), rtol=1e-5, atol=1e-5)
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize("head", ["cam", "fastai"])
+def test_maps_are_the_same_inside_inference_mode(head):
+    model, x = trained(head), batch(4)
+    expected = predict_with_maps(model, x)
+    with torch.inference_mode():
+        got = predict_with_maps(model, x.clone())
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("head", ["cam", "fastai"])
+def test_bf16_runs_only_where_maps_and_logits_stay_within_one_percent(head):
+    """A head may run in bf16 (cam.fast_dtype) only if every image's maps and logits stay within 1% of fp32."""
+    model, x = trained(head).to(memory_format=torch.channels_last), batch(8)
+    x = x.contiguous(memory_format=torch.channels_last)
+    exact = predict_with_maps(model, x)
+    fast = predict_with_maps(model, x, dtype=torch.bfloat16)
+    worst = max(((f - e).flatten(1).norm(dim=1) / e.flatten(1).norm(dim=1)).max().item() for e, f in zip(exact, fast))
+    print(f"{head}: bf16 worst relative error {worst:.2%}")
+    if head in BF16_HEADS:
+        assert worst < 0.01, f"{head} runs in bf16 but its maps are off by {worst:.2%} of float32"
+    else:
+        assert all(fast_dtype(head, torch.device(d)) == torch.float32 for d in ("cpu", "cuda"))
+
+
+def test_head_kind_reads_the_head_and_refuses_other_layouts():
+    assert head_kind(build_model("cam", 3)) == "cam"
+    assert head_kind(build_model("fastai", 3)) == "fastai"
+    wide = nn.Sequential(build_model("cam", 3)[0], nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                                                               nn.Linear(2048, 3)))
+    assert head_kind(wide) == "fastai"  # pooling to 2x2 is no exact CAM
+    with pytest.raises(ModelError, match="Sequential\\(body, head\\)"):
+        head_kind(nn.Linear(3, 3))
+    with pytest.raises(ModelError, match="eval"):
+        predict_with_maps(build_model("cam", 3).train(), batch(2))
