@@ -66,8 +66,8 @@ def train(dataset: Dataset, *, out: Path | None = None, epochs: int = 8, lr: flo
     body. Returns the fastai Learner; the files land at ``out`` (default ``models/<dataset>-resnet18-<head>.pkl``).
     """
     from fastai.vision.all import (Callback, CategoryBlock, ColReader, DataBlock, ImageBlock, IndexSplitter,
-                                   Normalize, Recorder, Resize, accuracy, aug_transforms, imagenet_stats,
-                                   resnet18, set_seed, vision_learner)
+                                   Normalize, Recorder, Resize, ResizeMethod, accuracy, aug_transforms,
+                                   imagenet_stats, resnet18, set_seed, vision_learner)
 
     if head not in HEADS:
         raise ModelError(f"head={head!r}: choose one of {list(HEADS)} ('cam' gives exact class activation maps).")
@@ -92,7 +92,7 @@ def train(dataset: Dataset, *, out: Path | None = None, epochs: int = 8, lr: flo
     set_seed(seed, reproducible=True)
     block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_x=ReadImage(dataset.image_root),
                       get_y=ColReader("species"), splitter=IndexSplitter(np.flatnonzero(is_valid)),
-                      item_tfms=Resize(size, method="squash"),
+                      item_tfms=Resize(size, method=ResizeMethod.Squish),  # not "squash": fastai would crop
                       batch_tfms=aug_transforms(size=size) + ([Normalize.from_stats(*imagenet_stats)] if stats else []))
     dls = block.dataloaders(frame, bs=bs, **({} if workers is None else {"num_workers": workers}))
     learn = vision_learner(dls, resnet18, pretrained=False, normalize=False, metrics=accuracy, **HEAD_ARGS[head])
@@ -122,7 +122,7 @@ def train(dataset: Dataset, *, out: Path | None = None, epochs: int = 8, lr: flo
         "format": SIDECAR_FORMAT, "arch": ARCH, "head": head, "classes": [str(c) for c in dls.vocab],
         "size": size, "pretrained": body_weights is not None, "weights": weights_source,
         "normalize": None if stats is None else {"mean": stats[0], "std": stats[1]},
-        "training": {"options": options, "recipe": "fastai fine_tune, aug_transforms, Resize(squash)",
+        "training": {"options": options, "recipe": "fastai fine_tune, aug_transforms, Resize(squish)",
                      "history": history, "valid_accuracy": history[-1]["accuracy"],
                      "valid_loss": history[-1]["valid_loss"], "train_seconds": round(seconds, 2),
                      "n_train": int((~is_valid).sum()), "n_valid": int(is_valid.sum()),
@@ -383,7 +383,7 @@ def _load_pickle(path: Path, trust: bool):
                          f"that folder; safer still, load the weights-only {path.with_suffix('.pth').name} with "
                          "its .json sidecar.")
     from fastai.learner import load_learner
-    from fastai.vision.all import Normalize, Resize  # noqa: F401 also registers the vision types unpickling needs
+    from fastai.vision.all import Normalize, Resize, ResizeMethod  # also registers the types unpickling needs
 
     try:
         with warnings.catch_warnings():
@@ -394,12 +394,16 @@ def _load_pickle(path: Path, trust: bool):
     sidecar_path = path.with_suffix(".json")
     if sidecar_path.is_file():
         return learn.model, _read_sidecar(sidecar_path, path)
-    sizes = [t.size for t in learn.dls.after_item.fs if isinstance(t, Resize)]
-    if not sizes or sizes[0][0] != sizes[0][1]:
+    resizes = [t for t in learn.dls.after_item.fs if isinstance(t, Resize)]
+    if not resizes or resizes[0].size[0] != resizes[0].size[1]:
         raise ModelError(f"{path}: the learner has no square Resize among its item transforms "
                          f"({learn.dls.after_item}); WhaleAudit needs to know the input size.")
+    if resizes[0].method != ResizeMethod.Squish:
+        warnings.warn(f"{path}: the learner resizes with method {resizes[0].method!r}; the audit squashes the whole "
+                      "photo to the input size so the map covers all of it, so its predictions may differ a little "
+                      "from the learner's own.", stacklevel=3)
     norms = [t for t in learn.dls.after_batch.fs if isinstance(t, Normalize)]
     normalize = None if not norms else {"mean": norms[0].mean.flatten().tolist(), "std": norms[0].std.flatten().tolist()}
     return learn.model, {"arch": getattr(getattr(learn, "arch", None), "__name__", ARCH),
-                         "classes": [str(c) for c in learn.dls.vocab], "size": int(sizes[0][0]),
+                         "classes": [str(c) for c in learn.dls.vocab], "size": int(resizes[0].size[0]),
                          "pretrained": getattr(learn, "pretrained", None), "normalize": normalize}

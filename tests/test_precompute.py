@@ -1,0 +1,145 @@
+"""Precompute: the store says what the learner says, survives SIGKILL anywhere, and never stops for one image."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from _helpers_engine import SPECIES, make_dataset, stand_in_for_missing_modules, tiny_dataset, tiny_model, workdir
+
+stand_in_for_missing_modules()
+
+from whaleaudit.dataset import load_dataset  # noqa: E402
+from whaleaudit.precompute import causal_sample, precompute  # noqa: E402
+from whaleaudit.store import CAMS, IMAGES, MANIFEST, MASKS, PROBS, open_audit, partial_dir  # noqa: E402
+
+pytestmark = pytest.mark.slow  # trains the tiny models on first use
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.mark.parametrize("head", ["cam", "fastai"])
+def test_store_says_what_the_learner_says(head, tmp_path):
+    from fastai.learner import load_learner
+
+    pkl = tiny_model(head)
+    dataset = load_dataset(tiny_dataset())
+    audit = open_audit(precompute(dataset, pkl.with_suffix(".pth"), tmp_path / "audit", workers=0, progress=False))
+    learn = load_learner(pkl)
+    probs, _ = learn.get_preds(dl=learn.dls.test_dl(dataset.frame))
+    images = audit.images
+    np.testing.assert_allclose(audit.probs, probs.numpy(), rtol=0, atol=1e-4)
+    assert (images["pred_idx"].to_numpy() == probs.argmax(1).numpy()).all()
+    assert (images["prediction"] == np.array(audit.classes)[images["pred_idx"]]).all()
+    assert (images["status"] == "ok").all() and (images["label_idx"] >= 0).all()
+    p_true = probs.numpy()[np.arange(len(images)), images["label_idx"]]
+    np.testing.assert_allclose(images["prob_true"], p_true, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(images["loss"], -np.log(p_true), rtol=1e-4, atol=1e-6)
+    assert (images["correct"] == (images["prediction"] == images["species"])).all()
+    sidecar = json.loads(pkl.with_suffix(".json").read_text())
+    assert images.loc[images["split"] == "valid", "image"].tolist() == sidecar["split"]["valid"]
+    assert images.loc[images["split"] == "train", "image"].tolist() == sidecar["split"]["train"]
+    if head == "cam":  # the stored (float16) maps still average to the logits
+        from_maps = torch.softmax(torch.from_numpy(audit.cams.astype(np.float32)).mean(dim=(2, 3)), dim=1)
+        np.testing.assert_allclose(from_maps.numpy(), audit.probs, atol=2e-3)
+    m = audit.manifest
+    assert m["cam"]["method"] == {"cam": "exact-cam", "fastai": "grad-cam"}[head] and m["cam"]["layer"] == "body"
+    assert m["cam"]["shape"] == m["cam_shape"] == [2, 2] and m["input_size"] == 64
+    assert m["dataset"]["image_root"] == str(dataset.image_root) and Path(m["dataset"]["image_root"]).is_absolute()
+    assert m["model"]["sha256"] == sidecar["files"]["pth"]["sha256"] and m["model"]["head"] == head
+    assert m["model"]["classes"] == audit.classes and m["timings"]["images_per_second"] > 0
+    assert m["parameters"]["precision"] == "float32"
+
+
+def test_unreadable_images_and_unknown_species_get_rows_not_failures(tmp_path):
+    labels = make_dataset(tmp_path, n_per_species=4, species=SPECIES)  # the model knows the first two only
+    (tmp_path / "images" / "000001.jpg").write_bytes(b"\xff\xd8\xff truncated")
+    (tmp_path / "images" / "001002.jpg").unlink()
+    with pytest.warns(UserWarning, match=r"does not know 1 species of the dataset: humpback_whale \(4 images\)"):
+        store = precompute(load_dataset(labels), tiny_model("cam").with_suffix(".pth"), tmp_path / "audit",
+                           workers=0, progress=False)
+    audit = open_audit(store)
+    images = audit.images.set_index("image")
+    failed = images.loc[["000001.jpg", "001002.jpg"]]
+    assert (failed["status"] == "error").all() and failed["error"].str.len().gt(0).all()
+    assert "file not found" in failed.loc["001002.jpg", "error"]
+    assert failed[["prob_pred", "loss", "bg_score", "fg_area", "prob_without_animal"]].isna().all().all()
+    assert (failed["pred_idx"] == -1).all() and (failed["prediction"] == "").all() and not failed["correct"].any()
+    bad = np.flatnonzero(audit.images["status"] == "error")
+    assert not audit.cams[bad].any() and not audit.masks_packed[bad].any() and np.isnan(audit.probs[bad]).all()
+    unknown = images[images["species"] == "humpback_whale"]
+    assert len(unknown) == 4 and (unknown["label_idx"] == -1).all() and (unknown["status"] == "ok").all()
+    assert unknown[["loss", "prob_true", "bg_score_true", "bg_share_true"]].isna().all().all()
+    assert unknown["prob_pred"].notna().all() and not unknown["correct"].any()
+    known = images[(images["status"] == "ok") & (images["label_idx"] >= 0)]
+    assert known["loss"].notna().all() and len(known) == 6
+    assert audit.manifest["dataset"]["unknown_species"] == ["humpback_whale"] and audit.manifest["n_ok"] == 10
+
+
+def test_causal_check_share_is_picked_by_image_id(tmp_path):
+    ids = [f"{i:014x}" for i in range(2000)]
+    half = causal_sample(np.array(ids), 0.5)
+    assert 900 < half.sum() < 1100
+    assert (causal_sample(np.array(ids[::-1]), 0.5) == half[::-1]).all()  # by id, not by position
+    assert causal_sample(np.array(ids), 1.0).all() and not causal_sample(np.array(ids), 0.0).any()
+    store = precompute(load_dataset(tiny_dataset()), tiny_model("cam").with_suffix(".pth"), tmp_path / "a",
+                       causal=0.0, workers=0, progress=False)
+    assert open_audit(store).images["prob_without_animal"].isna().all()
+
+
+RUN = """
+import sys
+sys.path.insert(0, {tests!r})
+from _helpers_engine import stand_in_for_missing_modules
+stand_in_for_missing_modules()
+from whaleaudit.dataset import load_dataset
+from whaleaudit.precompute import precompute
+precompute(load_dataset({labels!r}), {model!r}, {out!r}, **{options!r})
+"""
+OPTIONS = dict(bs=4, chunk_images=8, causal=0.5, workers=1, progress=False)
+
+
+def _start(labels, model, out) -> subprocess.Popen:
+    code = RUN.format(tests=str(TESTS), labels=str(labels), model=str(model), out=str(out), options=OPTIONS)
+    env = dict(os.environ, PYTHONPATH=str(TESTS.parent), PYTHONWARNINGS="ignore",
+               OMP_NUM_THREADS=str(torch.get_num_threads()))  # the reference's threads: the same sums
+    return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_a_run_killed_anywhere_resumes_to_the_same_store(tmp_path):
+    """SIGKILL at random moments (each after one more chunk has landed), resume, compare every file."""
+    labels = make_dataset(workdir() / "resume", n_per_species=24, seed=1)  # 48 images: 6 chunks of 2 batches
+    model = tiny_model("cam").with_suffix(".pth")
+    reference = precompute(load_dataset(labels), model, tmp_path / "reference", **OPTIONS)
+    out, rng, kills = tmp_path / "resumed", random.Random(7), 0
+    chunks = partial_dir(out) / "chunks"
+    for _ in range(3):
+        done = len(list(chunks.glob("*.parquet")))
+        proc = _start(labels, model, out)
+        while proc.poll() is None and len(list(chunks.glob("*.parquet"))) <= done:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.3))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait(timeout=300)
+        if (out / MANIFEST).exists():
+            break
+    assert kills >= 1
+    final = _start(labels, model, out)
+    assert final.wait(timeout=300) == 0, final.stderr.read().decode()
+    assert not partial_dir(out).exists()
+    for name in (IMAGES, PROBS, CAMS, MASKS):
+        assert (out / name).read_bytes() == (reference / name).read_bytes(), name
+    manifests = [json.loads((d / MANIFEST).read_text()) for d in (out, reference)]
+    for m in manifests:
+        m.pop("timings")
+    assert manifests[0] == manifests[1]
+    assert open_audit(out).images["prob_without_animal"].notna().sum() not in (0, 48)  # half, by image id

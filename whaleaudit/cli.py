@@ -1,0 +1,268 @@
+"""``python -m whaleaudit``: train, precompute, audit, export, demo, info.
+
+Exit codes: 0 done, 2 bad command line (argparse), 1 a WhaleAuditError (its message on stderr, no traceback),
+130 interrupted. Heavy libraries are imported only by the command that needs them, so ``--help`` and ``info``
+answer at once; torch, fastai and matplotlib keep their caches in the project's ``.cache/`` unless the
+environment already says where.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .errors import WhaleAuditError
+
+PROJECT = Path(__file__).resolve().parents[1]
+CACHE_VARIABLES = ("TORCH_HOME", "FASTAI_HOME", "MPLCONFIGDIR", "TORCHINDUCTOR_CACHE_DIR")
+log = logging.getLogger("whaleaudit.cli")
+
+
+def use_project_cache() -> None:
+    """Point the libraries' caches into ``<project>/.cache`` where the environment leaves them unset."""
+    for var in CACHE_VARIABLES:
+        os.environ.setdefault(var, str(PROJECT / ".cache" / var.lower()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    use_project_cache()
+    args = parser().parse_args(argv)
+    _log_to_stderr()
+    try:
+        args.run(args)
+    except WhaleAuditError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume.", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _log_to_stderr() -> None:
+    """Progress lines of whaleaudit's loggers on stderr; warnings reach the user once, through ``warnings``."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(lambda record: record.levelno < logging.WARNING)
+    root = logging.getLogger("whaleaudit")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+# --- commands -----------------------------------------------------------------------------------------------
+
+
+def cmd_train(args) -> Path:
+    from .model import default_model_path, train
+
+    dataset = _dataset(args)
+    out = Path(args.model_out or default_model_path(dataset, args.head))
+    train(dataset, out=out, **_train_options(args), workers=args.workers, progress=not args.quiet)
+    log.info(f"model written: {out} (+ {out.with_suffix('.pth').name}, {out.with_suffix('.json').name})")
+    return out
+
+
+def cmd_precompute(args) -> Path:
+    from .foreground import ForegroundProvider
+    from .precompute import precompute
+
+    dataset = _dataset(args)
+    out = args.out or PROJECT / "audits" / _dataset_name(dataset)
+    foreground = ForegroundProvider(dataset.image_root, boxes_csv=args.boxes, masks_dir=args.masks,
+                                    auto=not args.no_auto_foreground)
+    store = precompute(dataset, args.model, out, trust=args.trust, classes=args.classes, bs=args.bs,
+                       workers=args.workers, foreground=foreground, causal=args.causal, precision=args.precision,
+                       progress=not args.quiet)
+    log.info(f"audit written: {store}  (browse it: streamlit run streamlit_app.py; summary: "
+             f"python -m whaleaudit info {store})")
+    return store
+
+
+def cmd_audit(args) -> Path:
+    """Train (or reuse a model trained with the same data and settings), then precompute."""
+    if args.model is None:
+        from .model import default_model_path, trained_alike, training_options
+
+        dataset = _dataset(args)
+        model_out = Path(args.model_out or default_model_path(dataset, args.head))
+        if trained_alike(model_out, dataset, training_options(**_train_options(args))):
+            log.info(f"reusing {model_out.with_suffix('.pth')}: trained on this dataset with these settings")
+        else:
+            args.model_out = model_out
+            cmd_train(args)
+        args.model = model_out.with_suffix(".pth")
+    return cmd_precompute(args)
+
+
+def cmd_export(args) -> None:
+    from .export import flagged_csv
+    from .review import Review
+    from .store import open_audit
+
+    audit = open_audit(args.audit)
+    data = flagged_csv(audit, Review(audit.review_path))
+    if str(args.out) == "-":
+        sys.stdout.buffer.write(data)
+    else:
+        Path(args.out).write_bytes(data)
+        log.info(f"flagged images written: {args.out}")
+
+
+def cmd_demo(args) -> Path:
+    from .demo import build_demo
+
+    store = build_demo(args.out) if args.out else build_demo()
+    log.info(f"demo audit ready: {store}  (streamlit run streamlit_app.py)")
+    return store
+
+
+def cmd_info(args) -> None:
+    print(summary(args.audit))
+
+
+def summary(store: Path) -> str:
+    """A few lines on an audit: images, failures, classes, accuracy, CAM method, model."""
+    from .store import open_audit
+
+    audit = open_audit(store)
+    m, images = audit.manifest, audit.images
+    ok = images["status"] == "ok"
+    known = ok & (images["label_idx"] >= 0)
+    lines = [f"audit:    {audit.path}",
+             f"images:   {len(images)} ({int(ok.sum())} ok, {int((~ok).sum())} failed)",
+             f"classes:  {len(audit.classes)} ({', '.join(audit.classes)})"]
+    if known.any():
+        accuracy = f"accuracy: {images['correct'][known].mean():.3f} on {int(known.sum())} labelled images"
+        valid = known & (images["split"] == "valid")
+        if valid.any():
+            accuracy += f"; {images['correct'][valid].mean():.3f} on {int(valid.sum())} validation images"
+        lines.append(accuracy)
+    cam, model = m.get("cam", {}), m.get("model", {})
+    shape = "x".join(map(str, m.get("cam_shape", [])))
+    lines += [f"CAM:      {cam.get('method', '?')} at {cam.get('layer', '?')}, {shape} cells, "
+              f"{m.get('input_size', '?')} px input",
+              f"model:    {model.get('path', '?')} ({model.get('arch', '?')}, {model.get('head', '?')} head, "
+              f"pretrained: {model.get('pretrained')})",
+              f"dataset:  {m['dataset'].get('label_file') or m['dataset']['image_root']}"]
+    return "\n".join(lines)
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+
+
+def _dataset(args):
+    from .dataset import load_dataset
+
+    return load_dataset(args.labels, args.images)
+
+
+def _dataset_name(dataset) -> str:
+    return (dataset.label_file.parent if dataset.label_file is not None else dataset.image_root).name or "audit"
+
+
+def _train_options(args) -> dict:
+    return dict(epochs=args.epochs, lr=args.lr, bs=args.train_bs, size=args.size, head=args.head,
+                pretrained=not args.no_pretrained, weights=args.weights, seed=args.seed, valid_pct=args.valid_pct)
+
+
+def _classes(text: str) -> list[str]:
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    if len(names) < 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: give at least two class names, comma-separated, in the "
+                                         "model's output order")
+    return names
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text}: a share between 0 and 1")
+    return value
+
+
+def _dataset_options(p) -> None:
+    p.add_argument("--labels", required=True, type=Path,
+                   help="label CSV (image,species[,individual_id]) or a folder with one sub-folder per species")
+    p.add_argument("--images", type=Path, help="image folder (default: images/ beside the label file, or its folder)")
+    p.add_argument("--workers", type=int, help="data-loading processes (default: min(4, CPUs))")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _train_arguments(p) -> None:
+    g = p.add_argument_group("training")
+    g.add_argument("--model-out", type=Path, help="where to export the learner (.pkl; .pth and .json beside it; "
+                                                   "default models/<dataset>-resnet18-<head>.pkl)")
+    g.add_argument("--epochs", type=int, default=8, help="epochs after the first, frozen one (default 8)")
+    g.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
+    g.add_argument("--train-bs", type=int, default=64, help="training batch size (default 64)")
+    g.add_argument("--size", type=int, default=128, help="input size in pixels, photos squashed to it (default 128)")
+    g.add_argument("--head", choices=["cam", "fastai"], default="cam",
+                   help="cam: avg-pool + one linear layer, exact CAM (default); fastai: fastai's head, Grad-CAM")
+    g.add_argument("--no-pretrained", action="store_true", help="start from random weights, not ImageNet")
+    g.add_argument("--weights", type=Path, help="torchvision resnet18 state dict (.pth) to start from (offline)")
+    g.add_argument("--seed", type=int, default=42, help="seed of the split and the training (default 42)")
+    g.add_argument("--valid-pct", type=float, default=0.2, help="validation share per species (default 0.2)")
+
+
+def _precompute_arguments(p, model_required: bool) -> None:
+    g = p.add_argument_group("precompute")
+    g.add_argument("--model", type=Path, required=model_required,
+                   help="trained model: .pth with its .json sidecar (safe), or a fastai .pkl export")
+    g.add_argument("--trust", action="store_true", help="load a pickled learner from outside models/ (runs its code)")
+    g.add_argument("--classes", type=_classes, help="class names in output order, for a .pth without sidecar")
+    g.add_argument("--out", type=Path, help="audit folder (default audits/<dataset>)")
+    g.add_argument("--bs", type=int, default=64, help="inference batch size (default 64)")
+    g.add_argument("--boxes", type=Path, help="CSV of animal boxes per image (image,x0,y0,x1,y1)")
+    g.add_argument("--masks", type=Path, help="folder of animal mask PNGs named like the images")
+    g.add_argument("--no-auto-foreground", action="store_true", help="no automatic animal estimate where no box or mask")
+    g.add_argument("--causal", type=_share, default=1.0,
+                   help="share of images checked with the animal painted out / left alone (default 1)")
+    g.add_argument("--precision", choices=["auto", "fp32"], default="auto",
+                   help="auto: bf16 where the hardware has it natively; fp32: always float32")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m whaleaudit", description="Audit an image dataset through the "
+                                  "model trained on it: where does the model look?")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a resnet18 on a labelled dataset and export it",
+                       description="Train a resnet18 species classifier with fastai; writes .pkl, .pth and .json.")
+    _dataset_options(p)
+    _train_arguments(p)
+    p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("precompute", help="build an audit from a dataset and a trained model",
+                       description="Predictions, maps and background-attention scores for every image, into an "
+                                   "audit folder. A killed run resumes when the same command runs again.")
+    _dataset_options(p)
+    _precompute_arguments(p, model_required=True)
+    p.set_defaults(run=cmd_precompute)
+
+    p = sub.add_parser("audit", help="train (or load --model), then precompute",
+                       description="Train a model (or reuse one trained on the same data with the same settings, "
+                                   "or load --model), then precompute the audit.")
+    _dataset_options(p)
+    _train_arguments(p)
+    _precompute_arguments(p, model_required=False)
+    p.set_defaults(run=cmd_audit)
+
+    p = sub.add_parser("export", help="write the flagged images of an audit as CSV",
+                       description="Write the images flagged in the dashboard, with reasons and notes, as CSV.")
+    p.add_argument("audit", type=Path, help="audit folder")
+    p.add_argument("--out", type=Path, required=True, help="CSV file to write ('-' for stdout)")
+    p.set_defaults(run=cmd_export)
+
+    p = sub.add_parser("demo", help="build the demo audit (drawn whales, trained and audited here)",
+                       description="Draw the demo dataset, train on it and precompute its audit.")
+    p.add_argument("--out", type=Path, help="demo audit folder (default: the dashboard's demo location)")
+    p.set_defaults(run=cmd_demo)
+
+    p = sub.add_parser("info", help="summarise an audit", description="Summarise an audit: images, failures, "
+                                                                       "classes, accuracy, CAM method, model.")
+    p.add_argument("audit", type=Path, help="audit folder")
+    p.set_defaults(run=cmd_info)
+    return top

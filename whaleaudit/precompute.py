@@ -1,0 +1,299 @@
+"""Build an audit: every image through the model once, in whole batches, into the audit store.
+
+Per image: prediction, probabilities, loss, the raw map of every class (:mod:`whaleaudit.cam`), the foreground
+estimate, the background-attention scores of the predicted and the labelled class (:mod:`whaleaudit.score`)
+and, for a deterministic share of the images, the causal check (:mod:`whaleaudit.causal`): the predicted
+class's probability with the animal painted out, and with only the animal left.
+
+Resumable: the images are cut into fixed chunks of whole batches, and each chunk is written through
+:class:`whaleaudit.store.StoreWriter` once complete. A run killed anywhere restarts at the first unfinished
+chunk with the same batches, so its store is the same, number for number, as that of an uninterrupted run.
+Memory stays flat in the number of images: only one chunk's results are held at a time.
+
+An image that cannot be read is a row with ``status="error"``, its reason, NaN numbers and zero maps; the run
+goes on. Preprocessing repeats the training pipeline's validation path: decode with
+:func:`whaleaudit.images.load_rgb`, squash to the input size with bilinear filtering (fastai's ``Resize``),
+scale to 0..1, normalise with the model's statistics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from . import __version__
+from .cam import cam_method, fast_dtype, predict_with_maps, split
+from .causal import animal_only, without_animal
+from .dataset import Dataset
+from .errors import ImageError, WhaleAuditError
+from .foreground import MASK_SIZE, ForegroundProvider
+from .images import load_rgb, resolve_image
+from .model import file_sha256, load_model
+from .score import attention_scores
+from .store import IMAGE_COLUMNS, StoreWriter
+
+log = logging.getLogger(__name__)
+
+CHUNK_IMAGES = 1024
+
+
+def precompute(dataset: Dataset, model_path: Path, out: Path, *, trust: bool = False,
+               classes: list[str] | None = None, bs: int = 64, workers: int | None = None,
+               foreground: ForegroundProvider | None = None, causal: float = 1.0, chunk_images: int = CHUNK_IMAGES,
+               precision: str = "auto", device: str | None = None, progress: bool = True) -> Path:
+    """Audit ``dataset`` through the model at ``model_path`` into the store folder ``out``; returns ``out``.
+
+    ``foreground`` defaults to the automatic estimate (``ForegroundProvider(dataset.image_root)``).
+    ``causal`` is the share of images (0..1) that get the causal check, picked by a hash of the image id.
+    ``precision``: "auto" (bf16 where :func:`whaleaudit.cam.fast_dtype` allows it) or "fp32".
+    ``workers`` defaults to min(4, CPU count) loader processes; 0 loads in this process.
+    A ``<out>.partial`` folder left by a killed run with the same inputs and parameters is resumed.
+    """
+    if bs < 1:
+        raise WhaleAuditError(f"bs={bs}: the batch size must be at least 1.")
+    if not 0 <= causal <= 1:
+        raise WhaleAuditError(f"causal={causal}: the share of images for the causal check must be between 0 and 1.")
+    if precision not in ("auto", "fp32"):
+        raise WhaleAuditError(f"precision={precision!r}: choose 'auto' or 'fp32'.")
+    started = time.perf_counter()
+    model, info = load_model(model_path, trust=trust, classes=classes)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = model.to(dev, memory_format=torch.channels_last)
+    dtype = fast_dtype(info["head"], dev) if precision == "auto" else torch.float32
+    foreground = foreground or ForegroundProvider(dataset.image_root)
+    workers = min(4, os.cpu_count() or 1) if workers is None else workers
+
+    frame = dataset.frame
+    n = len(frame)
+    if n == 0:
+        raise WhaleAuditError(f"{dataset.label_file or dataset.image_root}: the dataset has no images to audit.")
+    labels = label_indices(frame["species"], info["classes"])
+    size = int(info["size"])
+    cam_shape = _cam_shape(model, size, dev)
+    chunk_images = max(bs, chunk_images // bs * bs)  # whole batches only: a resumed run sees the same batches
+    parameters = {"bs": bs, "chunk_images": chunk_images, "causal": causal, "precision": str(dtype).split(".")[-1],
+                  "device": dev.type, "foreground": foreground.describe()}
+    fingerprint = {"dataset": dataset.fingerprint(), "model": info["sha256"], "size": size, **parameters,
+                   "boxes": file_sha256(foreground.boxes_csv) if foreground.boxes_csv else None}
+    writer = StoreWriter(out, n_images=n, classes=info["classes"], cam_shape=cam_shape, mask_size=MASK_SIZE,
+                         fingerprint=fingerprint)
+    chunks = [(k, start, min(start + chunk_images, n)) for k, start in enumerate(range(0, n, chunk_images))]
+    todo = [c for c in chunks if not writer.chunk_done(c[0])]
+    batches = [list(range(b, min(b + bs, stop))) for _, start, stop in todo for b in range(start, stop, bs)]
+    in_causal = causal_sample(frame["image"], causal)
+    split_of = _split_lookup(info)
+
+    images = AuditImages(frame, dataset.image_root, size, info["normalize"], foreground)
+    loader = torch.utils.data.DataLoader(images, batch_sampler=batches, num_workers=workers,
+                                         persistent_workers=workers > 0, collate_fn=_collate)
+    remaining = sum(stop - start for _, start, stop in todo)
+    computed_from = time.perf_counter()
+    bar = _progress_bar(n, n - remaining, progress)
+    batch_iter = iter(loader)
+    with torch.inference_mode():
+        for k, start, stop in todo:
+            parts = []
+            for _ in range(-(-(stop - start) // bs)):
+                parts.append(_audit_batch(model, next(batch_iter), dev, dtype, labels, in_causal, size))
+                bar.update(len(parts[-1]["idx"]))
+            result = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+            rows = _rows(frame, result, labels, info["classes"], split_of)
+            writer.write_chunk(k, start, rows, result["probs"], result["cams"].astype(np.float16), result["masks"])
+    bar.close()
+    del loader, batch_iter
+    computed_s = time.perf_counter() - computed_from
+    counts = frame["species"].value_counts()
+    manifest = {
+        "dataset": {"label_file": None if dataset.label_file is None else str(dataset.label_file),
+                    "image_root": str(Path(dataset.image_root).resolve()), "fingerprint": fingerprint["dataset"],
+                    "n_images": n, "n_species": int(len(counts)), "species_counts": counts.to_dict(),
+                    "unknown_species": sorted(set(frame["species"][labels < 0]))},
+        "model": {key: info.get(key) for key in ("path", "sha256", "arch", "head", "classes", "pretrained", "weights")}
+        | {"valid_accuracy": info.get("training", {}).get("valid_accuracy"),
+           "trained_on": info.get("dataset", {}).get("fingerprint")},
+        "cam": {"method": cam_method(info["head"]), "layer": "body", "shape": list(cam_shape),
+                "mean_equals_logit": info["head"] == "cam"},
+        "input_size": size, "normalize": info["normalize"], "parameters": parameters,
+        "whaleaudit_version": __version__,
+        "environment": {"torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
+                        "workers": workers},
+        "timings": {"seconds_total": round(time.perf_counter() - started, 2), "images_computed": remaining,
+                    "seconds_computing": round(computed_s, 2),
+                    "images_per_second": round(remaining / computed_s, 1) if remaining and computed_s else None},
+    }
+    return writer.finish(manifest)
+
+
+def label_indices(species: pd.Series, classes: list[str]) -> np.ndarray:
+    """Index of each image's species among the model's classes, -1 where the model does not know it."""
+    index = {c: i for i, c in enumerate(classes)}
+    labels = species.map(index).fillna(-1).to_numpy(dtype=np.int64)
+    unknown = species[labels < 0].value_counts()
+    if len(unknown):
+        names = ", ".join(f"{s} ({c} images)" for s, c in unknown.items())
+        msg = (f"the model does not know {len(unknown)} species of the dataset: {names}. Their images get "
+               "predictions and maps, but no loss and no labelled-class scores.")
+        warnings.warn(msg, stacklevel=3)
+        log.warning(msg)
+    return labels
+
+
+def causal_sample(image_ids: pd.Series, share: float) -> np.ndarray:
+    """Bool per image: in the causal check? Decided by a hash of the id, so a resumed run picks the same ones."""
+    if share >= 1:
+        return np.ones(len(image_ids), dtype=bool)
+    u = np.array([int.from_bytes(hashlib.sha256(str(i).encode()).digest()[:8], "big") for i in image_ids],
+                 dtype=np.float64) / 2.0**64
+    return u < share
+
+
+def _split_lookup(info: dict) -> dict:
+    split = info.get("split") or {}
+    return {image: part for part in ("train", "valid") for image in split.get(part, [])}
+
+
+def _cam_shape(model, size: int, device) -> tuple[int, int]:
+    body, _ = split(model)
+    with torch.inference_mode():
+        return tuple(body(torch.zeros(1, 3, size, size, device=device)).shape[2:])
+
+
+class AuditImages(torch.utils.data.Dataset):
+    """One image per item, as the model sees it, with its foreground; runs inside the loader's workers.
+
+    An image that cannot be read yields a zero tensor and the reason in ``error``.
+    """
+
+    def __init__(self, frame: pd.DataFrame, image_root: Path, size: int, normalize: dict | None,
+                 foreground: ForegroundProvider):
+        self.paths, self.ids = frame["path"].tolist(), frame["image"].tolist()
+        self.image_root, self.size, self.foreground = Path(image_root), size, foreground
+        stats = (normalize["mean"], normalize["std"]) if normalize else ([0.0] * 3, [1.0] * 3)
+        self.mean, self.std = (torch.tensor(s, dtype=torch.float32)[:, None, None] for s in stats)
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        try:
+            rgb = load_rgb(resolve_image(self.image_root, self.paths[i]))
+        except ImageError as e:
+            return self._item(i, torch.zeros(3, self.size, self.size), None, "none", str(e))
+        try:
+            mask, source = self.foreground(self.ids[i], rgb)
+        except ImageError as e:  # the user's mask for this photo is unreadable: score it without one
+            warnings.warn(f"{self.ids[i]}: {e} It is audited without a foreground.", stacklevel=2)
+            mask, source = None, "none"
+        return self._item(i, model_input(rgb, self.size, self.mean, self.std), mask, source, "")
+
+    @staticmethod
+    def _item(i, x, mask, source, error) -> dict:
+        has_mask = mask is not None
+        mask = np.zeros((MASK_SIZE, MASK_SIZE), bool) if mask is None else np.asarray(mask, bool)
+        return {"idx": i, "x": x, "mask": torch.from_numpy(mask), "has_mask": has_mask, "fg_source": source,
+                "error": error}
+
+
+def model_input(rgb: np.ndarray, size: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 HxWx3 -> normalised float [3, size, size], resized exactly as fastai's Resize(method='squish')."""
+    if rgb.shape[:2] != (size, size):
+        rgb = np.array(Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR))
+    x = torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255)
+    return (x - mean) / std
+
+
+def _collate(items: list[dict]) -> dict:
+    return {"idx": torch.tensor([it["idx"] for it in items]), "x": torch.stack([it["x"] for it in items]),
+            "mask": torch.stack([it["mask"] for it in items]),
+            "has_mask": torch.tensor([it["has_mask"] for it in items]),
+            "fg_source": [it["fg_source"] for it in items], "error": [it["error"] for it in items]}
+
+
+def _audit_batch(model, batch: dict, device, dtype, labels: np.ndarray, in_causal: np.ndarray, size: int) -> dict:
+    """All numbers for one batch, as numpy arrays of batch length (maps: [B, C, h, w])."""
+    idx = batch["idx"].numpy()
+    x = batch["x"].to(device).contiguous(memory_format=torch.channels_last)
+    ok = np.array([e == "" for e in batch["error"]])
+    logits, maps = predict_with_maps(model, x, dtype=dtype)
+    logp = torch.log_softmax(logits.float(), dim=1)
+    probs = logp.exp()
+    pred = probs.argmax(dim=1)
+    label = torch.as_tensor(labels[idx], device=device)
+    known = label >= 0
+    rows = torch.arange(len(idx), device=device)
+    logp_true = torch.where(known, logp[rows, label.clamp(min=0)], torch.nan)
+
+    masks = batch["mask"].numpy()
+    has_mask = batch["has_mask"].numpy() & ok
+    maps_np = maps.cpu().numpy()
+    pred_np, label_np = pred.cpu().numpy(), labels[idx]
+    on_pred = attention_scores(maps_np[np.arange(len(idx)), pred_np], masks, has_mask)
+    on_true = attention_scores(maps_np[np.arange(len(idx)), label_np.clip(min=0)], masks,
+                               has_mask & (label_np >= 0))
+
+    prob_without, prob_only = np.full(len(idx), np.nan), np.full(len(idx), np.nan)
+    check = has_mask & in_causal[idx]
+    if check.any():
+        sel = torch.as_tensor(np.flatnonzero(check), device=device)
+        fg = F.interpolate(batch["mask"][check].float()[:, None].to(device), size=(size, size), mode="nearest")
+        xs = x[sel]
+        edited = torch.cat([without_animal(xs, fg), animal_only(xs, fg)]).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            p = torch.softmax(model(edited).float(), dim=1)
+        p_pred = p[torch.arange(len(p), device=device), pred[sel].repeat(2)].cpu().numpy()
+        prob_without[check], prob_only[check] = p_pred[: len(sel)], p_pred[len(sel):]
+
+    nan = np.where(ok, 1.0, np.nan)
+    result = {
+        "idx": idx, "ok": ok, "error": np.array(batch["error"], dtype=object),
+        "pred_idx": np.where(ok, pred_np, -1), "probs": probs.cpu().numpy() * nan[:, None],
+        "prob_pred": probs.max(dim=1).values.cpu().numpy() * nan, "prob_true": logp_true.exp().cpu().numpy() * nan,
+        "loss": -logp_true.cpu().numpy() * nan,
+        "cams": maps_np * (ok[:, None, None, None]), "masks": masks & ok[:, None, None],
+        "fg_source": np.where(ok, np.array(batch["fg_source"], dtype=object), "none"),
+        "fg_area": np.where(has_mask, masks.mean(axis=(1, 2)), np.nan),
+        "bg_share": on_pred["bg_share"], "bg_score": on_pred["bg_score"],
+        "bg_share_true": on_true["bg_share"], "bg_score_true": on_true["bg_score"],
+        "peak_on_animal": on_pred["peak_on_animal"], "cam_entropy": on_pred["cam_entropy"] * nan,
+        "prob_without_animal": prob_without, "prob_animal_only": prob_only,
+    }
+    return result
+
+
+def _rows(frame: pd.DataFrame, r: dict, labels: np.ndarray, classes: list[str], split_of: dict) -> pd.DataFrame:
+    """The images.parquet rows of one chunk, columns and dtypes exactly as store.IMAGE_COLUMNS says."""
+    part = frame.iloc[r["idx"]]
+    names = np.array(list(classes) + [""], dtype=object)
+    prediction = names[r["pred_idx"]]  # -1 -> ""
+    rows = pd.DataFrame({
+        "idx": r["idx"].astype(np.int64),
+        **{c: part[c].to_numpy(dtype=object) for c in ("image", "path", "species_raw", "species", "individual_id")},
+        "split": part["image"].map(split_of).fillna("").to_numpy(dtype=object),
+        "status": np.where(r["ok"], "ok", "error").astype(object), "error": r["error"],
+        "label_idx": labels[r["idx"]].astype(np.int64), "pred_idx": r["pred_idx"].astype(np.int64),
+        "prediction": prediction, "prob_pred": r["prob_pred"], "prob_true": r["prob_true"], "loss": r["loss"],
+        "correct": r["ok"] & (prediction == part["species"].to_numpy(dtype=object)),
+        "fg_source": r["fg_source"], "fg_area": r["fg_area"],
+        **{c: r[c] for c in ("bg_share", "bg_score", "bg_share_true", "bg_score_true", "peak_on_animal",
+                             "cam_entropy", "prob_without_animal", "prob_animal_only")},
+    })
+    float_columns = rows.columns[rows.columns.get_loc("prob_pred"):].drop(["correct", "fg_source"])
+    rows[float_columns] = rows[float_columns].astype(np.float64)
+    return rows[IMAGE_COLUMNS]
+
+
+def _progress_bar(total: int, done: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, unit="img", desc="precompute", disable=not enabled, smoothing=0.1)
