@@ -238,5 +238,9 @@ def numbers(row: pd.Series) -> str:
             f"({row['prediction']}){flag}")
 
 
-def showing(n: int, total: int, what: str = "images") -> None:
-    st.caption(f"{n:,} of {total:,} {what} match the filters in the sidebar.")
+def images(n: int) -> str:
+    return f"{n:,} image" if n == 1 else f"{n:,} images"
+
+
+def showing(n: int, total: int, what: str = "") -> None:
+    st.caption(f"{n:,} of {images(total)}{what} match the filters.")

@@ -29,6 +29,7 @@ row = ctx.row(image)
 idx = int(row["idx"])
 
 prev_id, next_id = views.neighbours(ids, image)
+st.title(image)
 nav = st.columns([1, 1, 3, 2], vertical_alignment="bottom")
 if nav[0].button("Previous", disabled=prev_id is None, key="heatmap_prev"):
     st.session_state["image"] = prev_id
@@ -54,7 +55,6 @@ nav[3].text_input("Go to image id", key="heatmap_goto", placeholder="image id", 
 if st.session_state.get("_goto_error"):
     nav[3].error(f"No image {st.session_state.pop('_goto_error')!r} in this audit.")
 
-st.title(image)
 st.markdown(f"actual **{row['species']}** (label `{row['species_raw']}`) · predicted **{row['prediction'] or '-'}** · "
             f"p {row['prob_pred']:.3f} · loss {row['loss']:.3f} · split {row['split'] or '-'}")
 if row["status"] != "ok":
@@ -86,15 +86,20 @@ with mapped:
 st.subheader("Background attention")
 st.dataframe(views.score_card(row), hide_index=True)
 if class_idx is not None and row["status"] == "ok" and row["fg_source"] != "none":
-    cells = views.cell_evidence(ctx.audit.cam(idx, class_idx), ctx.audit.mask(idx))
-    st.markdown(f"How it is computed, for the map of **{ctx.audit.classes[class_idx]}**: the map's positive evidence "
-                f"is split over its {cells['evidence'].size} cells; each cell counts as background in proportion to "
-                f"the part of it the foreground estimate does not cover. Here **{cells['bg_share']:.1%}** of the "
-                "evidence lies off the foreground (the plain share); `bg_score` corrects that share for the size of "
-                "the map's cells against the size of the animal, so a small fin is not held against the model.")
+    parts = views.explain_score(ctx.audit.cam(idx, class_idx), ctx.audit.mask(idx))
+    st.markdown(
+        f"How it is computed, for the map of **{ctx.audit.classes[class_idx]}**: each of the map's "
+        f"{parts['evidence'].size} cells holds a share of the positive evidence and is covered by the foreground "
+        f"estimate in part (grid below). Weighted by evidence, the coverage is on = **{parts['on']:.3f}**, so "
+        f"bg_share = 1 - on = **{parts['bg_share']:.3f}**. The best-covered cell is covered "
+        f"{parts['best']:.0%}: no map this coarse can do better than put all its evidence there, so "
+        f"bg_score = 1 - on / {parts['best']:.3f} = **{parts['bg_score']:.3f}** "
+        "(0: as much on the animal as this map can be; 1: all of it off the animal). "
+        f"Peak on the animal: {'yes' if parts['peak_on_animal'] else 'no'}; "
+        f"spread of the evidence (entropy): {parts['cam_entropy']:.2f}.")
     text = [[f"{e:.0%} evidence<br>{c:.0%} foreground" for e, c in zip(er, cr)]
-            for er, cr in zip(cells["evidence"], cells["coverage"])]
-    grid = go.Figure(go.Heatmap(z=cells["evidence"], text=text, texttemplate="%{text}", colorscale="Blues",
+            for er, cr in zip(parts["evidence"], parts["coverage"])]
+    grid = go.Figure(go.Heatmap(z=parts["evidence"], text=text, texttemplate="%{text}", colorscale="Blues",
                                 showscale=False, hoverinfo="skip"))
     grid.update_layout(height=320, width=420, margin=dict(t=10, b=10, l=10, r=10),
                        yaxis=dict(autorange="reversed", visible=False), xaxis=dict(visible=False))

@@ -20,7 +20,7 @@ cols[2].metric("Accuracy", f"{stats['accuracy']:.1%}")
 cols[3].metric("At or above threshold", f"{len(above):,}")
 cols[4].metric("Flagged", f"{int(frame['flagged'].sum()):,}")
 if stats["unreadable"]:
-    st.warning(f"{stats['unreadable']:,} images could not be read when the audit was built; "
+    st.warning(f"{common.images(stats['unreadable'])} could not be read when the audit was built; "
                "they are listed on the Review page with their error.")
 
 st.subheader("Species")
@@ -47,7 +47,7 @@ with left:
 with right:
     sample = views.scatter_sample(frame[frame["status"] == "ok"])
     fig = px.scatter(sample, x="bg_score", y="loss", color=sample["correct"].map({True: "correct", False: "wrong"}),
-                     hover_data=["image", "species", "prediction"], render_mode="webgl", opacity=0.6,
+                     hover_data=["image", "species", "prediction"], render_mode="svg", opacity=0.6,
                      title=f"Background attention against loss ({len(sample):,} images shown)",
                      color_discrete_map={"correct": "#4c78a8", "wrong": "#e45756"})
     fig.add_vline(x=threshold, line_dash="dash", line_color="#e45756")

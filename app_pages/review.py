@@ -30,10 +30,10 @@ def act(action: str, selected: list[str], matching: list[str]) -> None:
     if action == "flag":
         reason = st.session_state["review_reason"]
         ctx.review.flag(images, reason, st.session_state["review_note"], ctx.who)
-        done = f"Flagged {len(images):,} images: {reason}."
+        done = f"Flagged {common.images(len(images))}: {reason}."
     else:
         ctx.review.unflag(images, ctx.who)
-        done = f"Unflagged {len(images):,} images."
+        done = f"Unflagged {common.images(len(images))}."
     st.session_state["_review_message"] = done
     st.session_state["review_round"] += 1  # a fresh table: the rows selected may have moved
 
@@ -47,7 +47,7 @@ else:
     selected = list(table["image"].iloc[picked.selection.rows])
     left, middle, right = st.columns([1, 1, 2], vertical_alignment="bottom")
     left.radio("Apply to", TARGETS, key="review_target",
-               captions=[f"{len(selected):,} images", f"{len(rows):,} images"])
+               captions=[common.images(len(selected)), common.images(len(rows))])
     middle.selectbox("Reason", REASONS, key="review_reason")
     right.text_input("Note", key="review_note", placeholder="optional, saved with each flag")
     matching = list(rows["image"])
@@ -63,7 +63,7 @@ if flagged.empty:
     st.caption("Nothing flagged yet.")
 else:
     st.dataframe(flagged, hide_index=True, height=300)
-st.download_button(f"Download the flagged list ({len(flagged):,} images, CSV)",
+st.download_button(f"Download the flagged list ({common.images(len(flagged))}, CSV)",
                    data=lambda: export.flagged_csv(ctx.audit, ctx.review), file_name=f"{ctx.name}-flagged.csv",
                    mime="text/csv", on_click="ignore", key="review_download", disabled=flagged.empty)
 with st.expander("History of changes"):

@@ -21,7 +21,7 @@ per_page = top[2].selectbox("Per page", [12, 24, 48], key="species_per_page", pe
 st.title(species.replace("_", " ").capitalize())
 of_species = ctx.frame[ctx.frame["species"] == species]
 rows = views.sort_images(ctx.filters.apply(of_species, species=False), order)
-common.showing(len(rows), len(of_species), f"{species} images")
+common.showing(len(rows), len(of_species), f" of {species}")
 if rows.empty:
     st.info("No image of this species matches the filters; loosen them in the sidebar.")
     st.stop()

@@ -15,17 +15,18 @@ st.title("Top losses")
 
 matrix = views.confusion(ctx.filters.apply(ctx.frame))
 cells = matrix.stack().rename("count").reset_index()
-cells = cells[cells["count"] > 0]
-side = max(len(matrix.index), len(matrix.columns), 1)
-height = min(900, 160 + 36 * side)
-fig = go.Figure(go.Scatter(
-    x=cells["predicted"], y=cells["actual"], mode="markers+text", text=cells["count"],
-    marker=dict(symbol="square", size=max(12, (height - 160) / side * 0.9), color=cells["count"],
-                colorscale="Blues", showscale=True, line=dict(width=0)),
-    textfont=dict(color="black"), hovertemplate="actual %{y}<br>predicted %{x}<br>%{text} images<extra></extra>"))
+height = min(900, 160 + 40 * max(len(matrix.index), 1))
+fig = go.Figure([
+    go.Heatmap(x=list(matrix.columns), y=list(matrix.index), z=matrix.values, texttemplate="%{z}",
+               colorscale="Blues", hoverinfo="skip"),
+    # Plotly reports no clicks on heatmap cells; invisible markers over the cells make them clickable
+    go.Scatter(x=cells["predicted"], y=cells["actual"], mode="markers", customdata=cells["count"],
+               marker=dict(symbol="square", size=40, opacity=0), showlegend=False,
+               hovertemplate="actual %{y}<br>predicted %{x}<br>%{customdata} images<extra></extra>"),
+])
 fig.update_layout(title="Confusion matrix (click a cell to list its images)", height=height,
-                  xaxis=dict(title="predicted", type="category", categoryorder="category ascending"),
-                  yaxis=dict(title="actual", type="category", categoryorder="category descending"),
+                  xaxis=dict(title="predicted", type="category"),
+                  yaxis=dict(title="actual", type="category", autorange="reversed"),
                   margin=dict(t=50, b=60, l=60, r=10))
 clicked = st.plotly_chart(fig, key="confusion_chart", on_select="rerun", selection_mode="points")
 if clicked.selection.points:

@@ -108,14 +108,16 @@ def test_histogram_and_threshold_defaults(frame):
     assert views.score_range(frame.assign(bg_score=0.3)) == (0.3, 1.3)
 
 
-def test_cell_evidence_explains_the_plain_background_share():
-    cam = np.array([[4.0, -1.0], [0.0, 0.0]])
+def test_explained_score_shows_its_parts_and_adds_up():
+    cam = np.array([[4.0, -1.0], [1.0, 0.0]])
     mask = np.zeros((8, 8), bool)
-    mask[:4, :4] = True  # the foreground covers the top-left cell, where all positive evidence is
-    cells = views.cell_evidence(cam, mask)
-    assert cells["evidence"].tolist() == [[1.0, 0.0], [0.0, 0.0]]
-    assert cells["coverage"].tolist() == [[1.0, 0.0], [0.0, 0.0]] and cells["bg_share"] == 0.0
-    assert views.cell_evidence(cam[::-1], mask)["bg_share"] == 1.0
+    mask[:4, :2] = True  # covers half of the top-left cell
+    parts = views.explain_score(cam, mask)
+    assert parts["evidence"].tolist() == [[0.8, 0.0], [0.2, 0.0]]
+    assert parts["coverage"].tolist() == [[0.5, 0.0], [0.0, 0.0]] and parts["best"] == 0.5
+    assert parts["on"] == pytest.approx(0.4)
+    assert parts["bg_share"] == pytest.approx(0.6) and parts["bg_score"] == pytest.approx(1 - 0.4 / 0.5)
+    assert parts["peak_on_animal"] == 1.0
 
 
 def test_upsampling_is_smooth_and_keeps_the_cells_values():

@@ -209,23 +209,25 @@ def _text(value) -> str:
     return "n/a" if pd.isna(value) else f"{value:.3f}"
 
 
-def cell_evidence(cam: np.ndarray, mask: np.ndarray) -> dict:
-    """How much of a map's positive evidence lies off the foreground, cell by cell.
+def explain_score(cam: np.ndarray, mask: np.ndarray) -> dict:
+    """The background-attention score of one map, with the parts it is computed from (see :mod:`.score`).
 
-    Returns ``evidence`` (each cell's share of the positive evidence), ``coverage`` (the share of each cell
-    the foreground covers) and ``bg_share = sum(evidence * (1 - coverage))``, the plain background share;
-    the stored ``bg_score`` corrects it for the map's coarse cells and the animal's size.
+    ``evidence``: each cell's share of the positive evidence; ``coverage``: the share of each cell the
+    foreground covers; ``on``: evidence-weighted coverage; ``best``: the best-covered cell's coverage; and
+    the scores themselves (``bg_share = 1 - on``, ``bg_score = 1 - on / best``, ``peak_on_animal``,
+    ``cam_entropy``), computed by :func:`.score.attention_scores` as the precompute does, for any class.
     """
+    from .score import attention_scores, cell_coverage
+
     cam = np.asarray(cam, dtype=np.float64)
+    mask = np.asarray(mask, dtype=bool)
     positive = np.clip(cam, 0, None)
     total = positive.sum()
     evidence = positive / total if total > 0 else np.zeros_like(positive)
-    m = np.asarray(mask, dtype=np.float64)
-    rows = np.array_split(np.arange(m.shape[0]), cam.shape[0])
-    cols = np.array_split(np.arange(m.shape[1]), cam.shape[1])
-    coverage = np.array([[m[np.ix_(r, c)].mean() for c in cols] for r in rows])
-    return {"evidence": evidence, "coverage": coverage,
-            "bg_share": float((evidence * (1 - coverage)).sum()) if total > 0 else float("nan")}
+    coverage = cell_coverage(mask[None], cam.shape)[0]
+    scores = {k: float(v[0]) for k, v in attention_scores(cam[None], mask[None], np.array([True])).items()}
+    return dict(scores, evidence=evidence, coverage=coverage, on=float((evidence * coverage).sum()),
+                best=float(coverage.max()))
 
 
 def evidence_scale(cams: np.ndarray, images: pd.DataFrame, percentile: float = EVIDENCE_PERCENTILE) -> float:

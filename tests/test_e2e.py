@@ -1,0 +1,162 @@
+"""End to end: a real ``streamlit run`` server driven by headless Chromium (Debian's, never a downloaded one).
+
+Flags an image on the Review page, downloads the CSV, restarts the server and finds the flag still there,
+and saves a screenshot of every page: into $WHALEAUDIT_SCREENSHOTS when set, else the test's temporary
+folder. With $WHALEAUDIT_E2E_AUDITS set (e.g. to the folder holding the demo audit) the screenshots show that
+audit instead of the small one the test builds.
+"""
+
+import contextlib
+import csv
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from whaleaudit import views
+from whaleaudit.review import Review
+from whaleaudit.store import open_audit
+
+from _helpers_dashboard import make_audit
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+#: page -> (its link in the sidebar, a text that shows once its main part has rendered)
+PAGES = {"overview": ("Overview", "Background attention per species"), "species": ("Species", "match the filters"),
+         "top_losses": ("Top losses", "Actual species"), "heatmap": ("Heatmap", "Background attention"),
+         "review": ("Review & export", "History of changes")}
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is absent: install Debian's chromium (apt-get install chromium) to run this test"
+        if os.environ.get("WHALEAUDIT_REQUIRE_BROWSER"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(audits: Path, log: Path):
+    """``streamlit run`` on a free local port over ``audits``; yields the base URL once healthy."""
+    port = _free_port()
+    env = dict(os.environ, WHALEAUDIT_AUDITS=str(audits), PYTHONPATH=str(REPO))
+    with open(log, "ab") as out:
+        server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port",
+                                   str(port), "--server.headless", "true"], cwd=REPO, env=env, stdout=out,
+                                  stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as response:
+                    if response.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not come up:\n{log.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield base
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def settle(page, text: str) -> None:
+    """Wait until ``text`` shows, the script has finished running and every image has loaded."""
+    page.get_by_text(text, exact=False).first.wait_for(timeout=60_000)
+    page.wait_for_function("""() => !document.querySelector('[data-testid="stStatusWidget"]')
+                               && Array.from(document.images).every(i => i.complete)""", timeout=60_000)
+    page.wait_for_timeout(500)
+
+
+def open_page(browser, base: str, path: str, text: str):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page.goto(f"{base}/{path}")
+    settle(page, text)
+    return page
+
+
+def test_flag_on_review_download_csv_and_survive_a_restart(browser, tmp_path):
+    store = make_audit(tmp_path)
+    audit = open_audit(store)
+    worst = views.sort_images(audit.images, "background attention")["image"].iloc[0]
+    log = tmp_path / "streamlit.log"
+    with serve(store.parent, log) as base:
+        page = open_page(browser, base, "review", "Review & export")
+        grid = page.locator('[data-testid="stDataFrame"]').first
+        box = grid.bounding_box()
+        page.mouse.click(box["x"] + 20, box["y"] + 35 + 17)  # the first row's selection box, under the header
+        settle(page, "1 image")
+        page.get_by_role("button", name="Flag", exact=True).click()
+        settle(page, "Flagged 1 image:")
+        with page.expect_download() as download:
+            page.get_by_role("button", name="Download the flagged list").click()
+        rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+        page.close()
+    assert [(r["image"], r["species"], r["reason"]) for r in rows] == [
+        (worst, audit.images.set_index("image").loc[worst, "species"], "attention on water")]
+    assert Review(audit.review_path).flags()["image"].tolist() == [worst]
+
+    with serve(store.parent, log) as base:
+        page = open_page(browser, base, "review", "Flagged")
+        settle(page, "Download the flagged list (1 image,")
+        page.close()
+
+
+def click_first_confusion_cell(page) -> None:
+    """A click on the matrix's top-left cell sets both species filters of the list below it."""
+    area = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
+    labels = page.evaluate("""() => ['ytick', 'xtick'].map(t => new Set([...document.querySelectorAll(
+        `.js-plotly-plot .${t} text`)].map(e => e.textContent)).size)""")
+    page.mouse.click(area["x"] + area["width"] / labels[1] / 2, area["y"] + area["height"] / labels[0] / 2)
+    for name in ("Actual species", "Predicted species"):
+        combo = page.get_by_role("combobox", name=name)
+        page.wait_for_function("e => e.value !== 'any'", arg=combo.element_handle(), timeout=60_000)
+    settle(page, "Actual species")
+
+
+def test_every_page_renders_and_is_photographed(browser, tmp_path):
+    """Opens the app and walks the sidebar's links, as an analyst does."""
+    audits = Path(os.environ.get("WHALEAUDIT_E2E_AUDITS") or make_audit(tmp_path).parent)
+    shots = Path(os.environ.get("WHALEAUDIT_SCREENSHOTS") or tmp_path / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    with serve(audits, tmp_path / "streamlit.log") as base:
+        page = open_page(browser, base, "", PAGES["overview"][1])
+        for name, (link, text) in PAGES.items():
+            page.get_by_test_id("stSidebarNav").get_by_role("link", name=link).click()
+            settle(page, text)
+            assert page.url.split("?")[0].endswith("/" if name == "overview" else f"/{name}")
+            assert not page.locator('[data-testid="stException"]').count(), f"{name}: a traceback is shown"
+            if name == "top_losses":
+                click_first_confusion_cell(page)
+            page.screenshot(path=str(shots / f"{name}.png"), full_page=name != "heatmap")
+        page.close()
+    assert sorted(p.stem for p in shots.glob("*.png")) == sorted(PAGES)
