@@ -68,30 +68,3 @@ def tiny_model(head: str = "cam") -> Path:
           pretrained=False, workers=0, progress=False)
     return out
 
-
-def stand_in_for_missing_modules() -> None:
-    """Until whaleaudit.score and whaleaudit.causal land, minimal stand-ins with their agreed signatures."""
-    import importlib.util
-    import sys
-    import types
-
-    if importlib.util.find_spec("whaleaudit.score") is None:
-        score = types.ModuleType("whaleaudit.score")
-
-        def attention_scores(cams, masks, has_mask):
-            b, h, w = cams.shape
-            fg = masks.reshape(b, h, masks.shape[1] // h, w, masks.shape[2] // w).mean(axis=(2, 4))
-            pos = np.clip(cams, 0, None)
-            share = (pos * (1 - fg)).sum((1, 2)) / np.maximum(pos.sum((1, 2)), 1e-12)
-            peak = fg.reshape(b, -1)[np.arange(b), cams.reshape(b, -1).argmax(1)] > 0.5
-            nan = np.where(has_mask, 1.0, np.nan)
-            return {"bg_share": share * nan, "bg_score": share * nan, "peak_on_animal": peak * nan,
-                    "cam_entropy": share * nan}
-
-        score.attention_scores = attention_scores
-        sys.modules["whaleaudit.score"] = score
-    if importlib.util.find_spec("whaleaudit.causal") is None:
-        causal = types.ModuleType("whaleaudit.causal")
-        causal.without_animal = lambda x, masks: x * (1 - masks)
-        causal.animal_only = lambda x, masks: x * masks
-        sys.modules["whaleaudit.causal"] = causal

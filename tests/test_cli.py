@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from _helpers_engine import stand_in_for_missing_modules, tiny_dataset, tiny_model
+from _helpers_engine import tiny_dataset, tiny_model
 from whaleaudit import cli
 from whaleaudit.store import IMAGE_COLUMNS, open_audit, write_store
 
@@ -73,7 +73,6 @@ def test_info_summarises_an_audit(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_audit_reuses_a_model_trained_alike_and_precomputes(tmp_path, capsys):
-    stand_in_for_missing_modules()
     pkl = tiny_model("cam")  # trained with these settings on this dataset
     argv = ["audit", "--labels", str(tiny_dataset()), "--model-out", str(pkl), "--epochs", "1", "--lr", "0.01",
             "--train-bs", "8", "--size", "64", "--no-pretrained", "--out", str(tmp_path / "audit"),

@@ -13,16 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from _helpers_engine import SPECIES, make_dataset, stand_in_for_missing_modules, tiny_dataset, tiny_model, workdir
-
-stand_in_for_missing_modules()
-
-from whaleaudit.dataset import load_dataset  # noqa: E402
-from whaleaudit.precompute import causal_sample, precompute  # noqa: E402
-from whaleaudit.store import CAMS, IMAGES, MANIFEST, MASKS, PROBS, open_audit, partial_dir  # noqa: E402
+from _helpers_engine import SPECIES, make_dataset, tiny_dataset, tiny_model, workdir
+from whaleaudit.dataset import load_dataset
+from whaleaudit.precompute import causal_sample, precompute
+from whaleaudit.store import CAMS, IMAGES, MANIFEST, MASKS, PROBS, open_audit, partial_dir
 
 pytestmark = pytest.mark.slow  # trains the tiny models on first use
-TESTS = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("head", ["cam", "fastai"])
@@ -95,10 +92,6 @@ def test_causal_check_share_is_picked_by_image_id(tmp_path):
 
 
 RUN = """
-import sys
-sys.path.insert(0, {tests!r})
-from _helpers_engine import stand_in_for_missing_modules
-stand_in_for_missing_modules()
 from whaleaudit.dataset import load_dataset
 from whaleaudit.precompute import precompute
 precompute(load_dataset({labels!r}), {model!r}, {out!r}, **{options!r})
@@ -107,8 +100,8 @@ OPTIONS = dict(bs=4, chunk_images=8, causal=0.5, workers=1, progress=False)
 
 
 def _start(labels, model, out) -> subprocess.Popen:
-    code = RUN.format(tests=str(TESTS), labels=str(labels), model=str(model), out=str(out), options=OPTIONS)
-    env = dict(os.environ, PYTHONPATH=str(TESTS.parent), PYTHONWARNINGS="ignore",
+    code = RUN.format(labels=str(labels), model=str(model), out=str(out), options=OPTIONS)
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONWARNINGS="ignore",
                OMP_NUM_THREADS=str(torch.get_num_threads()))  # the reference's threads: the same sums
     return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 

@@ -114,7 +114,7 @@ def cmd_export(args) -> None:
 def cmd_demo(args) -> Path:
     from .demo import build_demo
 
-    store = build_demo(args.out) if args.out else build_demo()
+    store = build_demo(args.out)
     log.info(f"demo audit ready: {store}  (streamlit run streamlit_app.py)")
     return store
 
