@@ -3,7 +3,9 @@ is shown, flags set in the UI land in SQLite and in the CSV, and bad input gives
 
 import csv
 import io
+import os
 import re
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -92,6 +94,13 @@ def test_gallery_sorts_restyles_and_reports_a_vanished_photo(audit):
     assert len(after) == len(before) == 11 and set(after).isdisjoint(before)
     at.selectbox(key="species_per_page").set_value(24).run()
     assert len(shown_ids(ok(at), at.caption)) == 12  # a species has 12 images in the small audit
+
+    gallery = shown_ids(at, at.caption)
+    at.button(key=f"open_{gallery[0]}").click().run()
+    assert ok(at).title[0].value == gallery[0] and at.query_params["image"] == gallery[0]
+    at.switch_page("app_pages/heatmap.py")  # AppTest would rerun the page start() switched to, a browser stays
+    at.button(key="heatmap_next").click().run()  # previous/next walk the gallery's order
+    assert ok(at).title[0].value == gallery[1]
 
 
 def test_top_losses_worst_first_and_filtered_by_a_confusion_cell(audit):
@@ -196,3 +205,31 @@ def test_a_corrupt_audit_is_a_message_not_a_traceback(tmp_path, monkeypatch):
     for page in (None, "species", "heatmap", "review"):
         at = start(page)
         assert "manifest.json: unreadable" in at.error[0].value
+
+
+def test_the_audit_picker_and_a_shared_link_choose_the_audit(tmp_path, monkeypatch):
+    for name in ("alpha", "beta"):
+        store = make_audit(tmp_path, name=name)
+    monkeypatch.setenv("WHALEAUDIT_AUDITS", str(store.parent))
+    assert start(audit="beta").title[0].value == "Overview · beta"
+    at = start()
+    assert at.title[0].value == "Overview · alpha" and at.query_params["audit"] == "alpha"
+    at.sidebar.selectbox(key="audit").set_value("beta").run()
+    assert ok(at).title[0].value == "Overview · beta" and at.query_params["audit"] == "beta"
+
+
+def test_the_pages_never_import_torch_or_fastai(audit):
+    """The dashboard starts fast: browsing an audit needs the store, never the model code."""
+    code = f"""
+import sys
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({str(APP)!r}, default_timeout=60).run()
+for page in ("species", "top_losses", "heatmap", "review"):
+    at.switch_page(f"app_pages/{{page}}.py").run()
+    assert not at.exception, at.exception
+print(sorted(m for m in ("torch", "fastai", "torchvision") if m in sys.modules))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=str(APP.parent)))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
