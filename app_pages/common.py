@@ -224,11 +224,11 @@ def show_map(ctx: Context, row: pd.Series, class_idx: int | None, size: int, *, 
              with_mask: bool = False) -> None:
     """One photo with a class's map (or alone); a photo that cannot be read gets a message in its place."""
     try:
-        png = ctx.overlays.png(int(row["idx"]), class_idx, size, ctx.colormap, round(ctx.opacity, 2), with_mask)
+        jpeg = ctx.overlays.jpeg(int(row["idx"]), class_idx, size, ctx.colormap, round(ctx.opacity, 2), with_mask)
     except ImageError as e:
         st.warning(f"Cannot show {row['image']}: {e}")
         return
-    st.image(png, caption=caption, width="stretch")
+    st.image(jpeg, caption=caption, width="stretch")
 
 
 def numbers(row: pd.Series) -> str:

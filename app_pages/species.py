@@ -9,7 +9,7 @@ COLUMNS = 4
 THUMB = 256
 
 ctx = common.context()
-species_names = list(views.species_table(ctx.frame)["species"])
+species_names = views.species_names(ctx.frame)
 if st.session_state.get("species_focus") not in species_names:
     st.session_state["species_focus"] = species_names[0]
 

@@ -13,7 +13,8 @@ THUMB = 256
 ctx = common.context()
 st.title("Top losses")
 
-matrix = views.confusion(ctx.filters.apply(ctx.frame))
+filtered = ctx.filters.apply(ctx.frame)
+matrix = views.confusion(filtered)
 cells = matrix.stack().rename("count").reset_index()
 height = min(900, 160 + 40 * max(len(matrix.index), 1))
 fig = go.Figure([
@@ -29,11 +30,11 @@ fig.update_layout(title="Confusion matrix (click a cell to list its images)", he
                   yaxis=dict(title="actual", type="category", autorange="reversed"),
                   margin=dict(t=50, b=60, l=60, r=10))
 clicked = st.plotly_chart(fig, key="confusion_chart", on_select="rerun", selection_mode="points")
-if clicked.selection.points:
-    point = clicked.selection.points[0]
-    cell = (point["y"], point["x"])
-    if st.session_state.get("_confusion_cell") != cell:
-        st.session_state["_confusion_cell"] = cell
+points = clicked.selection.points
+cell = (points[0]["y"], points[0]["x"]) if points else None
+if cell != st.session_state.get("_confusion_cell"):  # a new click; the selectboxes may have moved on since the last
+    st.session_state["_confusion_cell"] = cell
+    if cell:
         st.session_state["loss_actual"], st.session_state["loss_predicted"] = cell
 
 choices = [ANY] + sorted(set(matrix.index) | set(matrix.columns))
@@ -44,7 +45,7 @@ left, right = st.columns(2)
 actual = left.selectbox("Actual species", choices, key="loss_actual", persist_state="session")
 predicted = right.selectbox("Predicted species", choices, key="loss_predicted", persist_state="session")
 
-rows = views.top_losses(ctx.filters.apply(ctx.frame), None if actual == ANY else actual,
+rows = views.top_losses(filtered, None if actual == ANY else actual,
                         None if predicted == ANY else predicted)
 common.showing(len(rows), len(ctx.frame))
 if rows.empty:

@@ -56,6 +56,7 @@ def test_species_table_counts_accuracy_scores_and_flags(frame):
     threshold = 0.5
     table = views.species_table(frame, threshold).set_index("species")
     assert sorted(table.index) == CLASSES and table["images"].sum() == len(frame)
+    assert list(table.index) == views.species_names(frame)
     for species, rows in frame.groupby("species"):
         ok = rows[rows["status"] == "ok"]
         assert table.loc[species, "accuracy"] == pytest.approx(ok["correct"].mean())
@@ -156,17 +157,17 @@ def test_evidence_scale_is_a_high_percentile_of_positive_predicted_class_evidenc
     assert views.evidence_scale(audit.cams, audit.images) == pytest.approx(np.percentile(maps[maps > 0], 99))
 
 
-def test_overlays_render_png_once_and_cache_it(audit, monkeypatch):
+def test_overlays_render_once_and_are_cached(audit, monkeypatch):
     overlays = views.Overlays(audit)
     loads = []
     real_load = overlays._load
     monkeypatch.setattr(overlays, "_load", lambda path: loads.append(path) or real_load(path))
-    first = overlays.png(0, 1, 64, "magma", 0.5, True)
-    again = overlays.png(0, 1, 64, "magma", 0.5, True)
+    first = overlays.jpeg(0, 1, 64, "magma", 0.5, True)
+    again = overlays.jpeg(0, 1, 64, "magma", 0.5, True)
     assert first is again and len(loads) == 1
     image = Image.open(io.BytesIO(first))
-    assert image.format == "PNG" and image.size == (64, 48)  # 32x24 photo fitted to 64, aspect kept
-    assert overlays.png(0, None, 64) != first and len(loads) == 2
+    assert image.format == "JPEG" and image.size == (64, 48)  # 32x24 photo fitted to 64, aspect kept
+    assert overlays.jpeg(0, None, 64) != first and len(loads) == 2
 
 
 def test_unreadable_vanished_and_escaping_photos_raise_image_error(audit, tmp_path):
@@ -174,11 +175,11 @@ def test_unreadable_vanished_and_escaping_photos_raise_image_error(audit, tmp_pa
     rows = audit.images.set_index("image")
     for image in (UNREADABLE, VANISHED):
         with pytest.raises(ImageError):
-            overlays.png(int(rows.loc[image, "idx"]), 0, 64)
+            overlays.jpeg(int(rows.loc[image, "idx"]), 0, 64)
     outside = tmp_path / "outside.png"
     Image.new("RGB", (8, 8)).save(outside)
     link = audit.image_root / "img_000.png"
     link.unlink()
     os.symlink(outside, link)
     with pytest.raises(ImageError, match="symbolic link"):
-        overlays.png(0, 0, 64)
+        overlays.jpeg(0, 0, 64)
