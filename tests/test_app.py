@@ -233,3 +233,17 @@ print(sorted(m for m in ("torch", "fastai", "torchvision") if m in sys.modules))
                           env=dict(os.environ, PYTHONPATH=str(APP.parent)))
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("page", ["species", "top_losses", "heatmap", "review"])
+def test_an_empty_filter_result_is_a_message(audit, page):
+    at = start()
+    at.sidebar.radio(key="flagged@small").set_value("flagged").run()  # nothing is flagged yet
+    at.switch_page(f"app_pages/{page}.py").run()
+    assert "No image" in ok(at).info[0].value
+
+
+def test_the_heatmap_keeps_its_image_when_the_list_empties(audit):
+    at = start("heatmap", image="img_007")
+    at.sidebar.radio(key="flagged@small").set_value("flagged").run()
+    assert ok(at).title[0].value == "img_007" and "not in the current list" in at.caption[0].value
