@@ -18,7 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from whaleaudit import views
-from whaleaudit.errors import ImageError, StoreError, WhaleAuditError
+from whaleaudit.errors import ImageError, StoreError
 from whaleaudit.review import Review
 from whaleaudit.store import MANIFEST, Audit, open_audit
 
@@ -140,8 +140,9 @@ def offer_demo(folder: Path) -> None:
         bar = st.progress(0.0, text="Building the demo audit...")
         build_demo(folder / "demo", progress=lambda share, text="": bar.progress(min(max(float(share), 0.0), 1.0),
                                                                                text=text or None))
-    except WhaleAuditError as e:
-        st.error(f"The demo could not be built: {e}")
+    except Exception as e:  # training can fail in many ways; the page says so instead of showing a traceback
+        st.error(f"The demo could not be built ({type(e).__name__}: {e}). Try `python -m whaleaudit demo` in a "
+                 "terminal to see the whole story.")
         return
     finally:
         lock.release()
