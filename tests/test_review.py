@@ -186,3 +186,21 @@ def test_the_review_journals_in_wal_mode_so_readers_never_block_writers(tmp_path
     Review(tmp_path / "review.sqlite")
     con = sqlite3.connect(tmp_path / "review.sqlite")
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_flags_follow_the_file_at_the_path_when_it_is_moved_aside_or_the_audit_rebuilt(tmp_path):
+    """The dashboard keeps one Review per audit for its lifetime, while the file under it may change."""
+    store = make_audit(tmp_path)
+    review = Review(store / "review.sqlite")
+    review.flag(["img_001"], "attention on ice", "before the rebuild")
+    make_audit(tmp_path, seed=1)  # a rebuild swaps the folder and carries review.sqlite over
+    review.flag(["img_002"], "label wrong", "after the rebuild")
+    assert Review(store / "review.sqlite").flags()["note"].tolist() == ["before the rebuild", "after the rebuild"]
+
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    for part in store.glob("review.sqlite*"):  # an analyst starts a fresh review, as the error message suggests
+        part.rename(aside / part.name)
+    review.flag(["img_003"], "other", "fresh start")
+    assert Review(store / "review.sqlite").flags()["note"].tolist() == ["fresh start"]
+    assert len(Review(aside / "review.sqlite").flags()) == 2

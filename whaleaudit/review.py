@@ -73,26 +73,43 @@ class Review:
     def __init__(self, path):
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._con, self._pid = None, None
+        self._con, self._opened = None, None
+        with self._connect():
+            pass
+
+    def _file(self) -> tuple | None:
+        """What the connection must point at: this process, and the file now at ``path``."""
         try:
-            with self._connect() as con:
-                con.execute("PRAGMA journal_mode=WAL")
-                con.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as e:
-            raise StoreError(f"{self.path}: the review database cannot be opened ({e}). Move it aside to start "
-                             "a fresh review; the audit itself is unaffected.") from None
+            stat = os.stat(self.path)
+        except OSError:
+            return os.getpid(), None
+        return os.getpid(), stat.st_dev, stat.st_ino
 
     @contextmanager
     def _connect(self):
-        """This object's connection, one user at a time; opened on first use in each process (a connection
-        must not cross a fork)."""
+        """This object's connection, one user at a time. Reopened in a forked process (a connection must not
+        cross a fork) and when the file at ``path`` is another one: a rebuilt audit replaces its folder,
+        review.sqlite included, and writing on through the old file would lose the flags."""
         with self._lock:
-            if self._con is None or self._pid != os.getpid():
-                self._con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                                            check_same_thread=False)
-                self._con.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-                self._con.execute(f"PRAGMA synchronous={SYNCHRONOUS}")
-                self._pid = os.getpid()
+            if self._con is None or self._opened != self._file():
+                if self._con is not None and self._opened[0] == os.getpid():
+                    self._con.close()
+                self._con = None
+                try:
+                    con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                          check_same_thread=False)
+                except sqlite3.DatabaseError as e:
+                    raise StoreError(f"{self.path}: the review database cannot be created ({e}).") from None
+                try:
+                    con.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                    con.execute(f"PRAGMA synchronous={SYNCHRONOUS}")
+                    con.execute("PRAGMA journal_mode=WAL")
+                    con.executescript(_SCHEMA)
+                except sqlite3.DatabaseError as e:
+                    con.close()
+                    raise StoreError(f"{self.path}: the review database cannot be opened ({e}). Move it aside to "
+                                     "start a fresh review; the audit itself is unaffected.") from None
+                self._con, self._opened = con, self._file()
             yield self._con
 
     def close(self) -> None:
