@@ -28,8 +28,9 @@ The automatic estimate, for photos of animals in water (why each step):
    the photo's median gradient (animals have crisp outlines, sun glare and haze fade out; it saturates, so
    a boat's hard edges do not outweigh everything else); chroma is its mean Lab chroma (whales and dolphins
    are grey, black, white or brown, while sea-tinted glare and painted hulls are coloured); ``white`` is
-   ``WHITE_PENALTY`` for a near-white component (ice, foam, spray, glints, cabins are white; a white
-   animal such as a beluga still wins where nothing else stands out).
+   ``WHITE_PENALTY`` for a highlight, a near-neutral component brighter than the border's brightest 5%
+   (ice, foam, spray, sun glints and cabins are; a white animal such as a beluga still wins where nothing
+   else stands out).
 4. Holes are filled (an orca's white patches), and the 128 px mask is area-averaged to ``MASK_SIZE``.
 
 It is in the spirit of background-prior saliency (Zhu et al. 2014, "Saliency optimization from robust
@@ -59,7 +60,7 @@ BIN = 5.0                # Lab units per histogram bin
 RARE = 0.1               # background likeness below which a pixel is an object candidate
 WHITE_PENALTY = 0.3
 EDGE = 3.0               # outline contrast (over the photo's median gradient) at which crispness counts half
-WHITE_L, WHITE_C = 75.0, 20.0   # near-white: mean L* above, mean chroma below
+WHITE_C = 20.0           # a highlight: brighter than the border's brightest 5% and chroma below this
 METHOD = "border-colour-rarity/1"
 
 _NL, _NA = int(100 // BIN) + 1, int(130 // BIN)          # bins for L* 0..100 and a*, b* -65..65
@@ -116,7 +117,8 @@ def _most_animal_like(lab8, likeness, candidates, labels, n) -> int:
     on_outline = labels.ravel()[outline]
     e = (np.bincount(on_outline, grad[outline], n) / np.maximum(np.bincount(on_outline, minlength=n), 1)
          / (np.median(grad[::4]) + 1e-6))
-    white = np.where((mean_l > WHITE_L) & (mean_c < WHITE_C), WHITE_PENALTY, 1.0)
+    brightest_border = np.percentile(lab8[..., 0][_RING_MASK], 95) * (100 / 255)
+    white = np.where((mean_l > brightest_border) & (mean_c < WHITE_C), WHITE_PENALTY, 1.0)
     score = mass * e ** 2 / (e ** 2 + EDGE ** 2) * white / (5.0 + mean_c)
     score[0] = -np.inf                                   # label 0: not a candidate
     return int(np.argmax(score))
