@@ -55,21 +55,21 @@ def _log_to_stderr() -> None:
 # --- commands -----------------------------------------------------------------------------------------------
 
 
-def cmd_train(args) -> Path:
+def cmd_train(args, dataset=None) -> Path:
     from .model import default_model_path, train
 
-    dataset = _dataset(args)
+    dataset = dataset or _dataset(args)
     out = Path(args.model_out or default_model_path(dataset, args.head))
     train(dataset, out=out, **_train_options(args), workers=args.workers, progress=not args.quiet)
     log.info(f"model written: {out} (+ {out.with_suffix('.pth').name}, {out.with_suffix('.json').name})")
     return out
 
 
-def cmd_precompute(args) -> Path:
+def cmd_precompute(args, dataset=None) -> Path:
     from .foreground import ForegroundProvider
     from .precompute import precompute
 
-    dataset = _dataset(args)
+    dataset = dataset or _dataset(args)
     out = args.out or PROJECT / "audits" / _dataset_name(dataset)
     foreground = ForegroundProvider(dataset.image_root, boxes_csv=args.boxes, masks_dir=args.masks,
                                     auto=not args.no_auto_foreground)
@@ -83,18 +83,18 @@ def cmd_precompute(args) -> Path:
 
 def cmd_audit(args) -> Path:
     """Train (or reuse a model trained with the same data and settings), then precompute."""
+    dataset = _dataset(args)
     if args.model is None:
         from .model import default_model_path, trained_alike, training_options
 
-        dataset = _dataset(args)
         model_out = Path(args.model_out or default_model_path(dataset, args.head))
         if trained_alike(model_out, dataset, training_options(**_train_options(args))):
             log.info(f"reusing {model_out.with_suffix('.pth')}: trained on this dataset with these settings")
         else:
             args.model_out = model_out
-            cmd_train(args)
+            cmd_train(args, dataset)
         args.model = model_out.with_suffix(".pth")
-    return cmd_precompute(args)
+    return cmd_precompute(args, dataset)
 
 
 def cmd_export(args) -> None:

@@ -69,8 +69,8 @@ def train(dataset: Dataset, *, out: Path | None = None, epochs: int = 10, lr: fl
     Returns the fastai Learner; the files land at ``out`` (default ``models/<dataset>-resnet18-<head>.pkl``).
     """
     from fastai.vision.all import (Callback, CategoryBlock, ColReader, DataBlock, ImageBlock, IndexSplitter,
-                                   Normalize, Recorder, Resize, ResizeMethod, accuracy, aug_transforms,
-                                   imagenet_stats, resnet18, set_seed, vision_learner)
+                                   Normalize, Recorder, Resize, ResizeMethod, accuracy, aug_transforms, resnet18,
+                                   set_seed, vision_learner)
 
     if head not in HEADS:
         raise ModelError(f"head={head!r}: choose one of {list(HEADS)} ('cam' gives exact class activation maps).")
@@ -96,7 +96,7 @@ def train(dataset: Dataset, *, out: Path | None = None, epochs: int = 10, lr: fl
     block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_x=ReadImage(dataset.image_root),
                       get_y=ColReader("species"), splitter=IndexSplitter(np.flatnonzero(is_valid)),
                       item_tfms=Resize(size, method=ResizeMethod.Squish),  # not "squash": fastai would crop
-                      batch_tfms=aug_transforms(size=size) + ([Normalize.from_stats(*imagenet_stats)] if stats else []))
+                      batch_tfms=aug_transforms(size=size) + ([Normalize.from_stats(*stats)] if stats else []))
     dls = block.dataloaders(frame, bs=bs, **({} if workers is None else {"num_workers": workers}))
     learn = vision_learner(dls, resnet18, pretrained=False, normalize=False, metrics=accuracy, **HEAD_ARGS[head])
     if body_weights is not None:

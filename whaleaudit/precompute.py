@@ -94,7 +94,8 @@ def precompute(dataset: Dataset, model_path: Path, out: Path, *, trust: bool = F
     in_causal = causal_sample(frame["image"], causal)
     split_of = _split_lookup(info)
 
-    images = AuditImages(frame, dataset.image_root, size, info["normalize"], foreground)
+    images = AuditImages(frame, dataset.image_root, size, foreground)
+    stats = _stats(info["normalize"], dev)
     loader = torch.utils.data.DataLoader(images, batch_sampler=batches, num_workers=workers,
                                          persistent_workers=workers > 0, collate_fn=_collate)
     remaining = sum(stop - start for _, start, stop in todo)
@@ -105,34 +106,40 @@ def precompute(dataset: Dataset, model_path: Path, out: Path, *, trust: bool = F
         for k, start, stop in todo:
             parts = []
             for _ in range(-(-(stop - start) // bs)):
-                parts.append(_audit_batch(model, next(batch_iter), dev, dtype, labels, in_causal, size))
+                parts.append(_audit_batch(model, next(batch_iter), dev, dtype, stats, labels, in_causal, size))
                 bar.update(len(parts[-1]["idx"]))
             result = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
             rows = _rows(frame, result, labels, info["classes"], split_of)
             writer.write_chunk(k, start, rows, result["probs"], result["cams"].astype(np.float16), result["masks"])
     bar.close()
-    del loader, batch_iter
-    computed_s = time.perf_counter() - computed_from
-    counts = frame["species"].value_counts()
-    manifest = {
+    del loader, batch_iter  # ends the loader's worker processes
+    timings = {"seconds_total": round(time.perf_counter() - started, 2), "images_computed": remaining,
+               "seconds_computing": round(time.perf_counter() - computed_from, 2)}
+    timings["images_per_second"] = round(remaining / timings["seconds_computing"], 1) if remaining else None
+    return writer.finish(_manifest(dataset, info, labels, cam_shape, parameters, fingerprint["dataset"], workers,
+                                   timings))
+
+
+def _manifest(dataset: Dataset, info: dict, labels: np.ndarray, cam_shape, parameters: dict, fingerprint: str,
+              workers: int, timings: dict) -> dict:
+    species = dataset.frame["species"]
+    counts = species.value_counts()
+    return {
         "dataset": {"label_file": None if dataset.label_file is None else str(dataset.label_file),
-                    "image_root": str(Path(dataset.image_root).resolve()), "fingerprint": fingerprint["dataset"],
-                    "n_images": n, "n_species": int(len(counts)), "species_counts": counts.to_dict(),
-                    "unknown_species": sorted(set(frame["species"][labels < 0]))},
+                    "image_root": str(Path(dataset.image_root).resolve()), "fingerprint": fingerprint,
+                    "n_images": len(species), "n_species": int(len(counts)), "species_counts": counts.to_dict(),
+                    "unknown_species": sorted(set(species[labels < 0]))},
         "model": {key: info.get(key) for key in ("path", "sha256", "arch", "head", "classes", "pretrained", "weights")}
         | {"valid_accuracy": info.get("training", {}).get("valid_accuracy"),
            "trained_on": info.get("dataset", {}).get("fingerprint")},
         "cam": {"method": cam_method(info["head"]), "layer": "body", "shape": list(cam_shape),
                 "mean_equals_logit": info["head"] == "cam"},
-        "input_size": size, "normalize": info["normalize"], "parameters": parameters,
+        "input_size": int(info["size"]), "normalize": info["normalize"], "parameters": parameters,
         "whaleaudit_version": __version__,
-        "environment": {"torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
-                        "workers": workers},
-        "timings": {"seconds_total": round(time.perf_counter() - started, 2), "images_computed": remaining,
-                    "seconds_computing": round(computed_s, 2),
-                    "images_per_second": round(remaining / computed_s, 1) if remaining and computed_s else None},
+        "environment": {"torch": torch.__version__, "python": platform.python_version(),
+                        "threads": torch.get_num_threads(), "workers": workers},
+        "timings": timings,
     }
-    return writer.finish(manifest)
 
 
 def label_indices(species: pd.Series, classes: list[str]) -> np.ndarray:
@@ -170,17 +177,16 @@ def _cam_shape(model, size: int, device) -> tuple[int, int]:
 
 
 class AuditImages(torch.utils.data.Dataset):
-    """One image per item, as the model sees it, with its foreground; runs inside the loader's workers.
+    """One image per item, squished to the input size as uint8 ``H x W x 3``, with its foreground.
 
-    An image that cannot be read yields a zero tensor and the reason in ``error``.
+    Runs inside the loader's workers; scaling and normalisation happen once per batch in the main process
+    (a quarter of the bytes between processes, and one vectorised operation instead of one per image).
+    An image that cannot be read yields zero pixels and the reason in ``error``.
     """
 
-    def __init__(self, frame: pd.DataFrame, image_root: Path, size: int, normalize: dict | None,
-                 foreground: ForegroundProvider):
+    def __init__(self, frame: pd.DataFrame, image_root: Path, size: int, foreground: ForegroundProvider):
         self.paths, self.ids = frame["path"].tolist(), frame["image"].tolist()
         self.image_root, self.size, self.foreground = Path(image_root), size, foreground
-        stats = (normalize["mean"], normalize["std"]) if normalize else ([0.0] * 3, [1.0] * 3)
-        self.mean, self.std = (torch.tensor(s, dtype=torch.float32)[:, None, None] for s in stats)
 
     def __len__(self):
         return len(self.paths)
@@ -189,41 +195,56 @@ class AuditImages(torch.utils.data.Dataset):
         try:
             rgb = load_rgb(resolve_image(self.image_root, self.paths[i]))
         except ImageError as e:
-            return self._item(i, torch.zeros(3, self.size, self.size), None, "none", str(e))
+            return self._item(i, np.zeros((self.size, self.size, 3), np.uint8), None, "none", str(e))
         try:
             mask, source = self.foreground(self.ids[i], rgb)
         except ImageError as e:  # the user's mask for this photo is unreadable: score it without one
             warnings.warn(f"{self.ids[i]}: {e} It is audited without a foreground.", stacklevel=2)
             mask, source = None, "none"
-        return self._item(i, model_input(rgb, self.size, self.mean, self.std), mask, source, "")
+        return self._item(i, squished(rgb, self.size), mask, source, "")
 
     @staticmethod
-    def _item(i, x, mask, source, error) -> dict:
+    def _item(i, pixels, mask, source, error) -> dict:
         has_mask = mask is not None
         mask = np.zeros((MASK_SIZE, MASK_SIZE), bool) if mask is None else np.asarray(mask, bool)
-        return {"idx": i, "x": x, "mask": torch.from_numpy(mask), "has_mask": has_mask, "fg_source": source,
-                "error": error}
+        return {"idx": i, "pixels": torch.from_numpy(pixels), "mask": torch.from_numpy(mask), "has_mask": has_mask,
+                "fg_source": source, "error": error}
+
+
+def squished(rgb: np.ndarray, size: int) -> np.ndarray:
+    """uint8 ``size x size x 3``: the whole photo resized as fastai's ``Resize(size, method='squish')`` does."""
+    if rgb.shape[:2] == (size, size):
+        return rgb
+    return np.array(Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR))
+
+
+def normalised(pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[B, H, W, 3]`` -> float ``[B, 3, H, W]`` scaled to 0..1 and normalised, channels_last in memory."""
+    return pixels.permute(0, 3, 1, 2).float().div_(255).sub_(mean).div_(std)
 
 
 def model_input(rgb: np.ndarray, size: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 HxWx3 -> normalised float [3, size, size], resized exactly as fastai's Resize(method='squish')."""
-    if rgb.shape[:2] != (size, size):
-        rgb = np.array(Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR))
-    x = torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255)
-    return (x - mean) / std
+    """One photo as the model sees it: normalised float ``[3, size, size]`` (mean, std: ``[3, 1, 1]``)."""
+    return normalised(torch.from_numpy(squished(rgb, size))[None], mean, std)[0]
+
+
+def _stats(normalize: dict | None, device) -> tuple[torch.Tensor, torch.Tensor]:
+    mean, std = (normalize["mean"], normalize["std"]) if normalize else ([0.0] * 3, [1.0] * 3)
+    return tuple(torch.tensor(v, dtype=torch.float32, device=device)[:, None, None] for v in (mean, std))
 
 
 def _collate(items: list[dict]) -> dict:
-    return {"idx": torch.tensor([it["idx"] for it in items]), "x": torch.stack([it["x"] for it in items]),
+    return {"idx": torch.tensor([it["idx"] for it in items]), "pixels": torch.stack([it["pixels"] for it in items]),
             "mask": torch.stack([it["mask"] for it in items]),
             "has_mask": torch.tensor([it["has_mask"] for it in items]),
             "fg_source": [it["fg_source"] for it in items], "error": [it["error"] for it in items]}
 
 
-def _audit_batch(model, batch: dict, device, dtype, labels: np.ndarray, in_causal: np.ndarray, size: int) -> dict:
+def _audit_batch(model, batch: dict, device, dtype, stats, labels: np.ndarray, in_causal: np.ndarray,
+                 size: int) -> dict:
     """All numbers for one batch, as numpy arrays of batch length (maps: [B, C, h, w])."""
     idx = batch["idx"].numpy()
-    x = batch["x"].to(device).contiguous(memory_format=torch.channels_last)
+    x = normalised(batch["pixels"].to(device), *stats)
     ok = np.array([e == "" for e in batch["error"]])
     logits, maps = predict_with_maps(model, x, dtype=dtype)
     logp = torch.log_softmax(logits.float(), dim=1)
