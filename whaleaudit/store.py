@@ -187,8 +187,8 @@ class StoreWriter:
         manifest = dict(manifest, schema_version=SCHEMA_VERSION, classes=self.classes,
                         cam_shape=list(self.cam_shape), mask_size=self.mask_size,
                         n_images=self.n, n_ok=int((frame["status"] == "ok").sum()))
+        (self.tmp / PROGRESS).unlink()  # first: a run killed while the chunks go starts over, never half-resumes
         shutil.rmtree(self.tmp / "chunks")
-        (self.tmp / PROGRESS).unlink()
         write_json(self.tmp / MANIFEST, manifest)
         old = self.store.with_name(self.store.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
