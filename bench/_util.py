@@ -1,0 +1,114 @@
+"""What the bench scripts share: the machine they ran on, memory sampling, and the printed table."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+OUT = ROOT / "bench" / "out"
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def quiet_caches(folder: Path) -> None:
+    """torch, fastai and matplotlib caches go under ``folder`` (bench/out), never the home folder."""
+    for var in ("TORCH_HOME", "FASTAI_HOME", "MPLCONFIGDIR", "TORCHINDUCTOR_CACHE_DIR"):
+        os.environ.setdefault(var, str(folder / "cache" / var.lower()))
+
+
+def machine() -> str:
+    """One line: CPU model, cores, vector extensions that matter for bf16, memory, Python."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"model name\s*:\s*(.*)", cpuinfo)
+    flags = set(re.search(r"flags\s*:\s*(.*)", cpuinfo).group(1).split()) if "flags" in cpuinfo else set()
+    simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    mem = re.search(r"MemTotal:\s*(\d+)", Path("/proc/meminfo").read_text()) if Path("/proc/meminfo").exists() else None
+    gib = f"{int(mem.group(1)) / 2**20:.0f} GiB RAM" if mem else "RAM unknown"
+    return (f"{model.group(1).strip() if model else platform.processor() or 'CPU'}, {os.cpu_count()} cores "
+            f"({'/'.join(simd) or 'no AVX2'}), {gib}, Python {platform.python_version()}")
+
+
+def load() -> str:
+    """The 1/5/15-minute load averages: other work on the machine while the numbers were taken."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
+
+
+def _rss(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _pss(pid: int) -> int:
+    """Proportional set size: pages shared between processes counted once in total, not once per process."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        return int(re.search(r"^Pss:\s+(\d+) kB", text, re.M).group(1)) * 1024
+    except (OSError, AttributeError, ValueError):
+        return 0
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            kids += [int(k) for k in task.read_text().split()]
+        except OSError:
+            pass
+    return kids + [g for k in kids for g in _children(k)]
+
+
+class PeakMemory:
+    """Samples memory every ``every`` seconds while in the ``with`` block.
+
+    ``start`` and ``peak``: this process's resident size when the block began and at its highest;
+    ``peak_all``: the highest proportional set size of this process plus its child processes (DataLoader
+    workers), so pages the children share with this process count once.
+    """
+
+    def __init__(self, every: float = 0.05):
+        self.every, self.start, self.peak, self.peak_all = every, _rss(os.getpid()), 0, 0
+        self._stop = threading.Event()
+
+    def _sample(self):
+        me = os.getpid()
+        while True:
+            self.peak = max(self.peak, _rss(me))
+            kids = _children(me)
+            if kids:
+                self.peak_all = max(self.peak_all, _pss(me) + sum(_pss(k) for k in kids))
+            if self._stop.wait(self.every):
+                return
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table, columns padded so it also reads as plain text."""
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows])
+
+
+def mib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**20:,.0f} MiB"

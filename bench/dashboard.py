@@ -1,0 +1,311 @@
+"""How fast the dashboard answers on audits the size of the real Happywhale set and ten times that.
+
+    .venv/bin/python bench/dashboard.py [--sizes 51033 510330] [--quick]
+
+Builds (once, cached under bench/out/stores/) synthetic audit stores with the real label file's rows and
+species balance (../shared/data/happywhale_train.csv: 51,033 rows, 26 species), repeated ten times for the
+larger one; 4x4 maps of 26 classes, 64x64 foreground masks, a few unreadable images and a few hundred flags.
+Nothing is trained: predictions and scores are drawn at random, the maps' cell means equal the logits as an
+exact CAM's do, and each row points at one of the 3,000 real 128 px photos in ../shared/data/happywhale128.
+
+Each size runs in its own process (so its peak memory is its own). For every page it times, with
+Streamlit's AppTest: a first run on a cold server (caches cleared: the audit is opened), a first run in a
+new session on a warm server, and a rerun of the same session; then two sidebar filter changes on the
+Review page. Goals: at 51k every page under 1.5 s and a filter change under 0.5 s; at 510k every page
+under 5 s and the process under 2 GB; galleries (Species, Top losses) cost the same at both sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from bench._util import DATA, OUT, ROOT, load, machine, mib, quiet_caches, table  # noqa: E402
+
+REAL_SIZE = 51_033
+SIZES = [REAL_SIZE, 10 * REAL_SIZE]
+PAGES = ["overview", "species", "top_losses", "heatmap", "review"]
+GALLERIES = ["species", "top_losses"]
+#: Describes how the synthetic stores are drawn; a cached store with other values is rebuilt.
+RECIPE = {"bench": "dashboard", "version": 1, "seed": 0, "mask_size": 64, "cam_shape": [4, 4],
+          "unreadable_every": 2000, "no_foreground_every": 50, "flags": 500}
+CHUNK = 32_768
+GOALS = {REAL_SIZE: {"page": 1.5, "filter": 0.5}, 10 * REAL_SIZE: {"page": 5.0, "memory": 2 * 2**30}}
+
+
+# --- synthetic stores ----------------------------------------------------------------------------------------
+
+
+def audits_folder(n: int) -> Path:
+    """One folder per size holding one audit, so the dashboard's audit picker opens that one."""
+    return OUT / "stores" / f"n{n}"
+
+
+def store_path(n: int) -> Path:
+    return audits_folder(n) / f"happywhale-{n}"
+
+
+def ensure_store(n: int) -> Path:
+    """The synthetic audit of ``n`` rows, built unless a complete one with the same recipe is cached."""
+    from whaleaudit.store import is_complete
+
+    store = store_path(n)
+    if is_complete(store) and json.loads((store / "manifest.json").read_text()).get("synthetic") == dict(RECIPE, n=n):
+        return store
+    started = time.perf_counter()
+    build_store(n, store)
+    print(f"built {store} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return store
+
+
+def build_store(n: int, store: Path) -> None:
+    """Write the store chunk by chunk through StoreWriter, so memory stays flat whatever ``n``."""
+    from whaleaudit.dataset import load_dataset
+    from whaleaudit.review import REASONS, Review
+    from whaleaudit.store import StoreWriter
+
+    photos = DATA / "happywhale128" / "images"
+    labels = load_dataset(DATA / "happywhale_train.csv", images=photos).frame
+    classes = sorted(labels["species"].unique())
+    files = np.array(sorted(p.name for p in photos.iterdir()), dtype=object)
+    side = RECIPE["mask_size"]
+    writer = StoreWriter(store, n_images=n, classes=classes, cam_shape=tuple(RECIPE["cam_shape"]), mask_size=side,
+                         fingerprint=dict(RECIPE, n=n))
+    for k, start in enumerate(range(0, n, CHUNK)):
+        if writer.chunk_done(k):
+            continue
+        rows, probs, cams, masks = synthetic_chunk(labels, classes, files, start, min(start + CHUNK, n), side)
+        writer.write_chunk(k, start, rows, probs, cams, masks)
+    manifest = {"dataset": {"label_file": str(DATA / "happywhale_train.csv"), "image_root": str(photos),
+                            "n_images": n, "n_species": len(classes)},
+                "model": {"arch": "resnet18", "head": "cam", "classes": classes, "pretrained": None},
+                "cam": {"method": "exact-cam", "layer": "body", "shape": RECIPE["cam_shape"]}, "input_size": 128,
+                "synthetic": dict(RECIPE, n=n)}
+    writer.finish(manifest)
+    review = Review(store / "review.sqlite")
+    if review.flags().empty:  # a rebuilt store keeps its review; seed one only once
+        rng = np.random.default_rng(RECIPE["seed"])
+        picked = rng.choice(n, size=RECIPE["flags"], replace=False)
+        ids = pd.read_parquet(store / "images.parquet", columns=["image"])["image"].to_numpy()[picked]
+        for reason, group in zip(REASONS, np.array_split(ids, len(REASONS))):
+            review.flag(list(group), reason, "bench", "bench")
+    review.close()
+
+
+def synthetic_chunk(labels: pd.DataFrame, classes: list[str], files: np.ndarray, start: int, stop: int, side: int):
+    """Rows ``start..stop`` of a synthetic audit: the label file's rows in order, repeated with new ids."""
+    from whaleaudit.store import IMAGE_COLUMNS
+
+    rng = np.random.default_rng([RECIPE["seed"], start])
+    i = np.arange(start, stop)
+    base = labels.iloc[i % len(labels)].reset_index(drop=True)
+    copy = i // len(labels)
+    stem = base["image"].str.rsplit(".", n=1).str[0]
+    image = np.where(copy == 0, base["image"], stem + "-" + pd.Series(copy).astype(str) + ".jpg")
+    n, c = len(i), len(classes)
+    label = pd.Categorical(base["species"], categories=classes).codes.astype(np.int64)
+    logits = rng.normal(0, 1, (n, c)) + 3.0 * np.eye(c)[label]
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs = (probs / probs.sum(1, keepdims=True)).astype(np.float32)
+    ok = (i + 1) % RECIPE["unreadable_every"] != 0
+    has_fg = ok & ((i + 7) % RECIPE["no_foreground_every"] != 0)
+    pred = np.where(ok, probs.argmax(1), -1)
+    p_true = probs[np.arange(n), label]
+    nan_if = lambda keep, x: np.where(keep, x, np.nan)  # noqa: E731
+    scores = {name: nan_if(has_fg, rng.beta(2, 5, n)) for name in ("bg_share", "bg_score", "bg_share_true",
+                                                                   "bg_score_true")}
+    rows = pd.DataFrame({
+        "idx": i, "image": image, "path": files[i % len(files)], "species_raw": base["species_raw"],
+        "species": base["species"], "individual_id": base["individual_id"],
+        "split": np.where(i % 5 == 0, "valid", "train"), "status": np.where(ok, "ok", "error"),
+        "error": np.where(ok, "", "unreadable: the file ends before the image does (truncated JPEG)"),
+        "label_idx": label, "pred_idx": pred,
+        "prediction": np.where(ok, np.array(classes, dtype=object)[pred.clip(0)], ""),
+        "prob_pred": nan_if(ok, probs.max(1)), "prob_true": nan_if(ok, p_true),
+        "loss": nan_if(ok, -np.log(p_true)), "correct": ok & (pred == label),
+        "fg_source": np.where(has_fg, "auto", "none"), "fg_area": nan_if(has_fg, rng.uniform(0.02, 0.5, n)),
+        **scores,
+        "peak_on_animal": nan_if(has_fg, rng.integers(0, 2, n).astype(float)),
+        "cam_entropy": nan_if(ok, rng.uniform(0, 1, n)),
+        "prob_without_animal": nan_if(has_fg, rng.uniform(0, 1, n)),
+        "prob_animal_only": nan_if(has_fg, rng.uniform(0, 1, n)),
+    })[IMAGE_COLUMNS]
+    h, w = RECIPE["cam_shape"]
+    noise = rng.normal(0, 1, (n, c, h, w))
+    cams = (logits[:, :, None, None] + noise - noise.mean(axis=(2, 3), keepdims=True)) * ok[:, None, None, None]
+    top, left = rng.integers(0, side // 2, (2, n))
+    height, width = rng.integers(4, side // 2, (2, n))
+    grid = np.arange(side)
+    inside_rows = (grid >= top[:, None]) & (grid < (top + height)[:, None])
+    inside_cols = (grid >= left[:, None]) & (grid < (left + width)[:, None])
+    masks = inside_rows[:, :, None] & inside_cols[:, None, :] & has_fg[:, None, None]
+    probs[~ok] = np.nan
+    return rows, probs, cams.astype(np.float16), masks
+
+
+# --- timing one size, in its own process -------------------------------------------------------------------------
+
+
+def measure(n: int, repeat: int) -> dict:
+    """Times of every page and of filter changes on the audit of ``n`` rows; best of ``repeat`` each."""
+    os.environ["STREAMLIT_LOGGER_LEVEL"] = "error"  # AppTest outside a server warns about the missing runtime
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    store = ensure_store(n)
+    os.environ["WHALEAUDIT_AUDITS"] = str(store.parent)
+    app = str(ROOT / "streamlit_app.py")
+    name = store.name
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def session(page: str) -> tuple[AppTest, float]:
+        at = AppTest.from_file(app, default_timeout=600)
+        if page != PAGES[0]:
+            at.switch_page(f"app_pages/{page}.py")
+        return at, run(at)
+
+    def run(at: AppTest) -> float:
+        started = time.perf_counter()
+        at.run()
+        seconds = time.perf_counter() - started
+        if at.exception:
+            raise RuntimeError(f"the app failed on {n:,} rows: {[e.value for e in at.exception]}")
+        return seconds
+
+    pages = {}
+    for page in PAGES:
+        cold, warm, rerun = [], [], []
+        for _ in range(repeat):
+            gc.collect()  # the last page's sessions go before the server's caches do, as on a restarted server
+            st.cache_data.clear()
+            st.cache_resource.clear()
+            cold.append(session(page)[1])
+            at, seconds = session(page)
+            warm.append(seconds)
+            rerun.append(run(at))
+            del at
+        pages[page] = {"cold": min(cold), "warm": min(warm), "rerun": min(rerun)}
+
+    filters = {}
+    at, _ = session("review")
+    changes = [("prediction: wrong", lambda: at.radio(key=f"correct@{name}").set_value("wrong")),
+               ("species: killer_whale", lambda: at.multiselect(key=f"species@{name}").set_value(["killer_whale"])),
+               ("prediction: all, species: all",
+                lambda: (at.radio(key=f"correct@{name}").set_value("all"),
+                         at.multiselect(key=f"species@{name}").set_value([])))]
+    for label, change in changes:
+        times = []
+        for _ in range(repeat):
+            change()
+            times.append(run(at))
+        filters[label] = min(times)
+    return {"n": n, "pages": pages, "filters": filters, "rss_before_audit": rss_before,
+            "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "load": load()}
+
+
+# --- report -------------------------------------------------------------------------------------------------------
+
+
+def verdict(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+def report(results: list[dict]) -> str:
+    by_n = {r["n"]: r for r in results}
+    header = ["page"] + [f"{col} {r['n']:,}" for r in results for col in ("cold", "new session", "rerun")]
+    if len(results) == 2:
+        header.append(f"new session {results[1]['n'] // results[0]['n']}x / 1x")
+    rows = []
+    for page in PAGES:
+        row = [page]
+        for r in results:
+            t = r["pages"][page]
+            row += [f"{t['cold']:.2f} s", f"{t['warm']:.2f} s", f"{t['rerun']:.2f} s"]
+        if len(results) == 2:
+            row.append(f"{results[1]['pages'][page]['warm'] / results[0]['pages'][page]['warm']:.2f}")
+        rows.append(row)
+    for label in results[0]["filters"]:
+        row = [f"review filter: {label}"]
+        for r in results:
+            row += ["", "", f"{r['filters'][label]:.2f} s"]
+        if len(results) == 2:
+            row.append(f"{results[1]['filters'][label] / results[0]['filters'][label]:.2f}")
+        rows.append(row)
+    row = ["peak memory (process)"]
+    for r in results:
+        row += ["", "", mib(r["peak_rss"])]
+    rows.append(row + ([""] if len(results) == 2 else []))
+    lines = [table(header, rows), ""]
+    for r in results:
+        lines.append(f"- {r['n']:,} rows: {r['load']} at the end; {mib(r['rss_before_audit'])} before the audit "
+                     "was opened (Python, Streamlit, pandas, plotly).")
+    lines.append("")
+    lines += goals(by_n)
+    return "\n".join(lines)
+
+
+def goals(by_n: dict) -> list[str]:
+    out = []
+    for n, goal in GOALS.items():
+        r = by_n.get(n)
+        if r is None:
+            continue
+        worst_warm = max(max(t["warm"], t["rerun"]) for t in r["pages"].values())
+        worst_cold = max(t["cold"] for t in r["pages"].values())
+        out.append(f"- {n:,}: slowest page in a new session or a rerun {worst_warm:.2f} s (goal < {goal['page']} s): "
+                   f"{verdict(worst_warm < goal['page'])}; first page after the server starts (reads the audit) "
+                   f"{worst_cold:.2f} s: {verdict(worst_cold < goal['page'])}")
+        if "filter" in goal:
+            worst = max(r["filters"].values())
+            out.append(f"- {n:,}: slowest filter change {worst:.2f} s (goal < {goal['filter']} s): "
+                       f"{verdict(worst < goal['filter'])}")
+        if "memory" in goal:
+            out.append(f"- {n:,}: peak memory {mib(r['peak_rss'])} (goal < {mib(goal['memory'])}): "
+                       f"{verdict(r['peak_rss'] < goal['memory'])}")
+    if len(by_n) == 2:
+        small, big = (by_n[n] for n in sorted(by_n))
+        ratios = {p: big["pages"][p]["warm"] / small["pages"][p]["warm"] for p in GALLERIES}
+        out.append("- galleries, new session at 10x the rows / at 1x: "
+                   + ", ".join(f"{p} {v:.2f}" for p, v in ratios.items())
+                   + f" (goal: the same cost, within 1.5x): {verdict(max(ratios.values()) < 1.5)}")
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=SIZES, help="audit sizes in rows (default: %(default)s)")
+    ap.add_argument("--repeat", type=int, default=2, help="runs per measurement; the best counts (default 2)")
+    ap.add_argument("--quick", action="store_true", help="one run per measurement")
+    ap.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: measure one size, print JSON
+    args = ap.parse_args()
+    quiet_caches(OUT)
+    repeat = 1 if args.quick else args.repeat
+    if args.one:
+        print(json.dumps(measure(args.one, repeat)))
+        return
+    print(f"machine: {machine()}\nbefore: {load()}", flush=True)
+    results = []
+    for n in args.sizes:
+        ensure_store(n)  # built outside the measuring process, so its memory does not count
+        out = subprocess.run([sys.executable, __file__, "--one", str(n), "--repeat", str(repeat)],
+                             capture_output=True, text=True, check=False)
+        if out.returncode:
+            sys.exit(f"measuring {n:,} rows failed:\n{out.stderr[-4000:]}")
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    print(report(results))
+
+
+if __name__ == "__main__":
+    main()
