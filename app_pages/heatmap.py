@@ -12,7 +12,8 @@ CLASS_CHOICES = ["predicted", "actual", "another class"]
 
 ctx = common.context()
 frame = ctx.frame
-default_list = list(views.sort_images(ctx.filters.apply(frame), "background attention")["image"])
+matching = ctx.filters.apply(frame)
+default_list = matching["image"].iloc[views.sort_positions(matching, "background attention")].tolist()
 ids = st.session_state.get("image_list") or default_list
 image = st.session_state.get("image")
 if image is not None and ctx.row(image) is None:

@@ -12,7 +12,7 @@ TARGETS = ["selected rows", "all matching images"]
 
 ctx = common.context()
 st.title("Review & export")
-rows = views.sort_images(ctx.filters.apply(ctx.frame), "background attention")
+rows = views.sort_images(ctx.filters.apply(ctx.frame)[TABLE_COLUMNS], "background attention")
 common.showing(len(rows), len(ctx.frame))
 if "review_round" not in st.session_state:
     st.session_state["review_round"] = 0
@@ -44,18 +44,18 @@ else:
     table = rows[TABLE_COLUMNS].reset_index(drop=True)
     picked = st.dataframe(table, hide_index=True, key=f"review_table@{st.session_state['review_round']}",
                           on_select="rerun", selection_mode="multi-row", height=380)
-    selected = list(table["image"].iloc[picked.selection.rows])
+    selected = table["image"].iloc[picked.selection.rows].tolist()
     left, middle, right = st.columns([1, 1, 2], vertical_alignment="bottom")
     left.radio("Apply to", TARGETS, key="review_target",
                captions=[common.images(len(selected)), common.images(len(rows))])
     middle.selectbox("Reason", REASONS, key="review_reason")
     right.text_input("Note", key="review_note", placeholder="optional, saved with each flag")
-    matching = list(rows["image"])
+    matching = rows["image"].tolist()
     flag_col, unflag_col, open_col, _ = st.columns([1, 1, 1, 3])
     flag_col.button("Flag", type="primary", key="review_flag", on_click=act, args=("flag", selected, matching))
     unflag_col.button("Unflag", key="review_unflag", on_click=act, args=("unflag", selected, matching))
     if open_col.button("Open first selected", key="review_open", disabled=not selected):
-        common.open_image(selected[0], list(rows["image"]))
+        common.open_image(selected[0], matching)
 
 st.subheader("Flagged")
 flagged = export.flagged_table(ctx.audit.images, ctx.review.flags())

@@ -20,15 +20,15 @@ per_page = top[2].selectbox("Per page", [12, 24, 48], key="species_per_page", pe
 
 st.title(species.replace("_", " ").capitalize())
 of_species = ctx.frame[ctx.frame["species"] == species]
-rows = views.sort_images(ctx.filters.apply(of_species, species=False), order)
+rows = ctx.filters.apply(of_species, species=False)
 common.showing(len(rows), len(of_species), f" of {species}")
 if rows.empty:
     st.info("No image of this species matches the filters; loosen them in the sidebar.")
     st.stop()
 
 number = st.pagination(views.page_count(len(rows), per_page), key=f"species_page@{species}@{order}@{per_page}")
-shown = views.page(rows, number, per_page)
-ids = list(rows["image"])
+ranked = views.sort_positions(rows, order)
+shown = rows.iloc[views.page(ranked, number, per_page)]
 for start in range(0, len(shown), COLUMNS):
     for col, (_, row) in zip(st.columns(COLUMNS), shown.iloc[start:start + COLUMNS].iterrows()):
         with col:
@@ -36,4 +36,4 @@ for start in range(0, len(shown), COLUMNS):
             common.show_map(ctx, row, pred, THUMB)
             st.caption(f"**{row['image']}**  \n{common.numbers(row)}")
             if st.button("Open", key=f"open_{row['image']}"):
-                common.open_image(row["image"], ids)
+                common.open_image(row["image"], rows["image"].iloc[ranked].tolist())
