@@ -132,19 +132,20 @@ def confusion(frame: pd.DataFrame) -> pd.DataFrame:
     return matrix.rename_axis(index="actual", columns="predicted")
 
 
-def loss_rows(frame: pd.DataFrame, actual: str | None = None, predicted: str | None = None) -> pd.DataFrame:
-    """Readable images that have a loss, optionally of one cell of the confusion matrix, in table order."""
+def loss_positions(frame: pd.DataFrame, actual: str | None = None, predicted: str | None = None) -> np.ndarray:
+    """Row positions of the readable images that have a loss, highest loss first, optionally for one cell of
+    the confusion matrix. Nothing is copied: a page takes only the rows it shows."""
     keep = (frame["status"] == "ok").to_numpy() & frame["loss"].notna().to_numpy()
     if actual is not None:
         keep &= (frame["species"] == actual).to_numpy()
     if predicted is not None:
         keep &= (frame["prediction"] == predicted).to_numpy()
-    return frame[keep]
+    return _order(frame, "loss", descending=True, rows=np.flatnonzero(keep))
 
 
 def top_losses(frame: pd.DataFrame, actual: str | None = None, predicted: str | None = None) -> pd.DataFrame:
     """Readable images, highest loss first, optionally for one cell of the confusion matrix."""
-    return sort_images(loss_rows(frame, actual, predicted), "loss")
+    return frame.iloc[loss_positions(frame, actual, predicted)]
 
 
 def sort_images(frame: pd.DataFrame, by: str) -> pd.DataFrame:
@@ -159,16 +160,18 @@ def sort_positions(frame: pd.DataFrame, by: str) -> np.ndarray:
     return _order(frame, column, descending=worst_high)
 
 
-def _order(frame: pd.DataFrame, column: str, descending: bool) -> np.ndarray:
-    """Row positions sorting ``frame`` by ``column`` (missing values last), ties by image id.
+def _order(frame: pd.DataFrame, column: str, descending: bool, rows: np.ndarray | None = None) -> np.ndarray:
+    """Row positions sorting ``frame`` (or only its rows at positions ``rows``) by ``column``, missing values
+    last, ties by image id.
 
     One numeric sort, then ids compared only within ties: a two-key ``sort_values`` sorts the id strings of
     every row, which costs seconds at 500k images.
     """
     values = frame[column].to_numpy(dtype=np.float64, na_value=np.nan)
-    key = -values if descending else values
-    order = np.argsort(key, kind="stable")  # NaN last
-    ranked = key[order]
+    rows = np.arange(len(values)) if rows is None else rows
+    key = -values[rows] if descending else values[rows]
+    order = rows[np.argsort(key, kind="stable")]  # NaN last
+    ranked = -values[order] if descending else values[order]
     same = (ranked[1:] == ranked[:-1]) | (np.isnan(ranked[1:]) & np.isnan(ranked[:-1]))
     if same.any():
         tied = np.r_[same, False] | np.r_[False, same]
