@@ -68,9 +68,10 @@ def train(dataset: Dataset, *, out: Path | None = None, epochs: int = 10, lr: fl
     accuracy swings between 0.5 and 0.85 for several epochs while BatchNorm settles: do not stop early.
     Returns the fastai Learner; the files land at ``out`` (default ``models/<dataset>-resnet18-<head>.pkl``).
     """
-    from fastai.vision.all import (Callback, CategoryBlock, ColReader, DataBlock, ImageBlock, IndexSplitter,
-                                   Normalize, Recorder, Resize, ResizeMethod, accuracy, aug_transforms, resnet18,
-                                   set_seed, vision_learner)
+    with quiet_import():
+        from fastai.vision.all import (Callback, CategoryBlock, ColReader, DataBlock, ImageBlock, IndexSplitter,
+                                       Normalize, Recorder, Resize, ResizeMethod, accuracy, aug_transforms,
+                                       resnet18, set_seed, vision_learner)
 
     if head not in HEADS:
         raise ModelError(f"head={head!r}: choose one of {list(HEADS)} ('cam' gives exact class activation maps).")
@@ -157,6 +158,14 @@ def trained_alike(out: Path, dataset: Dataset, options: dict) -> bool:
         return False
     return (Path(out).with_suffix(".pth").is_file() and sidecar.get("training", {}).get("options") == options
             and sidecar.get("dataset", {}).get("fingerprint") == dataset.fingerprint())
+
+
+@contextlib.contextmanager
+def quiet_import():
+    """Import fastai without its import-time FutureWarning (torch.jit.script), which a user cannot act on."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
 
 
 def default_model_path(dataset: Dataset, head: str) -> Path:
@@ -322,7 +331,8 @@ def build_model(head: str, n_classes: int) -> nn.Sequential:
     if head == "cam":
         top = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.5), nn.Linear(512, n_classes))
     elif head == "fastai":
-        from fastai.vision.learner import create_head
+        with quiet_import():
+            from fastai.vision.learner import create_head
 
         top = create_head(512, n_classes)
     else:
@@ -385,8 +395,9 @@ def _load_pickle(path: Path, trust: bool):
                          f"from {models_dir}. If you trust this file, pass --trust (trust=True), or move it into "
                          f"that folder; safer still, load the weights-only {path.with_suffix('.pth').name} with "
                          "its .json sidecar.")
-    from fastai.learner import load_learner
-    from fastai.vision.all import Normalize, Resize, ResizeMethod  # also registers the types unpickling needs
+    with quiet_import():
+        from fastai.learner import load_learner
+        from fastai.vision.all import Normalize, Resize, ResizeMethod  # also registers the types unpickling needs
 
     try:
         with warnings.catch_warnings():
