@@ -1,6 +1,7 @@
 """The audit store: round trips, partial stores, rebuilds that keep the review, and damaged files -> StoreError."""
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -116,6 +117,17 @@ def test_rebuilding_an_audit_keeps_the_review_and_its_journal(tmp_path):
     assert got == [("the analyst's flag",)]
     assert np.array_equal(open_audit(store).probs, audit_inputs(seed=1)[1])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["audit"]  # no .old or .partial left behind
+
+
+def test_a_rebuild_killed_mid_swap_keeps_the_review(tmp_path):
+    store = write(tmp_path / "audit", seed=0)
+    (store / REVIEW).write_bytes(b"the analysts' flags")
+    # finish() was killed after moving the review into .partial/, before swapping the folders
+    partial_dir(store).mkdir()
+    os.replace(store / REVIEW, partial_dir(store) / REVIEW)
+    shutil.rmtree(store)
+    write(store, seed=1)
+    assert (store / REVIEW).read_bytes() == b"the analysts' flags"
 
 
 def test_rebuilding_an_audit_keeps_the_review(tmp_path):

@@ -123,12 +123,19 @@ class StoreWriter:
         resumable = self._read_progress() == json.loads(json.dumps(progress, default=str))
         arrays = self._open_arrays(specs) if resumable else None
         if arrays is None:  # nothing to resume, other inputs, or a damaged file: start over
-            shutil.rmtree(self.tmp, ignore_errors=True)
+            self._discard_partial()
             (self.tmp / "chunks").mkdir(parents=True)
             arrays = {name: np.lib.format.open_memmap(self.tmp / name, mode="w+", dtype=dtype, shape=shape)
                       for name, (dtype, shape) in specs.items()}
             write_json(self.tmp / PROGRESS, progress)
         self.probs, self.cams, self.masks = arrays[PROBS], arrays[CAMS], arrays[MASKS]
+
+    def _discard_partial(self) -> None:
+        """Forget a partial run, but never the review database that a finish() killed mid-swap left in it."""
+        if self.tmp.exists():
+            for entry in self.tmp.iterdir():
+                if not entry.name.startswith(REVIEW):
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
     def _read_progress(self):
         try:
