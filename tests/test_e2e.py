@@ -3,7 +3,7 @@
 Flags an image on the Review page, downloads the CSV, restarts the server and finds the flag still there,
 and saves a screenshot of every page: into $WHALEAUDIT_SCREENSHOTS when set, else the test's temporary
 folder. With $WHALEAUDIT_E2E_AUDITS set (e.g. to the folder holding the demo audit) the screenshots show that
-audit instead of the small one the test builds.
+audit instead of the small one the test builds, and $WHALEAUDIT_E2E_IMAGE picks the heatmap page's image.
 """
 
 import contextlib
@@ -157,6 +157,14 @@ def test_every_page_renders_and_is_photographed(browser, tmp_path):
             assert not page.locator('[data-testid="stException"]').count(), f"{name}: a traceback is shown"
             if name == "top_losses":
                 click_first_confusion_cell(page)
+            if name == "heatmap" and os.environ.get("WHALEAUDIT_E2E_IMAGE"):
+                image = os.environ["WHALEAUDIT_E2E_IMAGE"]
+                goto = page.get_by_label("Go to image id")
+                goto.fill(image)
+                goto.press("Enter")
+                goto.blur()
+                page.get_by_role("heading", name=image).wait_for(timeout=60_000)
+                settle(page, text)
             page.screenshot(path=str(shots / f"{name}.png"), full_page=name != "heatmap")
         page.close()
     assert sorted(p.stem for p in shots.glob("*.png")) == sorted(PAGES)

@@ -154,7 +154,8 @@ def test_overlay_outlines_the_foreground():
 def test_evidence_scale_is_a_high_percentile_of_positive_predicted_class_evidence(audit):
     ok = audit.images[audit.images["status"] == "ok"]
     maps = np.stack([audit.cam(r.idx, r.pred_idx) for r in ok.itertuples()])
-    assert views.evidence_scale(audit.cams, audit.images) == pytest.approx(np.percentile(maps[maps > 0], 99))
+    assert views.evidence_scale(audit.cams, audit.images) == pytest.approx(
+        np.percentile(maps[maps > 0], views.EVIDENCE_PERCENTILE))
 
 
 def test_overlays_render_once_and_are_cached(audit, monkeypatch):

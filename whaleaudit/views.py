@@ -22,7 +22,7 @@ SORTS = {
 }
 COLORMAPS = ["turbo", "jet", "magma", "inferno", "viridis"]
 OUTLINE_RGB = (255, 255, 255)
-EVIDENCE_PERCENTILE = 99.0
+EVIDENCE_PERCENTILE = 90.0
 JPEG_QUALITY = 90
 EVIDENCE_SAMPLE = 20_000
 
