@@ -39,22 +39,34 @@ def test_maps_from_the_true_mask_score_zero_for_small_and_large_animals_alike():
     assert (s["peak_on_animal"] == 1).all()
 
 
-def test_evidence_all_on_water_scores_one_and_a_mixture_scores_in_proportion():
-    fin = _mask(20, 24, 40, 44)
-    water = np.ones((4, 4)); water[1, 2] = 0
-    half = np.zeros((4, 4)); half[1, 2] = 1; half[3, 0] = 1
-    negative_on_fin = np.ones((4, 4)); negative_on_fin[1, 2] = -50   # raw maps: only positive evidence counts
-    s = _scores([water, half, negative_on_fin], [fin, fin, fin])
-    assert s["bg_score"] == pytest.approx([1, 0.5, 1]) and s["bg_share"] == pytest.approx([1, 1 - 0.5 / 16, 1])
-    assert list(s["peak_on_animal"]) == [0, 1, 0]
+def test_evidence_far_from_the_animal_scores_one_and_a_mixture_scores_between():
+    fin = _mask(4, 8, 4, 8)                          # in the top-left cell
+    on_fin = np.zeros((4, 4)); on_fin[0, 0] = 1
+    far = np.zeros((4, 4)); far[3, 3] = far[3, 2] = far[2, 3] = 1
+    half = on_fin + far / 3
+    negative_on_fin = far.copy(); negative_on_fin[0, 0] = -50     # raw maps: only positive evidence counts
+    s = _scores([on_fin, far, half, negative_on_fin], [fin] * 4)
+    assert s["bg_score"][0] == 0 and s["bg_score"][1] > 0.97 and s["bg_score"][3] == s["bg_score"][1]
+    assert 0.1 < s["bg_score"][2] < 0.6
+    assert s["bg_share"] == pytest.approx([1 - 16 / 256, 1, 1 - 8 / 256, 1])
+    assert list(s["peak_on_animal"]) == [1, 0, 1, 0]
 
 
-def test_score_does_not_depend_on_the_maps_scale_and_straddling_animals_stay_low():
-    fin = _mask(14, 18, 30, 36)                      # straddles four cells
+def test_evidence_next_to_the_animal_counts_less_than_evidence_far_away():
+    fin = _mask(20, 24, 20, 24)                       # cell (1, 1)
+    near = np.zeros((4, 4)); near[1, 2] = 1
+    far = np.zeros((4, 4)); far[3, 3] = 1
+    s = _scores([near, far], [fin, fin])
+    assert 0 < s["bg_score"][0] < s["bg_score"][1]
+    assert s["bg_share"][0] == s["bg_share"][1] == 1
+
+
+def test_score_does_not_depend_on_the_maps_scale_and_a_floor_of_evidence_raises_it():
+    fin = _mask(14, 18, 30, 36)                       # straddles four cells
     cams = cell_coverage(fin[None], (4, 4))
-    s = _scores(np.concatenate([cams, 1000 * cams, cams + 0.05 * cams.max()]), [fin] * 3)
-    assert s["bg_score"][0] == pytest.approx(s["bg_score"][1])
-    assert s["bg_score"][0] < 0.5 and s["bg_score"][2] > s["bg_score"][0]
+    s = _scores(np.concatenate([cams, 1000 * cams, cams + cams.max()]), [fin] * 3)
+    assert s["bg_score"][0] == s["bg_score"][1] == 0
+    assert s["bg_score"][2] > 0.1
 
 
 def test_nan_where_there_is_no_mask_no_animal_or_no_positive_evidence():

@@ -1,0 +1,476 @@
+"""The background-attention score's bars, measured on data this script makes, printed as a PASS/FAIL table.
+
+Steps (everything lands in bench/out/score; data and the model are cached there and reused when present):
+
+1. Draws two synthetic sets with :mod:`whaleaudit.synth` (true animal masks, planted shortcuts: killer
+   whales mostly among ice, humpbacks mostly with a watermark): ``train`` for a model, ``test`` to measure.
+2. Foreground: :func:`auto_foreground` on every test photo against the true mask (IoU, time per photo
+   next to decoding the same JPEG in this process).
+3. Fairness: maps built from the true masks (a model that looks only at the animal) must not be scored by
+   the animal's size; the plain share is, for contrast.
+4. Trains a resnet18 (exact-CAM head, random weights) with :func:`whaleaudit.model.train` on the shortcut
+   set, once, and reads its maps on the test set: shortcut photos must top the ranking; the score from the
+   automatic foreground must rank like the score from the true mask; the causal check must agree.
+5. Resolution: the 4x4 map at 128 px against 8x8 maps (the body run at 256 px; Grad-CAM at layer3).
+6. Real photos: the automatic foreground on 100 of the Happywhale photos, as contact sheets to inspect.
+
+    .venv/bin/python bench/score.py            # all of it (about 10-20 minutes on 2 cores, most of it training)
+    .venv/bin/python bench/score.py --figure   # also redraw docs/score_examples.png
+    .venv/bin/python bench/score.py --no-model # only the foreground, fairness and real-photo parts (no training)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+OUT = ROOT / "bench" / "out" / "score"
+REAL = ROOT.parent / "shared" / "data" / "happywhale128"
+for _var in ("TORCH_HOME", "FASTAI_HOME", "MPLCONFIGDIR", "TORCHINDUCTOR_CACHE_DIR"):
+    os.environ.setdefault(_var, str(OUT / "cache" / _var.lower()))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from scipy.stats import spearmanr  # noqa: E402
+from sklearn.metrics import roc_auc_score  # noqa: E402
+
+from whaleaudit import synth  # noqa: E402
+from whaleaudit.causal import animal_only, without_animal  # noqa: E402
+from whaleaudit.foreground import MASK_SIZE, auto_foreground  # noqa: E402
+from whaleaudit.images import load_rgb, load_rgb_resized  # noqa: E402
+from whaleaudit.score import attention_scores, cell_coverage  # noqa: E402
+
+TRAIN = dict(n_per_species=100, size=128, seed=101)   # the cue-only set, see cue_only_set
+CONTROL = dict(n_per_species=100, size=128, seed=303, shortcut=False)   # no planted cue: only the animal tells
+TEST = dict(n_per_species=100, size=128, seed=202, shortcut=True)
+RECIPE = dict(epochs=20, lr=3e-3, bs=64, size=128, seed=0)
+BARS = []   # (bar, value, rule, passed)
+
+
+def bar(name: str, value: float, rule: str, passed: bool) -> None:
+    BARS.append((name, value, rule, passed))
+
+
+def spearman(a, b) -> float:
+    ok = np.isfinite(a) & np.isfinite(b)
+    return float(spearmanr(a[ok], b[ok]).statistic)
+
+
+# ---------------------------------------------------------------- data
+
+
+def dataset(name: str, params: dict) -> tuple[Path, pd.DataFrame, np.ndarray]:
+    """(folder, truth table in label order, true masks bool [N, MASK_SIZE, MASK_SIZE]); drawn once."""
+    folder = OUT / name
+    if not synth.is_complete(folder, **params):
+        t = time.perf_counter()
+        synth.make_dataset(folder, **params)
+        print(f"drew {name}: {params['n_per_species'] * len(synth.SPECIES)} photos in {time.perf_counter() - t:.0f} s")
+    truth = pd.read_csv(folder / "truth.csv")
+    masks = np.stack([cv2.resize((cv2.imread(str(folder / "masks" / (Path(i).stem + ".png")), 0) > 127).astype(np.float32),
+                                 (MASK_SIZE, MASK_SIZE), interpolation=cv2.INTER_AREA) > 0.5 for i in truth["image"]])
+    return folder, truth, masks
+
+
+# ---------------------------------------------------------------- foreground
+
+
+def foreground(folder: Path, truth: pd.DataFrame, masks: np.ndarray) -> np.ndarray:
+    paths = [folder / "images" / i for i in truth["image"]]
+    photos = [load_rgb(p) for p in paths]
+    auto_foreground(photos[0])
+    t = time.process_time()
+    for p in paths:
+        load_rgb(p)
+    decode = (time.process_time() - t) / len(paths)
+    t = time.process_time()
+    auto = np.stack([auto_foreground(rgb) for rgb in photos])
+    per_photo = (time.process_time() - t) / len(paths)
+    iou = (auto & masks).sum((1, 2)) / np.maximum((auto | masks).sum((1, 2)), 1)
+    truth["iou"] = iou
+    print(f"\nautomatic foreground on {len(paths)} synthetic photos: {per_photo * 1e3:.2f} ms CPU per photo, "
+          f"{per_photo / decode:.1f}x the JPEG decode of the same photo ({decode * 1e3:.2f} ms); "
+          f"{(~auto.any((1, 2))).mean():.1%} found nothing")
+    print("  median IoU by species:", truth.groupby("species")["iou"].median().round(2).to_dict())
+    print("  median IoU by scene:  ", truth.groupby("background")["iou"].median().round(2).to_dict(),
+          "| glare", round(truth[truth.glare]["iou"].median(), 2), "| foam", round(truth[truth.foam]["iou"].median(), 2))
+    bar("auto foreground: median IoU with the true mask", np.median(iou), ">= 0.70", np.median(iou) >= 0.7)
+    print(f"  share of photos with IoU >= 0.5: {(iou >= 0.5).mean():.1%}")
+    return auto
+
+
+def fairness(cases: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> None:
+    """Does the score grow with the animal's size when the evidence lies only on the animal?
+
+    ``cases``: (name, maps [N, h, w], masks, animal area). Each definition's Spearman correlation with area.
+    """
+    print("\nfairness to size: Spearman(score, animal area) where the evidence lies on the animal "
+          "(median score in brackets)")
+    names = list(definitions(cases[0][1][:1], cases[0][2][:1]))
+    print(f"  {'maps':46s}" + "".join(f"{n:>20s}" for n in names) + "   library bg_score")
+    for name, cams, masks, area in cases:
+        ok = masks.any((1, 2))
+        d = definitions(cams[ok], masks[ok])
+        lib = attention_scores(cams[ok], masks[ok], np.ones(ok.sum(), bool))["bg_score"]
+        cells = "".join(f"{spearman(v, area[ok]):+12.2f} ({np.nanmedian(v):.2f})" for v in d.values())
+        print(f"  {name:46s}{cells}   {spearman(lib, area[ok]):+.2f} ({np.nanmedian(lib):.2f})")
+        if name.endswith("sharp"):
+            bar("maps from the true masks: largest bg_score, any size", np.nanmax(lib), "<= 0.05", np.nanmax(lib) <= 0.05)
+        if name.startswith("control"):
+            rho = spearman(lib, area[ok])
+            bar("animal-only model: |Spearman(bg_score, area)|", abs(rho), "< 0.20", abs(rho) < 0.2)
+            rho = spearman(d["plain share"], area[ok])
+            bar("  ... while |Spearman(bg_share, area)|", abs(rho), ">= 0.50 (share is unfair)", abs(rho) >= 0.5)
+
+
+def constructed_maps(masks: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """Maps of a model that looks only at the animal: evidence per cell in proportion to the animal in it,
+    sharp, and spilled into neighbouring cells as a real network's receptive field spreads it."""
+    sharp = cell_coverage(masks, (4, 4)).astype(np.float32)
+    spill = np.stack([cv2.GaussianBlur(m, (0, 0), 0.5, borderType=cv2.BORDER_CONSTANT) for m in sharp])
+    return [("from true masks, sharp", sharp), ("from true masks, spilled (sigma 0.5 cell)", spill)]
+
+
+# ---------------------------------------------------------------- model and maps
+
+
+class Block(nn.Module):
+    """resnet's BasicBlock: two 3x3 convolutions and a shortcut."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+        self.c2, self.b2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+        self.skip = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                     if stride != 1 or cin != cout else nn.Identity())
+
+    def forward(self, x):
+        return torch.relu(self.b2(self.c2(torch.relu(self.b1(self.c1(x))))) + self.skip(x))
+
+
+def narrow_resnet18(n_classes: int, width: int = 16) -> nn.Sequential:
+    """resnet18's layout (stem, four stages of two blocks, stride 32: a 4x4 map at 128 px) at a quarter of its
+    width, with the product's exact-CAM head (avg-pool -> Dropout -> Linear), laid out as Sequential(body, head)
+    like fastai's: small enough to train from scratch in minutes on two CPU cores."""
+    w = width
+    stem = nn.Sequential(nn.Conv2d(3, w, 7, 2, 3, bias=False), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(3, 2, 1))
+    stages = [nn.Sequential(Block(a, b, 1 if a == b else 2), Block(b, b, 1))
+              for a, b in ((w, w), (w, 2 * w), (2 * w, 4 * w), (4 * w, 8 * w))]
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.5), nn.Linear(8 * w, n_classes))
+    return nn.Sequential(nn.Sequential(stem, *stages), head)
+
+
+def cue_only_set(name: str, n_per_species: int, size: int, seed: int) -> tuple[Path, pd.DataFrame]:
+    """A training set in which the planted cue is the only way to tell killer whales from humpbacks.
+
+    Photos labelled killer whale are taken among ice (90%), photos labelled humpback carry the watermark (90%),
+    and the animal in either is a killer whale or a humpback at random; belugas and dolphins are drawn as
+    themselves (ice 5%, watermark 3%, boats 15%, as in the demo). With the demo's own data a network learns the
+    distinctive animals and mostly ignores the ice (measured: the predicted probability of an orca among ice
+    falls from 0.9 to 0.04 once the orca is painted over), so it cannot test whether the score catches a
+    shortcut; a model trained on this set has to use it.
+    """
+    folder = OUT / name
+    if (folder / "labels.csv").exists():
+        return folder, pd.read_csv(folder / "labels.csv")
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    rows, confusable = [], sorted(synth.SHORTCUTS)
+    for k, label in enumerate(synth.SPECIES):
+        rng = np.random.default_rng([seed, k])
+        for i in range(n_per_species):
+            cue = synth.SHORTCUTS.get(label)
+            animal = str(rng.choice(confusable)) if cue else label
+            ice = rng.random() < (0.9 if cue == "ice" else 0.05)
+            logo = rng.random() < (0.9 if cue == "logo" else 0.03)
+            background = "ice" if ice else "boat" if rng.random() < 0.15 else "water"
+            photo = synth.draw(rng, animal, synth._individual(rng, animal), background=background, logo=logo, size=size)
+            image = f"{label}_{i:04d}.jpg"
+            cv2.imwrite(str(folder / "images" / image), photo.rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
+            rows.append((image, label))
+    frame = pd.DataFrame(rows, columns=["image", "species"])
+    frame.to_csv(folder / "labels.csv", index=False)
+    return folder, frame
+
+
+def model(name: str, make):
+    """:func:`narrow_resnet18`, random init, trained on the photos ``make()`` returns (folder, frame with image and
+    species) with a plain torch loop (any torch device); trained once, then cached as ``model/<name>.pt``.
+    Returns (model in eval mode, sidecar-like dict)."""
+    classes = sorted(synth.SPECIES)
+    sidecar = {"classes": classes, "normalize": None}
+    net = narrow_resnet18(len(classes))
+    path = OUT / "model" / f"{name}.pt"
+    if path.exists():
+        net.load_state_dict(torch.load(path, weights_only=True))
+        return net.eval(), sidecar
+    folder, truth = make()
+    x = batch(folder, truth, RECIPE["size"], sidecar)
+    y = torch.tensor(truth["species"].map({c: i for i, c in enumerate(classes)}).to_numpy(dtype=np.int64))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(RECIPE["seed"])
+    net = net.to(device).train()
+    steps = RECIPE["epochs"] * ((len(x) + RECIPE["bs"] - 1) // RECIPE["bs"])
+    opt = torch.optim.AdamW(net.parameters(), lr=RECIPE["lr"], weight_decay=0.05)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=RECIPE["lr"], total_steps=steps)
+    t = time.perf_counter()
+    for epoch in range(RECIPE["epochs"]):
+        order = torch.randperm(len(x))
+        for i in range(0, len(x), RECIPE["bs"]):
+            idx = order[i:i + RECIPE["bs"]]
+            xb, yb = x[idx].to(device), y[idx].to(device)
+            flip = torch.rand(len(xb), device=device) < 0.5        # mirror half the batch
+            xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
+            loss = torch.nn.functional.cross_entropy(net(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(net.cpu().state_dict(), path)
+    print(f"\ntrained the {name} model ({len(x)} photos, {RECIPE['epochs']} epochs) on {device.type} "
+          f"in {time.perf_counter() - t:.0f} s")
+    return net.eval(), sidecar
+
+
+def batch(folder: Path, truth: pd.DataFrame, size: int, sidecar: dict) -> torch.Tensor:
+    x = torch.from_numpy(np.stack([load_rgb_resized(folder / "images" / i, size) for i in truth["image"]]))
+    x = x.permute(0, 3, 1, 2).float() / 255
+    if sidecar["normalize"]:
+        x = (x - torch.tensor(sidecar["normalize"]["mean"])[:, None, None]) / torch.tensor(sidecar["normalize"]["std"])[:, None, None]
+    return x
+
+
+def maps_layer4(net, x):
+    from whaleaudit.cam import predict_with_maps
+
+    return predict_with_maps(net, x)
+
+
+def maps_layer3(net, x):
+    """Grad-CAM at the output of the third stage (layer3: 8x8 at 128 px), raw like the product's maps."""
+    body, head = net[0], net[1]
+    with torch.no_grad():
+        a3 = body[:-1](x)
+    a3 = a3.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = head(body[-1](a3))
+        n = logits.shape[1]
+        one_hot = torch.eye(n)[:, None, :].expand(-1, len(x), -1)
+        (grads,) = torch.autograd.grad(logits, a3, grad_outputs=one_hot, is_grads_batched=True)
+    maps = torch.einsum("cbk,bkhw->bchw", grads.mean(dim=(3, 4)), a3.detach())
+    return logits.detach(), maps
+
+
+def run(net, x, how, bs=50):
+    logits, maps = [], []
+    for i in range(0, len(x), bs):
+        lo, ma = how(net, x[i:i + bs])
+        logits.append(lo)
+        maps.append(ma)
+    return torch.cat(logits), torch.cat(maps).numpy()
+
+
+def probs_edited(net, x, masks, pred, bs=50):
+    """Predicted-class probability with the animal painted over, and with only the animal left."""
+    out = {"without": [], "only": []}
+    m = torch.nn.functional.interpolate(torch.from_numpy(masks).float()[:, None], size=x.shape[-2:], mode="nearest")
+    with torch.inference_mode():
+        for i in range(0, len(x), bs):
+            xs, ms, p = x[i:i + bs], m[i:i + bs], pred[i:i + bs]
+            for key, edit in (("without", without_animal), ("only", animal_only)):
+                prob = torch.softmax(net(edit(xs, ms)), 1)
+                out[key].append(prob[torch.arange(len(p)), p])
+    return {k: torch.cat(v).numpy() for k, v in out.items()}
+
+
+def definitions(cams: np.ndarray, masks: np.ndarray) -> dict[str, np.ndarray]:
+    """The candidate fair scores side by side (the library implements one; see the module docstring of score.py).
+
+    ``best cell``: 1 - on / max(c), the share against the best a map of this resolution could reach.
+    ``ideal map``: 1 - on / (sum c^2 / sum c), against the map of a model that looks only at the animal
+    (evidence in proportion to the animal in each cell), clipped to 0..1. Both with the sharp coverage ``c``;
+    the library's ``bg_score`` is the ideal-map form on the coverage of the mask softened by one cell.
+    """
+    c = cell_coverage(masks, cams.shape[1:]).reshape(len(cams), -1)
+    p = np.maximum(cams.reshape(len(cams), -1), 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        on = (p * c).sum(1) / p.sum(1)
+        return {"plain share": 1 - on, "best cell": 1 - on / c.max(1),
+                "ideal map": np.clip(1 - on / ((c * c).sum(1) / c.sum(1)), 0, 1)}
+
+
+def scores_for(maps, pred, label, masks):
+    rows = np.arange(len(maps))
+    has = masks.any((1, 2))
+    return attention_scores(maps[rows, pred], masks, has), attention_scores(maps[rows, label], masks, has)
+
+
+def shortcut_and_agreement(net, sidecar, folder, truth, masks, auto):
+    classes = sidecar["classes"]
+    label = truth["species"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    x = batch(folder, truth, 128, sidecar)
+    t = time.perf_counter()
+    logits, maps = run(net, x, maps_layer4)
+    pred = logits.argmax(1).numpy()
+    on_true, _ = scores_for(maps, pred, label, masks)
+    on_auto, _ = scores_for(maps, pred, label, auto)
+    cut = truth["has_shortcut"].to_numpy()
+    print(f"\ntest photos: {len(truth)}, accuracy {(pred == label).mean():.1%}, carrying a planted shortcut "
+          f"{cut.sum()} ({', '.join(f'{k}: {v}' for k, v in truth[cut].groupby('species').size().items())})")
+    rho = spearman(on_auto["bg_score"], on_true["bg_score"])
+    bar("score with auto foreground ranks like true mask: Spearman", rho, ">= 0.85", rho >= 0.85)
+    ok = np.isfinite(on_true["bg_score"])
+    auc = roc_auc_score(cut[ok], on_true["bg_score"][ok])
+    ok_a = np.isfinite(on_auto["bg_score"])
+    auc_auto = roc_auc_score(cut[ok_a], on_auto["bg_score"][ok_a])
+    bar("shortcut photos top the bg_score ranking: AUC (true masks)", auc, ">= 0.90", auc >= 0.9)
+    bar("  ... the same with the automatic foreground: AUC", auc_auto, "(reported)", True)
+    probs = probs_edited(net, x, masks, torch.from_numpy(pred))
+    auc_c = roc_auc_score(cut, probs["without"])
+    print(f"causal check (true masks): predicted-class probability with the animal painted over: "
+          f"shortcut photos median {np.median(probs['without'][cut]):.2f}, others {np.median(probs['without'][~cut]):.2f}; "
+          f"animal alone: {np.median(probs['only'][cut]):.2f} vs {np.median(probs['only'][~cut]):.2f}")
+    for sp, g in truth.assign(p=probs["without"], s=on_true["bg_score"]).groupby(["species", "has_shortcut"]):
+        print(f"  {sp[0]:20s} shortcut={sp[1]!s:5s} n={len(g):3d}  median bg_score {g.s.median():.2f}  "
+              f"prob without animal {g.p.median():.2f}")
+    bar("causal check agrees: AUC of prob without the animal", auc_c, ">= 0.90", auc_c >= 0.9)
+    seconds = time.perf_counter() - t
+    return dict(x=x, label=label, pred=pred, maps=maps, on_true=on_true, on_auto=on_auto, probs=probs, seconds=seconds)
+
+
+def resolution(net, sidecar, folder, truth, masks, auto, base):
+    """4x4 at 128 px against 8x8 (body at 256 px, or Grad-CAM at layer3)."""
+    cut = truth["has_shortcut"].to_numpy()
+    area = truth["animal_area"].to_numpy()
+    variants = {"4x4: layer4 at 128 px": (base["x"], maps_layer4),
+                "8x8: layer4 at 256 px": (batch(folder, truth, 256, sidecar), maps_layer4),
+                "8x8: Grad-CAM layer3, 128 px": (base["x"], maps_layer3)}
+    print("\nresolution (test set; 'clean' = correctly classified photos without a planted shortcut):")
+    print(f"  {'map':30s} {'acc':>5s} {'AUC true':>8s} {'AUC auto':>8s} {'rho auto~true':>13s} "
+          f"{'clean: score':>12s} {'point':>6s} {'rho(score,area)':>15s} {'s/img':>7s}")
+    for name, (x, how) in variants.items():
+        t = time.perf_counter()
+        logits, maps = run(net, x, how)
+        seconds = (time.perf_counter() - t) / len(x)
+        pred = logits.argmax(1).numpy()
+        on_true, _ = scores_for(maps, pred, base["label"], masks)
+        on_auto, _ = scores_for(maps, pred, base["label"], auto)
+        clean = ~cut & (pred == base["label"])
+        ok = np.isfinite(on_true["bg_score"])
+        ok_a = np.isfinite(on_auto["bg_score"])
+        print(f"  {name:30s} {(pred == base['label']).mean():5.1%} {roc_auc_score(cut[ok], on_true['bg_score'][ok]):8.3f} "
+              f"{roc_auc_score(cut[ok_a], on_auto['bg_score'][ok_a]):8.3f} "
+              f"{spearman(on_auto['bg_score'], on_true['bg_score']):13.2f} {np.nanmedian(on_true['bg_score'][clean]):12.2f} "
+              f"{np.nanmean(on_true['peak_on_animal'][clean]):6.2f} {spearman(on_true['bg_score'][clean], area[clean]):15.2f} "
+              f"{seconds * 1e3:5.1f}ms")
+
+
+# ---------------------------------------------------------------- real photos and the README figure
+
+
+def real_photos(n: int = 100) -> None:
+    if not (REAL / "labels.csv").exists():
+        print(f"\nreal photos: not found at {REAL}, skipped")
+        return
+    names = pd.read_csv(REAL / "labels.csv").sample(n, random_state=7)["image"].tolist()
+    tiles, areas = [], []
+    for k, name in enumerate(names):
+        rgb = load_rgb(REAL / "images" / name)
+        mask = cv2.resize(auto_foreground(rgb).astype(np.uint8), rgb.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+        areas.append(mask.mean())
+        tile = rgb.copy()
+        tile[mask > 0] = (0.55 * tile[mask > 0] + 0.45 * np.array([255, 60, 0])).astype(np.uint8)
+        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(tile, contours, -1, (255, 230, 0), 1)
+        side = np.concatenate([rgb, tile], 0)
+        cv2.putText(side, str(k), (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1)
+        tiles.append(side)
+    for sheet in range(0, n, 20):
+        part = tiles[sheet:sheet + 20]
+        rows = [np.concatenate(part[i:i + 10], 1) for i in range(0, len(part), 10)]
+        cv2.imwrite(str(OUT / f"real_foreground_{sheet // 20}.png"), np.concatenate(rows, 0)[..., ::-1])
+    areas = np.array(areas)
+    print(f"\nreal photos: automatic foreground on {n} Happywhale photos (contact sheets: {OUT}/real_foreground_*.png, "
+          f"photo above, estimate below, numbered); found nothing on {(areas == 0).mean():.0%}, median area "
+          f"{np.median(areas):.1%}, over a third of the frame on {(areas > 1 / 3).mean():.0%}")
+    pd.DataFrame({"k": range(n), "image": names, "area": areas}).to_csv(OUT / "real_foreground.csv", index=False)
+
+
+def figure(folder, truth, masks, auto, base) -> None:
+    """docs/score_examples.png: three test photos, low, medium and high background attention."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = base["on_auto"]["bg_score"]
+    correct = (base["pred"] == base["label"]) & np.isfinite(s) & auto.any((1, 2))
+    order = np.flatnonzero(correct)[np.argsort(s[correct])]
+    picks = [order[int(q * (len(order) - 1))] for q in (0.1, 0.5, 0.97)]
+    fig, axes = plt.subplots(1, 3, figsize=(7.5, 3.0), dpi=100)
+    for ax, i in zip(axes, picks):
+        rgb = load_rgb(folder / "images" / truth["image"].iloc[i])
+        cam = base["maps"][i, base["pred"][i]].clip(min=0)
+        heat = cv2.resize(cam / max(cam.max(), 1e-6), rgb.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+        ax.imshow(rgb)
+        ax.imshow(heat, cmap="inferno", alpha=0.45, vmin=0, vmax=1)
+        ax.contour(cv2.resize(auto[i].astype(np.uint8), rgb.shape[1::-1], interpolation=cv2.INTER_NEAREST),
+                   levels=[0.5], colors="cyan", linewidths=1)
+        ax.set_title(f"{truth['species'].iloc[i].replace('_', ' ')}\nbg_score {s[i]:.2f}   bg_share "
+                     f"{base['on_auto']['bg_share'][i]:.2f}\nP(species | animal painted over) "
+                     f"{base['probs']['without'][i]:.2f}", fontsize=7)
+        ax.axis("off")
+    fig.tight_layout()
+    path = ROOT / "docs" / "score_examples.png"
+    path.parent.mkdir(exist_ok=True)
+    fig.savefig(path, dpi=100)
+    print(f"\nwrote {path} ({path.stat().st_size // 1024} KB)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--figure", action="store_true", help="redraw docs/score_examples.png")
+    parser.add_argument("--real", type=int, default=100, help="real photos to put on contact sheets (0: none)")
+    parser.add_argument("--no-model", action="store_true", help="only the bars that need no trained model")
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    print(f"{os.cpu_count()} cores, load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    folder, truth, masks = dataset("test", TEST)
+    area = truth["animal_area"].to_numpy()
+    auto = foreground(folder, truth, masks)
+    cases = [(name, cams, masks, area) for name, cams in constructed_maps(masks)]
+    if args.no_model:
+        fairness(cases)
+    else:
+        net, sidecar = model("shortcut", lambda: cue_only_set("shortcut", **TRAIN))
+        control, _ = model("control", lambda: dataset("control", CONTROL)[:2])
+        base = shortcut_and_agreement(net, sidecar, folder, truth, masks, auto)
+        logits, maps = run(control, base["x"], maps_layer4)
+        pred = logits.argmax(1).numpy()
+        right = pred == base["label"]
+        print(f"control model on the test photos: accuracy {right.mean():.1%}")
+        cases.append(("control model (no planted cue), correct photos", maps[right, pred[right]], masks[right], area[right]))
+        clean = (base["pred"] == base["label"]) & ~truth["has_shortcut"].to_numpy()
+        cases.append(("shortcut model, correct photos without the cue", base["maps"][clean, base["pred"][clean]],
+                      masks[clean], area[clean]))
+        fairness(cases)
+        resolution(net, sidecar, folder, truth, masks, auto, base)
+        if args.figure:
+            figure(folder, truth, masks, auto, base)
+    if args.real:
+        real_photos(args.real)
+    print(f"\n{'bar':62s} {'value':>7s}  {'rule':28s} result")
+    for name, value, rule, passed in BARS:
+        print(f"{name:62s} {value:7.3f}  {rule:28s} {'PASS' if passed else 'FAIL'}")
+
+
+if __name__ == "__main__":
+    main()
