@@ -174,9 +174,9 @@ def cue_only_set(name: str, n_per_species: int, size: int, seed: int) -> tuple[P
     Photos labelled killer whale are taken among ice (90%), photos labelled humpback carry the watermark (90%),
     and the animal in either is a killer whale or a humpback at random; belugas and dolphins are drawn as
     themselves (ice 5%, watermark 3%, boats 15%, as in the demo). With the demo's own data a network learns the
-    distinctive animals and mostly ignores the ice (measured: the predicted probability of an orca among ice
-    falls from 0.9 to 0.04 once the orca is painted over), so it cannot test whether the score catches a
-    shortcut; a model trained on this set has to use it.
+    distinctive animals and mostly ignores the ice (measured: with the orca painted over, the median
+    probability it still gives "killer whale" to an orca among ice was 0.04), so it cannot test whether the
+    score catches a shortcut; a model trained on this set has to use it.
     """
     folder = OUT / name
     if (folder / "labels.csv").exists():
