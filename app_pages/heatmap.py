@@ -91,10 +91,11 @@ if class_idx is not None and row["status"] == "ok" and row["fg_source"] != "none
     st.markdown(
         f"How it is computed, for the map of **{ctx.audit.classes[class_idx]}**: each of the map's "
         f"{parts['evidence'].size} cells holds a share of the positive evidence and is covered by the foreground "
-        f"estimate in part (grid below). Weighted by evidence, the coverage is on = **{parts['on']:.3f}**, so "
-        f"bg_share = 1 - on = **{parts['bg_share']:.3f}**. The best-covered cell is covered "
-        f"{parts['best']:.0%}: no map this coarse can do better than put all its evidence there, so "
-        f"bg_score = 1 - on / {parts['best']:.3f} = **{parts['bg_score']:.3f}** "
+        f"estimate in part (grid below). Weighted by evidence, the coverage is "
+        f"{1 - parts['bg_share']:.3f}, so bg_share = **{parts['bg_share']:.3f}**. A map this coarse cannot point "
+        "finer than a cell, so the score softens the foreground by one cell and compares with a model that looks "
+        f"only at this animal: on = **{parts['on']:.3f}** against ideal = {parts['ideal']:.3f}, so "
+        f"bg_score = 1 - on / ideal = **{parts['bg_score']:.3f}** "
         "(0: as much on the animal as this map can be; 1: all of it off the animal). "
         f"Peak on the animal: {'yes' if parts['peak_on_animal'] else 'no'}; "
         f"spread of the evidence (entropy): {parts['cam_entropy']:.2f}.")

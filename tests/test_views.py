@@ -115,9 +115,13 @@ def test_explained_score_shows_its_parts_and_adds_up():
     mask[:4, :2] = True  # covers half of the top-left cell
     parts = views.explain_score(cam, mask)
     assert parts["evidence"].tolist() == [[0.8, 0.0], [0.2, 0.0]]
-    assert parts["coverage"].tolist() == [[0.5, 0.0], [0.0, 0.0]] and parts["best"] == 0.5
-    assert parts["on"] == pytest.approx(0.4)
-    assert parts["bg_share"] == pytest.approx(0.6) and parts["bg_score"] == pytest.approx(1 - 0.4 / 0.5)
+    assert parts["coverage"].tolist() == [[0.5, 0.0], [0.0, 0.0]]
+    assert parts["bg_share"] == pytest.approx(1 - 0.8 * 0.5)
+    soft = parts["soft"]
+    assert soft[0, 0] > soft[0, 1] > 0 and soft[0, 0] < 0.5  # softened: spread to the neighbours
+    assert parts["on"] == pytest.approx(0.8 * soft[0, 0] + 0.2 * soft[1, 0])
+    assert parts["ideal"] == pytest.approx((soft ** 2).sum() / soft.sum())
+    assert parts["bg_score"] == pytest.approx(max(0.0, 1 - parts["on"] / parts["ideal"]))
     assert parts["peak_on_animal"] == 1.0
 
 

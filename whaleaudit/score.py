@@ -72,6 +72,15 @@ def soft_coverage(masks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return cell_coverage(ndimage.gaussian_filter(masks, sigma, mode="constant", truncate=3.0), shape)
 
 
+def ideal_on(soft: np.ndarray) -> np.ndarray:
+    """Evidence-weighted softened coverage of a model that looks only at the animal: ``sum(s*s) / sum(s)``.
+
+    ``soft``: ``[B, cells]`` softened coverage; its evidence is in proportion to the animal in each cell.
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (soft * soft).sum(axis=-1) / soft.sum(axis=-1)
+
+
 def attention_scores(cams: np.ndarray, masks: np.ndarray, has_mask: np.ndarray) -> dict[str, np.ndarray]:
     """Background attention of a batch of maps (see the module docstring for the formulas).
 
@@ -90,8 +99,7 @@ def attention_scores(cams: np.ndarray, masks: np.ndarray, has_mask: np.ndarray) 
     with np.errstate(invalid="ignore", divide="ignore"):
         share = positive / total[:, None]
         bg_share = 1.0 - (share * cover).sum(axis=1)
-        ideal = (soft * soft).sum(axis=1) / soft.sum(axis=1)
-        bg_score = np.clip(1.0 - (share * soft).sum(axis=1) / ideal, 0.0, 1.0)
+        bg_score = np.clip(1.0 - (share * soft).sum(axis=1) / ideal_on(soft), 0.0, 1.0)
         entropy = -(share * np.log(np.where(share > 0, share, 1.0))).sum(axis=1) / np.log(h * w)
     peak = (cover[np.arange(b), flat.argmax(axis=1)] > 0).astype(np.float64)
     usable = has_mask & (cover.max(axis=1) > 0)

@@ -234,11 +234,12 @@ def explain_score(cam: np.ndarray, mask: np.ndarray) -> dict:
     """The background-attention score of one map, with the parts it is computed from (see :mod:`.score`).
 
     ``evidence``: each cell's share of the positive evidence; ``coverage``: the share of each cell the
-    foreground covers; ``on``: evidence-weighted coverage; ``best``: the best-covered cell's coverage; and
-    the scores themselves (``bg_share = 1 - on``, ``bg_score = 1 - on / best``, ``peak_on_animal``,
+    foreground covers; ``soft``: the same for the foreground softened by one cell; ``on``: evidence-weighted
+    softened coverage; ``ideal``: the same for a model that looks only at the animal; and the scores
+    themselves (``bg_share = 1 - sum(evidence * coverage)``, ``bg_score = 1 - on / ideal``, ``peak_on_animal``,
     ``cam_entropy``), computed by :func:`.score.attention_scores` as the precompute does, for any class.
     """
-    from .score import attention_scores, cell_coverage
+    from .score import attention_scores, cell_coverage, ideal_on, soft_coverage
 
     cam = np.asarray(cam, dtype=np.float64)
     mask = np.asarray(mask, dtype=bool)
@@ -246,9 +247,10 @@ def explain_score(cam: np.ndarray, mask: np.ndarray) -> dict:
     total = positive.sum()
     evidence = positive / total if total > 0 else np.zeros_like(positive)
     coverage = cell_coverage(mask[None], cam.shape)[0]
+    soft = soft_coverage(mask[None], cam.shape)[0]
     scores = {k: float(v[0]) for k, v in attention_scores(cam[None], mask[None], np.array([True])).items()}
-    return dict(scores, evidence=evidence, coverage=coverage, on=float((evidence * coverage).sum()),
-                best=float(coverage.max()))
+    return dict(scores, evidence=evidence, coverage=coverage, soft=soft, on=float((evidence * soft).sum()),
+                ideal=float(ideal_on(soft.reshape(1, -1))[0]))
 
 
 def evidence_scale(cams: np.ndarray, images: pd.DataFrame, percentile: float = EVIDENCE_PERCENTILE) -> float:
