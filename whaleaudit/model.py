@@ -56,7 +56,8 @@ SIDECAR_FORMAT = "whaleaudit-model/1"
 
 def train(dataset: Dataset, *, out: Path | None = None, epochs: int = 10, lr: float = 3e-3, bs: int = 64,
           size: int = 128, head: str = "cam", pretrained: bool = True, weights: Path | None = None,
-          seed: int = 42, valid_pct: float = 0.2, workers: int | None = None, progress: bool = True):
+          seed: int = 42, valid_pct: float = 0.2, workers: int | None = None, freeze_epochs: int = 1,
+          progress=True):
     """Train a resnet18 on ``dataset`` with fastai's ``fine_tune`` and export it (see the module docstring).
 
     Images that are missing or cannot be opened are left out with a warning. ``pretrained`` uses ImageNet
@@ -66,6 +67,9 @@ def train(dataset: Dataset, *, out: Path | None = None, epochs: int = 10, lr: fl
     body. The defaults were measured from random weights on the 3,000 real 128 px photos (two species): valid
     accuracy 0.935 after 10 epochs at lr 3e-3 (0.935 at 1e-3, 0.917 at 1e-2; 0.91 after 5 epochs). On the way
     accuracy swings between 0.5 and 0.85 for several epochs while BatchNorm settles: do not stop early.
+    ``freeze_epochs`` is fine_tune's head-only warm-up; from random weights there is nothing worth keeping
+    frozen, and 0 spends that epoch on the whole network (the demo does). ``progress`` is True (fastai's bars),
+    False (silent) or a callable taking the fraction of training batches done (a dashboard's progress bar).
     Returns the fastai Learner; the files land at ``out`` (default ``models/<dataset>-resnet18-<head>.pkl``).
     """
     with quiet_import():
@@ -77,6 +81,8 @@ def train(dataset: Dataset, *, out: Path | None = None, epochs: int = 10, lr: fl
         raise ModelError(f"head={head!r}: choose one of {list(HEADS)} ('cam' gives exact class activation maps).")
     if epochs < 1:
         raise ModelError(f"epochs={epochs}: train for at least one epoch.")
+    if freeze_epochs < 0:
+        raise ModelError(f"freeze_epochs={freeze_epochs}: give 0 (no head-only warm-up) or more.")
     out = Path(out) if out is not None else default_model_path(dataset, head)
     if out.suffix != ".pkl":
         raise ModelError(f"{out}: the exported learner is a .pkl file (a .pth and a .json are written beside it).")
@@ -90,7 +96,7 @@ def train(dataset: Dataset, *, out: Path | None = None, epochs: int = 10, lr: fl
                          "(0.2 is usual) so accuracy can be measured.")
 
     options = training_options(epochs=epochs, lr=lr, bs=bs, size=size, head=head, pretrained=pretrained,
-                               weights=weights, seed=seed, valid_pct=valid_pct)
+                               weights=weights, seed=seed, valid_pct=valid_pct, freeze_epochs=freeze_epochs)
     body_weights, weights_source = _body_weights(pretrained, weights)
     stats = IMAGENET_STATS if body_weights is not None else None
     set_seed(seed, reproducible=True)
@@ -111,15 +117,27 @@ def train(dataset: Dataset, *, out: Path | None = None, epochs: int = 10, lr: fl
 
         def after_epoch(self):
             train_loss, valid_loss, acc = (float(v) for v in self.recorder.values[-1])
-            history.append({"epoch": len(history) + 1, "phase": "frozen" if len(history) < 1 else "unfrozen",
+            history.append({"epoch": len(history) + 1, "phase": "frozen" if len(history) < freeze_epochs else "unfrozen",
                             "train_loss": train_loss, "valid_loss": valid_loss, "accuracy": acc})
+
+    class BatchProgress(Callback):
+        """Reports the share of training batches done to a ``progress`` callable, across fine_tune's two fits."""
+
+        def __init__(self):
+            self.batches_done, self.batches_total = 0, (freeze_epochs + epochs) * len(dls.train)
+
+        def after_batch(self):
+            if self.training:
+                self.batches_done += 1
+                progress(self.batches_done / self.batches_total)
 
     start = time.perf_counter()
     with contextlib.ExitStack() as quiet:
-        if not progress:
+        if progress is not True:
             quiet.enter_context(learn.no_bar())
             quiet.enter_context(learn.no_logging())
-        learn.fine_tune(epochs, lr, lr_mult=100 if body_weights is not None else 1, cbs=[EpochLog()])
+        learn.fine_tune(epochs, lr, freeze_epochs=freeze_epochs, lr_mult=100 if body_weights is not None else 1,
+                        cbs=[EpochLog()] + ([BatchProgress()] if callable(progress) else []))
     seconds = time.perf_counter() - start
 
     sidecar = {
@@ -141,10 +159,11 @@ def train(dataset: Dataset, *, out: Path | None = None, epochs: int = 10, lr: fl
     return learn
 
 
-def training_options(*, epochs, lr, bs, size, head, pretrained, weights, seed, valid_pct) -> dict:
+def training_options(*, epochs, lr, bs, size, head, pretrained, weights, seed, valid_pct, freeze_epochs=1) -> dict:
     """What :func:`train` was asked, as the sidecar records it (``weights`` as an absolute path)."""
     return {"epochs": epochs, "lr": lr, "bs": bs, "size": size, "head": head, "pretrained": pretrained,
-            "weights": None if weights is None else str(Path(weights).resolve()), "seed": seed, "valid_pct": valid_pct}
+            "weights": None if weights is None else str(Path(weights).resolve()), "seed": seed, "valid_pct": valid_pct,
+            "freeze_epochs": freeze_epochs}
 
 
 def trained_alike(out: Path, dataset: Dataset, options: dict) -> bool:

@@ -51,7 +51,7 @@ CHUNK_IMAGES = 1024
 def precompute(dataset: Dataset, model_path: Path, out: Path, *, trust: bool = False,
                classes: list[str] | None = None, bs: int = 64, workers: int | None = None,
                foreground: ForegroundProvider | None = None, causal: float = 1.0, chunk_images: int = CHUNK_IMAGES,
-               precision: str = "auto", device: str | None = None, progress: bool = True) -> Path:
+               precision: str = "auto", device: str | None = None, progress=True) -> Path:
     """Audit ``dataset`` through the model at ``model_path`` into the store folder ``out``; returns ``out``.
 
     ``foreground`` defaults to the automatic estimate (``ForegroundProvider(dataset.image_root)``).
@@ -59,6 +59,7 @@ def precompute(dataset: Dataset, model_path: Path, out: Path, *, trust: bool = F
     ``precision``: "auto" (bf16 where :func:`whaleaudit.cam.fast_dtype` allows it) or "fp32".
     ``workers`` defaults to min(4, CPU count) loader processes; 0 loads in this process.
     A ``<out>.partial`` folder left by a killed run with the same inputs and parameters is resumed.
+    ``progress``: True (a bar on the terminal), False, or a callable taking the fraction of images done.
     """
     if bs < 1:
         raise WhaleAuditError(f"bs={bs}: the batch size must be at least 1.")
@@ -314,7 +315,23 @@ def _rows(frame: pd.DataFrame, r: dict, labels: np.ndarray, classes: list[str], 
     return rows[IMAGE_COLUMNS]
 
 
-def _progress_bar(total: int, done: int, enabled: bool):
+class _ReportedProgress:
+    """The progress bar's two methods, reporting the fraction of images done to a callable (a dashboard's bar)."""
+
+    def __init__(self, total: int, done: int, report):
+        self.total, self.done, self.report = total, done, report
+
+    def update(self, n: int) -> None:
+        self.done += n
+        self.report(self.done / self.total)
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, done: int, progress):
+    if callable(progress):
+        return _ReportedProgress(total, done, progress)
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=done, unit="img", desc="precompute", disable=not enabled, smoothing=0.1)
+    return tqdm(total=total, initial=done, unit="img", desc="precompute", disable=not progress, smoothing=0.1)
