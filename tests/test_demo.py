@@ -1,5 +1,7 @@
 """The demo end to end, in a tiny version: every step runs, the audit opens and covers every photo, reruns resume."""
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -27,6 +29,11 @@ def test_tiny_demo_builds_a_complete_audit_and_resumes(tmp_path):
     fractions = [f for f, _ in calls]
     assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
     assert len({text for _, text in calls}) >= 4  # three steps and the end
+    # the bar moves within the long steps, not only between them (the tiny audit is a single batch)
+    assert len({f for f, text in calls if text.startswith("Training")}) > 2
+    assert len({f for f, text in calls if text.startswith("Computing")}) == 2
+    sidecar = json.loads((tmp_path / "models" / "demo.json").read_text())
+    assert [e["phase"] for e in sidecar["training"]["history"]] == ["unfrozen"] * TINY.epochs  # no frozen epoch
 
     # a rerun finds every step done and redoes none of them
     model = tmp_path / "models" / "demo.pth"

@@ -83,15 +83,15 @@ def build_demo(out: Path | None = None, *, root: Path | None = None, recipe: Rec
 
     report.step("train", f"Training a resnet18 from scratch ({recipe.epochs} epochs)")
     options = dict(epochs=recipe.epochs, lr=recipe.lr, bs=recipe.bs, size=recipe.size, head="cam",
-                   pretrained=False, seed=42, valid_pct=0.2)
+                   pretrained=False, seed=42, valid_pct=0.2, freeze_epochs=0)
     if not trained_alike(model_path, dataset, training_options(weights=None, **options)):
-        train(dataset, out=model_path, **options, progress=False)
+        train(dataset, out=model_path, **options, progress=report.within)
     weights = model_path.with_suffix(".pth")
 
     report.step("audit", "Computing maps and scores for every photo")
     if not _audit_matches(out, dataset.fingerprint(), file_sha256(weights), recipe):
         precompute(dataset, weights, out, foreground=ForegroundProvider(dataset.image_root, masks_dir=data / "masks"),
-                   causal=recipe.causal, progress=False)
+                   causal=recipe.causal, progress=report.within)
     report.done()
     return out
 
