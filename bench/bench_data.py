@@ -6,17 +6,19 @@ Needs ../shared/data (the full Happywhale label file and the 128 px photos).
 """
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-from PIL import Image
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from whaleaudit.dataset import load_dataset, stratified_split
-from whaleaudit.images import load_rgb_resized, resolve_image
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from PIL import Image  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from bench._util import DATA, OUT  # noqa: E402
+from whaleaudit.dataset import load_dataset, stratified_split  # noqa: E402
+from whaleaudit.images import load_rgb_resized, resolve_image  # noqa: E402
 
 
 def best(fn, repeat):
@@ -60,7 +62,7 @@ def main():
           f"resolve_image {len(paths) / resolve:,.0f}/s")
 
     big = [Image.fromarray(np.asarray(Image.open(p).convert("RGB").resize((1024, 1024)))) for p in paths[:50]]
-    tmp = Path(__file__).resolve().parent / "out" / "big"
+    tmp = OUT / "big"
     tmp.mkdir(parents=True, exist_ok=True)
     big_paths = []
     for k, im in enumerate(big):
