@@ -70,10 +70,10 @@ def _bars(root: Path, out: Path, total: float) -> None:
                 [[s, SHORTCUTS.get(s, "-"), f"{r.cue:.2f}", f"{valid_acc.get(s, np.nan):.3f}", f"{r.bg_score:.3f}",
                   f"{r.bg_share:.3f}", f"{r.peak_on_animal:.2f}", f"{r.prob_without_animal:.2f}"]
                  for s, r in per_species.iterrows()]))
-    by_cue = valid.groupby(["species", "has_shortcut"])["correct"].agg(["mean", "size"]).reset_index()
+    by_cue = valid.groupby(["species", "has_shortcut"])["correct"].agg(accuracy="mean", images="size").reset_index()
     print("validation accuracy with and without the planted cue (shortcut species):")
     print(table(["species", "cue in photo", "accuracy", "images"],
-                [[r.species, bool(r.has_shortcut), f"{r["mean"]:.3f}", int(r["size"])]
+                [[r.species, bool(r.has_shortcut), f"{r.accuracy:.3f}", r.images]
                  for r in by_cue.itertuples() if r.species in SHORTCUTS]))
     ice_species = next(s for s, cue in SHORTCUTS.items() if cue == "ice")
     accuracy = sidecar["training"]["valid_accuracy"]
