@@ -79,6 +79,28 @@ def test_flags_written_by_one_process_are_read_by_another(tmp_path):
     assert Review(tmp_path / "review.sqlite").flags()["note"].tolist() == ["=1+1"]
 
 
+def test_the_version_changes_with_every_change_whoever_makes_it(tmp_path):
+    """The dashboard keeps what it derives from the flags until the version changes."""
+    review = Review(tmp_path / "review.sqlite")
+    start = review.version()
+    assert review.version() == start  # reading changes nothing
+    review.flag(["a"], "label wrong")
+    after_flag = review.version()
+    Review(tmp_path / "review.sqlite").note("a", "by another connection")
+    after_note = review.version()
+    subprocess.run([sys.executable, "-c", "import sys; from whaleaudit.review import Review; "
+                    "Review(sys.argv[1]).unflag(['a'])", str(tmp_path / "review.sqlite")], check=True, cwd=REPO)
+    assert len({start, after_flag, after_note, review.version()}) == 4
+
+
+def test_the_last_changes_of_the_history(tmp_path):
+    review = Review(tmp_path / "review.sqlite")
+    for k in range(5):
+        review.note("a", f"note {k}")
+    assert review.history(last=2)["new_note"].tolist() == ["note 3", "note 4"]
+    assert review.history(last=2).equals(review.history().tail(2).reset_index(drop=True))
+
+
 def test_a_flag_reported_saved_survives_the_process_being_killed(tmp_path):
     """The server is killed (no clean shutdown) right after it reported a flag saved."""
     code = ("import os, signal, sys; sys.path.insert(0, sys.argv[1]); from whaleaudit.review import Review; "

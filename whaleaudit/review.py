@@ -172,9 +172,19 @@ class Review:
         row = frame.iloc[0].to_dict()
         return dict(row, flagged=bool(row["flagged"]))
 
-    def history(self) -> pd.DataFrame:
-        """Every change ever made, oldest first."""
-        return self._read("SELECT * FROM history ORDER BY seq")
+    def version(self) -> tuple:
+        """A stamp that changes with every change to the review, from this process or any other: the file's
+        identity and the number of its last change. Cheap enough to ask on every rerun (one index lookup), so
+        what the dashboard derives from the flags can be kept until the review changes."""
+        with self._connect() as con:
+            last = con.execute("SELECT max(seq) FROM history").fetchone()[0]
+            return (*self._opened[1:], last or 0)
+
+    def history(self, last: int | None = None) -> pd.DataFrame:
+        """Every change ever made (or only the ``last`` ones), oldest first."""
+        if last is None:
+            return self._read("SELECT * FROM history ORDER BY seq")
+        return self._read("SELECT * FROM (SELECT * FROM history ORDER BY seq DESC LIMIT ?) ORDER BY seq", (last,))
 
     def _read(self, sql: str, params: tuple = ()) -> pd.DataFrame:
         with self._connect() as con:
