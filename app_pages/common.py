@@ -1,8 +1,9 @@
 """Streamlit glue shared by the entrypoint and the pages: the open audit, its review, the shared filters.
 
 The entrypoint calls :func:`sidebar` on every rerun, before the page runs; it opens the chosen audit
-(cached per audit folder and manifest time), draws the shared filters and leaves a :class:`Context` in the
-session for the page to pick up with :func:`context`. Everything a page shows is computed in
+(cached per audit folder and manifest time, with its :class:`~whaleaudit.views.Table`, which keeps the
+whole-table work per audit and per review state), draws the shared filters and leaves a :class:`Context` in
+the session for the page to pick up with :func:`context`. Everything a page shows is computed in
 ``whaleaudit.views``; this module only keeps state and renders.
 """
 
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from whaleaudit import views
+from whaleaudit import export, views
 from whaleaudit.errors import ImageError, StoreError
 from whaleaudit.review import Review
 from whaleaudit.store import MANIFEST, Audit, open_audit
@@ -31,7 +32,7 @@ _CONTEXT = "_whaleaudit_context"
 
 @dataclass(frozen=True)
 class Filters:
-    """The sidebar's filters; every list on every page goes through :meth:`apply`."""
+    """The sidebar's filters; every list on every page goes through :meth:`Context.matching`."""
 
     threshold: float
     above_only: bool
@@ -39,20 +40,20 @@ class Filters:
     correct: bool | None
     flagged: bool | None
 
-    def apply(self, frame: pd.DataFrame, *, species: bool = True) -> pd.DataFrame:
-        return views.filter_images(frame, threshold=self.threshold if self.above_only else None,
-                                   species=self.species if species else None, correct=self.correct,
-                                   flagged=self.flagged)
-
 
 @dataclass
 class Context:
-    """What a page needs: the audit, its overlays and review, the image table with flags, the filters."""
+    """What a page needs: the audit (opened at manifest time ``stamp``), its overlays, table and review, the
+    review's version and flags and the image table with them, the filters."""
 
     name: str
+    stamp: int | None
     audit: Audit
     overlays: views.Overlays
+    table: views.Table
     review: Review
+    version: tuple
+    flags: pd.DataFrame
     frame: pd.DataFrame
     filters: Filters
     colormap: str
@@ -64,8 +65,37 @@ class Context:
         return classes.index(species) if species in classes else None
 
     def row(self, image: str) -> pd.Series | None:
-        match = self.frame.index[self.frame["image"] == image]
-        return self.frame.loc[match[0]] if len(match) else None
+        position = self.table.position(image)
+        return None if position is None else self.frame.iloc[position]
+
+    def matching(self, *, species: bool = True) -> np.ndarray:
+        """Which rows of :attr:`frame` the sidebar's filters keep (the species filter left out on request)."""
+        f = self.filters
+        return self.table.mask(self.frame, threshold=f.threshold if f.above_only else None,
+                               species=f.species if species else None, correct=f.correct, flagged=f.flagged)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _flagged_table(path: str, stamp: int | None, version: tuple, _images: pd.DataFrame,
+                   _flags: pd.DataFrame) -> pd.DataFrame:
+    return export.flagged_table(_images, _flags)
+
+
+def flagged_table(ctx: Context) -> pd.DataFrame:
+    """The flagged list the page shows, made once per audit and review version."""
+    return _flagged_table(str(ctx.audit.path), ctx.stamp, ctx.version, ctx.audit.images, ctx.flags)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _species_table(path: str, stamp: int | None, version: tuple, threshold: float,
+                   _frame: pd.DataFrame) -> pd.DataFrame:
+    return views.species_table(_frame, threshold)
+
+
+def species_table(ctx: Context) -> pd.DataFrame:
+    """The overview's table per species at the sidebar's threshold, made once per audit, review version and
+    threshold."""
+    return _species_table(str(ctx.audit.path), ctx.stamp, ctx.version, ctx.filters.threshold, ctx.frame)
 
 
 def audits_folder() -> Path:
@@ -87,10 +117,10 @@ def _manifest_stamp(path: Path) -> int | None:
 
 
 @st.cache_resource(max_entries=4, show_spinner="Opening the audit...")
-def _open(path: str, stamp: int | None) -> tuple[Audit, views.Overlays]:
+def _open(path: str, stamp: int | None) -> tuple[Audit, views.Overlays, views.Table]:
     """One open audit per folder and manifest time: a rebuilt audit is opened afresh."""
     audit = open_audit(path)
-    return audit, views.Overlays(audit)
+    return audit, views.Overlays(audit), views.Table(audit.images)
 
 
 @st.cache_resource
@@ -154,18 +184,18 @@ def _threshold_step(low: float, high: float) -> float:
     return float(10 ** np.floor(np.log10(max(high - low, 1e-9) / 100)))
 
 
-def _filters(name: str, frame: pd.DataFrame) -> Filters:
+def _filters(name: str, table: views.Table) -> Filters:
     """The shared filters, keyed per audit so another audit's values never land out of range."""
-    low, high = views.score_range(frame)
+    low, high = table.score_range
     step = _threshold_step(low, high)
     key = f"threshold@{name}"
     if key not in st.session_state:
-        st.session_state[key] = float(np.clip(round(views.default_threshold(frame) / step) * step, low, high))
+        st.session_state[key] = float(np.clip(round(table.default_threshold / step) * step, low, high))
     st.sidebar.subheader("Filters")
     threshold = st.sidebar.slider("Background-attention threshold", low, high, step=step, key=key,
                                   help="bg_score at or above this counts as attention on the background.")
     above_only = st.sidebar.toggle("Only images at or above the threshold", key=f"above@{name}")
-    species = st.sidebar.multiselect("Species", sorted(frame["species"].unique()), key=f"species@{name}",
+    species = st.sidebar.multiselect("Species", sorted(table.species), key=f"species@{name}",
                                      placeholder="all species")
     correct = st.sidebar.radio("Prediction", list(CORRECTNESS), horizontal=True, key=f"correct@{name}")
     flagged = st.sidebar.radio("Flag", list(FLAG_STATES), horizontal=True, key=f"flagged@{name}")
@@ -186,18 +216,20 @@ def sidebar() -> None:
     name = st.sidebar.selectbox("Audit", names, key="audit")
     path = folder / name
     try:
-        audit, overlays = _open(str(path), _manifest_stamp(path))
+        stamp = _manifest_stamp(path)
+        audit, overlays, table = _open(str(path), stamp)
         review = _review(str(audit.review_path))
-        frame = views.with_flags(audit.images, review.flags())
+        version, flags, frame = table.review_state(review)
     except StoreError as e:
         st.error(str(e))
         return
-    filters = _filters(name, frame)
+    filters = _filters(name, table)
     st.sidebar.subheader("Maps")
     colormap = st.sidebar.selectbox("Colormap", views.COLORMAPS, key="colormap")
     opacity = st.sidebar.slider("Opacity", 0.0, 1.0, 0.5, 0.05, key="opacity")
     who = st.sidebar.text_input("Reviewer", key="who", placeholder="your name, saved with each flag")
-    st.session_state[_CONTEXT] = Context(name, audit, overlays, review, frame, filters, colormap, opacity, who)
+    st.session_state[_CONTEXT] = Context(name, stamp, audit, overlays, table, review, version, flags, frame, filters,
+                                         colormap, opacity, who)
 
 
 def context() -> Context:
@@ -209,11 +241,23 @@ def context() -> Context:
     return ctx
 
 
-def open_image(image: str, ids: list[str]) -> None:
-    """Go to the heatmap page on ``image``, with ``ids`` as the list that previous/next walks through."""
+def open_image(ctx: Context, image: str, positions: np.ndarray) -> None:
+    """Go to the heatmap page on ``image``, with the rows at ``positions`` as the list that previous/next walks."""
     st.session_state["image"] = image
-    st.session_state["image_list"] = list(ids)
+    keep_list(ctx, positions)
     st.switch_page(PAGES["heatmap"])
+
+
+def keep_list(ctx: Context, positions: np.ndarray) -> None:
+    """Keep a list of images for the heatmap as row positions (a list of 500k ids would cost a tenth of a second
+    to make and 40 MB per session), with the audit they belong to."""
+    st.session_state["image_list"] = (ctx.name, ctx.stamp, positions)
+
+
+def kept_list(ctx: Context) -> np.ndarray | None:
+    """The list :func:`keep_list` kept, if it belongs to this build of this audit."""
+    kept = st.session_state.get("image_list")
+    return kept[2] if kept is not None and kept[:2] == (ctx.name, ctx.stamp) else None
 
 
 def open_species(species: str) -> None:

@@ -1,5 +1,6 @@
 """Heatmap: one image large, the map of any class, the foreground outlined, the score explained; flag it."""
 
+import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -11,25 +12,26 @@ LARGE = 512
 CLASS_CHOICES = ["predicted", "actual", "another class"]
 
 ctx = common.context()
-frame = ctx.frame
-matching = ctx.filters.apply(frame)
-default_list = matching["image"].iloc[views.sort_positions(matching, "background attention")].tolist()
-ids = st.session_state.get("image_list") or default_list
+# the list previous/next walk, as row positions: the one a gallery opened, or the matching images worst first
+ranked = common.kept_list(ctx)
+if ranked is None or not len(ranked):
+    ranked = ctx.table.ranked("background attention", ctx.matching())
 image = st.session_state.get("image")
-if image is not None and ctx.row(image) is None:
+here = None if image is None else ctx.table.position(image)  # row position of the image shown
+if image is not None and here is None:
     st.warning(f"Image {image!r} is not in the audit {ctx.name}; showing the first image of the list instead.")
-    image = None
-if image is None:
-    if not ids:
+if here is None:
+    if not len(ranked):
         st.info("No image matches the filters in the sidebar; loosen them to pick an image.")
         st.stop()
-    image = ids[0]
+    here = ranked[0]
+    image = ctx.frame["image"].iat[here]
 st.session_state["image"] = image
 common.sync_url()
-row = ctx.row(image)
+row = ctx.frame.iloc[here]
 idx = int(row["idx"])
 
-prev_id, next_id = views.neighbours(ids, image)
+prev_id, next_id = (None if at is None else ctx.frame["image"].iat[at] for at in views.neighbours(ranked, here))
 st.title(image)
 nav = st.columns([1, 1, 3, 2], vertical_alignment="bottom")
 if nav[0].button("Previous", disabled=prev_id is None, key="heatmap_prev"):
@@ -38,8 +40,8 @@ if nav[0].button("Previous", disabled=prev_id is None, key="heatmap_prev"):
 if nav[1].button("Next", disabled=next_id is None, key="heatmap_next"):
     st.session_state["image"] = next_id
     st.rerun()
-position = f"{ids.index(image) + 1:,} of {len(ids):,} in the current list" if image in ids else "not in the current list"
-nav[2].caption(position)
+place = np.flatnonzero(ranked == here)
+nav[2].caption(f"{place[0] + 1:,} of {len(ranked):,} in the current list" if len(place) else "not in the current list")
 
 
 def go_to() -> None:
@@ -48,7 +50,8 @@ def go_to() -> None:
     if ctx.row(typed) is None:
         st.session_state["_goto_error"] = typed
     else:
-        st.session_state["image"], st.session_state["image_list"] = typed, ids
+        st.session_state["image"] = typed
+        common.keep_list(ctx, ranked)
         st.session_state["heatmap_goto"] = ""
 
 

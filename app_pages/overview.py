@@ -5,26 +5,25 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app_pages import common
-from whaleaudit import views
 
 ctx = common.context()
 frame, threshold = ctx.frame, ctx.filters.threshold
 
 st.title(f"Overview · {ctx.name}")
-stats = views.summary(frame)
-above = views.filter_images(frame, threshold=threshold)
+stats = ctx.table.summary
+above = int(ctx.table.mask(frame, threshold=threshold).sum())
 cols = st.columns(5)
 cols[0].metric("Images", f"{stats['images']:,}")
 cols[1].metric("Species", stats["species"])
 cols[2].metric("Accuracy", f"{stats['accuracy']:.1%}")
-cols[3].metric("At or above threshold", f"{len(above):,}")
+cols[3].metric("At or above threshold", f"{above:,}")
 cols[4].metric("Flagged", f"{int(frame['flagged'].sum()):,}")
 if stats["unreadable"]:
     st.warning(f"{common.images(stats['unreadable'])} could not be read when the audit was built; "
                "they are listed on the Review page with their error.")
 
 st.subheader("Species")
-table = views.species_table(frame, threshold)
+table = common.species_table(ctx)
 picked = st.dataframe(table, hide_index=True, key="species_table", on_select="rerun", selection_mode="single-row",
                       column_config={"accuracy": st.column_config.NumberColumn(format="percent")})
 choice_col, button_col = st.columns([3, 1], vertical_alignment="bottom")
@@ -36,7 +35,7 @@ if picked.selection.rows:
 
 left, right = st.columns(2)
 with left:
-    hist = views.score_histogram(frame)
+    hist = ctx.table.histogram
     fig = go.Figure(go.Bar(x=(hist["left"] + hist["right"]) / 2, y=hist["count"], width=hist["right"] - hist["left"],
                            marker_color="#4c78a8", hovertemplate="bg %{x:.3f}: %{y} images<extra></extra>"))
     fig.add_vline(x=threshold, line_dash="dash", line_color="#e45756",
@@ -45,7 +44,7 @@ with left:
                       margin=dict(t=50, b=40, l=40, r=10), bargap=0)
     st.plotly_chart(fig, key="hist_chart")
 with right:
-    sample = views.scatter_sample(frame[frame["status"] == "ok"])
+    sample = ctx.table.scatter
     fig = px.scatter(sample, x="bg_score", y="loss", color=sample["correct"].map({True: "correct", False: "wrong"}),
                      hover_data=["image", "species", "prediction"], render_mode="svg", opacity=0.6,
                      title=f"Background attention against loss ({len(sample):,} images shown)",

@@ -9,56 +9,73 @@ from whaleaudit.review import REASONS
 TABLE_COLUMNS = ["image", "species", "prediction", "correct", "bg_score", "loss", "prob_pred", "flagged", "reason",
                  "note", "status", "error"]
 TARGETS = ["selected rows", "all matching images"]
+#: Rows of the table sent to the browser at once: all of them would be 500k rows on every rerun.
+PER_PAGE = 1000
+HISTORY = 500
 
 ctx = common.context()
 st.title("Review & export")
-rows = views.sort_images(ctx.filters.apply(ctx.frame)[TABLE_COLUMNS], "background attention")
-common.showing(len(rows), len(ctx.frame))
+ranked = ctx.table.ranked("background attention", ctx.matching())  # positions, worst first
+common.showing(len(ranked), len(ctx.frame))
 if "review_round" not in st.session_state:
     st.session_state["review_round"] = 0
 if message := st.session_state.pop("_review_message", None):
     st.success(message)
 
 
-def act(action: str, selected: list[str], matching: list[str]) -> None:
-    """One click, one transaction. The image lists are the ones the analyst saw when clicking; reason, note and
-    target are read now, as a note typed just before the click arrives with the click."""
-    images = selected if st.session_state["review_target"] == TARGETS[0] else matching
+def new_round() -> None:
+    """A fresh table, so no selection carries over to rows the analyst has not seen."""
+    st.session_state["review_round"] += 1
+
+
+def act(action: str, selected: list[str], seen: common.Context, matching) -> None:
+    """One click, one transaction. The images are the ones the analyst saw when clicking (the ``matching`` row
+    positions of the page ``seen``); reason, note and target are read now, as a note typed just before the click
+    arrives with the click."""
+    everything = st.session_state["review_target"] == TARGETS[1]
+    images = seen.frame["image"].iloc[matching].tolist() if everything else selected
     if not images:
         st.session_state["_review_message"] = "Nothing to do: no image selected."
         return
     if action == "flag":
         reason = st.session_state["review_reason"]
-        ctx.review.flag(images, reason, st.session_state["review_note"], ctx.who)
+        seen.review.flag(images, reason, st.session_state["review_note"], seen.who)
         done = f"Flagged {common.images(len(images))}: {reason}."
     else:
-        ctx.review.unflag(images, ctx.who)
+        seen.review.unflag(images, seen.who)
         done = f"Unflagged {common.images(len(images))}."
     st.session_state["_review_message"] = done
-    st.session_state["review_round"] += 1  # a fresh table: the rows selected may have moved
+    new_round()  # the rows selected may have moved
 
 
-if rows.empty:
+if not len(ranked):
     st.info("No image matches the filters in the sidebar; loosen them to review more.")
 else:
-    table = rows[TABLE_COLUMNS].reset_index(drop=True)
+    pages = views.page_count(len(ranked), PER_PAGE)
+    number = 1
+    if pages > 1:
+        number = st.pagination(pages, key="review_page", on_change=new_round)
+        first = (number - 1) * PER_PAGE
+        st.caption(f"Rows {first + 1:,} to {min(first + PER_PAGE, len(ranked)):,} of {len(ranked):,}, worst background "
+                   f"attention first, {PER_PAGE:,} per page: select rows on this page, or apply to all matching "
+                   "images; narrow the filters to see fewer.")
+    table = ctx.frame.iloc[views.page(ranked, number, PER_PAGE)][TABLE_COLUMNS].reset_index(drop=True)
     picked = st.dataframe(table, hide_index=True, key=f"review_table@{st.session_state['review_round']}",
                           on_select="rerun", selection_mode="multi-row", height=380)
     selected = table["image"].iloc[picked.selection.rows].tolist()
     left, middle, right = st.columns([1, 1, 2], vertical_alignment="bottom")
     left.radio("Apply to", TARGETS, key="review_target",
-               captions=[common.images(len(selected)), common.images(len(rows))])
+               captions=[common.images(len(selected)), common.images(len(ranked))])
     middle.selectbox("Reason", REASONS, key="review_reason")
     right.text_input("Note", key="review_note", placeholder="optional, saved with each flag")
-    matching = rows["image"].tolist()
     flag_col, unflag_col, open_col, _ = st.columns([1, 1, 1, 3])
-    flag_col.button("Flag", type="primary", key="review_flag", on_click=act, args=("flag", selected, matching))
-    unflag_col.button("Unflag", key="review_unflag", on_click=act, args=("unflag", selected, matching))
+    flag_col.button("Flag", type="primary", key="review_flag", on_click=act, args=("flag", selected, ctx, ranked))
+    unflag_col.button("Unflag", key="review_unflag", on_click=act, args=("unflag", selected, ctx, ranked))
     if open_col.button("Open first selected", key="review_open", disabled=not selected):
-        common.open_image(selected[0], matching)
+        common.open_image(ctx, selected[0], ranked)
 
 st.subheader("Flagged")
-flagged = export.flagged_table(ctx.audit.images, ctx.review.flags())
+flagged = common.flagged_table(ctx)
 if flagged.empty:
     st.caption("Nothing flagged yet.")
 else:
@@ -67,4 +84,4 @@ st.download_button(f"Download the flagged list ({common.images(len(flagged))}, C
                    data=lambda: export.flagged_csv(ctx.audit, ctx.review), file_name=f"{ctx.name}-flagged.csv",
                    mime="text/csv", on_click="ignore", key="review_download", disabled=flagged.empty)
 with st.expander("History of changes"):
-    st.dataframe(ctx.review.history().iloc[::-1].head(500), hide_index=True)
+    st.dataframe(ctx.review.history(last=HISTORY).iloc[::-1], hide_index=True)

@@ -9,7 +9,7 @@ COLUMNS = 4
 THUMB = 256
 
 ctx = common.context()
-species_names = views.species_names(ctx.frame)
+species_names = ctx.table.species
 if st.session_state.get("species_focus") not in species_names:
     st.session_state["species_focus"] = species_names[0]
 
@@ -19,16 +19,16 @@ order = top[1].selectbox("Sort by (worst first)", list(views.SORTS), key="specie
 per_page = top[2].selectbox("Per page", [12, 24, 48], key="species_per_page", persist_state="session")
 
 st.title(species.replace("_", " ").capitalize())
-of_species = ctx.frame[ctx.frame["species"] == species]
-rows = ctx.filters.apply(of_species, species=False)
-common.showing(len(rows), len(of_species), f" of {species}")
-if rows.empty:
+of_species = ctx.table.where("species", [species])
+# positions of the matching images, worst first: only the rows of the page shown are taken
+ranked = ctx.table.ranked(order, ctx.matching(species=False) & of_species)
+common.showing(len(ranked), int(of_species.sum()), f" of {species}")
+if not len(ranked):
     st.info("No image of this species matches the filters; loosen them in the sidebar.")
     st.stop()
 
-number = st.pagination(views.page_count(len(rows), per_page), key=f"species_page@{species}@{order}@{per_page}")
-ranked = views.sort_positions(rows, order)
-shown = rows.iloc[views.page(ranked, number, per_page)]
+number = st.pagination(views.page_count(len(ranked), per_page), key=f"species_page@{species}@{order}@{per_page}")
+shown = ctx.frame.iloc[views.page(ranked, number, per_page)]
 for start in range(0, len(shown), COLUMNS):
     for col, (_, row) in zip(st.columns(COLUMNS), shown.iloc[start:start + COLUMNS].iterrows()):
         with col:
@@ -36,4 +36,4 @@ for start in range(0, len(shown), COLUMNS):
             common.show_map(ctx, row, pred, THUMB)
             st.caption(f"**{row['image']}**  \n{common.numbers(row)}")
             if st.button("Open", key=f"open_{row['image']}"):
-                common.open_image(row["image"], rows["image"].iloc[ranked].tolist())
+                common.open_image(ctx, row["image"], ranked)

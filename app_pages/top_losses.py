@@ -13,8 +13,8 @@ THUMB = 256
 ctx = common.context()
 st.title("Top losses")
 
-filtered = ctx.filters.apply(ctx.frame)
-matrix = views.confusion(filtered)
+matching = ctx.matching()
+matrix = ctx.table.confusion(matching)
 cells = matrix.stack().rename("count").reset_index()
 height = min(900, 160 + 40 * max(len(matrix.index), 1))
 fig = go.Figure([
@@ -46,14 +46,15 @@ actual = left.selectbox("Actual species", choices, key="loss_actual", persist_st
 predicted = right.selectbox("Predicted species", choices, key="loss_predicted", persist_state="session")
 
 # positions of the matching images, highest loss first: only the rows of the page shown are taken
-ranked = views.loss_positions(filtered, None if actual == ANY else actual, None if predicted == ANY else predicted)
+in_cell = ctx.table.with_loss(None if actual == ANY else actual, None if predicted == ANY else predicted)
+ranked = ctx.table.ranked("loss", matching & in_cell)
 common.showing(len(ranked), len(ctx.frame))
 if not len(ranked):
     st.info("No image matches this cell and the filters in the sidebar.")
     st.stop()
 
 number = st.pagination(views.page_count(len(ranked), PER_PAGE), key=f"loss_page@{actual}@{predicted}")
-for _, row in filtered.iloc[views.page(ranked, number, PER_PAGE)].iterrows():
+for _, row in ctx.frame.iloc[views.page(ranked, number, PER_PAGE)].iterrows():
     st.divider()
     info, pred_map, true_map = st.columns([1, 1, 1])
     with info:
@@ -62,7 +63,7 @@ for _, row in filtered.iloc[views.page(ranked, number, PER_PAGE)].iterrows():
                     f"p(actual) {row['prob_true']:.3f}  \nbg_score {row['bg_score']:.3f}"
                     + (" · flagged" if row["flagged"] else ""))
         if st.button("Open", key=f"open_{row['image']}"):
-            common.open_image(row["image"], filtered["image"].iloc[ranked].tolist())
+            common.open_image(ctx, row["image"], ranked)
     with pred_map:
         common.show_map(ctx, row, int(row["pred_idx"]), THUMB, caption=f"map for {row['prediction']} (predicted)")
     with true_map:  # a loss exists only for species the model knows, so the actual class has a map

@@ -178,6 +178,34 @@ def test_review_flags_the_selected_rows_only(audit):
     assert ok(at).success[0].value.startswith("Flagged 2 images")
 
 
+def test_the_review_table_pages_through_a_long_list(tmp_path, monkeypatch):
+    """The browser gets a page of rows at a time; selecting and flagging work on the page shown."""
+    store = make_audit(tmp_path, n=1030)
+    monkeypatch.setenv("WHALEAUDIT_AUDITS", str(store.parent))
+    listed = views.sort_images(open_audit(store).images, "background attention")["image"].tolist()
+    at = start("review")
+    assert at.dataframe[0].value["image"].tolist() == listed[:1000]
+    assert any(c.value.startswith("Rows 1 to 1,000 of 1,030") for c in at.caption)
+    at.session_state["review_page"] = 2
+    at.run()
+    assert ok(at).dataframe[0].value["image"].tolist() == listed[1000:]
+    at.session_state["review_table@0"] = {"selection": {"rows": [1], "columns": [], "cells": []}}
+    at.run()
+    at.button(key="review_flag").click().run()
+    assert Review(store / "review.sqlite").flags()["image"].tolist() == [listed[1001]]
+
+
+def test_a_flag_saved_elsewhere_shows_on_the_next_run(audit):
+    """What the pages derive from the flags is kept per review state: another tab's flag invalidates it."""
+    at = start()
+    assert metric(at, "Flagged") == "0"
+    Review(audit.review_path).flag(["img_003"], "other")
+    at.run()
+    assert metric(ok(at), "Flagged") == "1"
+    at.switch_page("app_pages/review.py").run()
+    assert ok(at).download_button[0].label.startswith("Download the flagged list (1 image,")
+
+
 def test_no_audit_offers_to_build_the_demo_with_a_progress_bar(tmp_path, monkeypatch):
     folder = tmp_path / "audits"
     monkeypatch.setenv("WHALEAUDIT_AUDITS", str(folder))

@@ -34,6 +34,25 @@ def test_with_flags_adds_the_review_state(frame):
     assert set(frame.loc[~frame["flagged"], "reason"]) == {""}
 
 
+def test_the_table_joins_the_flags_again_only_when_the_review_changes(audit):
+    table, review = views.Table(audit.images), Review(audit.review_path)
+    version, flags, frame = table.review_state(review)
+    assert table.review_state(review)[2] is frame and not frame["flagged"].any()
+    Review(audit.review_path).flag(["img_005"], "label wrong", "from another tab")  # another connection
+    version2, flags2, frame2 = table.review_state(review)
+    assert version2 != version and flags2["image"].tolist() == ["img_005"]
+    pd.testing.assert_frame_equal(frame2, views.with_flags(audit.images, review.flags()))
+
+
+def test_table_lookups_and_summary_match_the_frame(frame):
+    table = views.Table(frame)
+    assert table.position("img_007") == frame.index.get_loc(frame.index[frame["image"] == "img_007"][0])
+    assert table.position("no_such_image") is None
+    assert table.species == views.species_names(frame) and table.summary == views.summary(frame)
+    assert table.score_range == views.score_range(frame)
+    assert table.where("species", ["beluga", "nope"]).tolist() == (frame["species"] == "beluga").tolist()
+
+
 def test_threshold_keeps_exactly_the_scores_at_or_above_it(frame):
     threshold = float(frame["bg_score"].dropna().sort_values().iloc[20])
     kept = views.filter_images(frame, threshold=threshold)

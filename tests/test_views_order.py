@@ -52,3 +52,19 @@ def test_a_page_of_positions_is_the_page_of_rows(frame):
     for number in (1, 3, 99):
         pd.testing.assert_frame_equal(frame.iloc[views.page(order, number, 24)],
                                       views.page(views.sort_images(frame, "loss"), number, 24))
+
+
+@pytest.mark.parametrize("by", list(views.SORTS))
+def test_a_ranked_subset_is_the_sorted_subset(frame, by):
+    """A page lists the rows its filters keep in the ordering made once for the whole table."""
+    keep = np.random.default_rng(1).random(len(frame)) < 0.3
+    table = views.Table(frame)
+    pd.testing.assert_frame_equal(frame.iloc[table.ranked(by, keep)], views.sort_images(frame[keep], by))
+
+
+def test_the_confusion_of_a_subset_is_the_confusion_of_its_rows(frame):
+    keep = np.random.default_rng(2).random(len(frame)) < 0.5
+    pd.testing.assert_frame_equal(views.Table(frame).confusion(keep), views.confusion(frame[keep]))
+    expected = (frame[frame["status"] == "ok"].groupby(["species", "prediction"]).size().unstack(fill_value=0)
+                .rename_axis(index="actual", columns="predicted"))
+    pd.testing.assert_frame_equal(views.confusion(frame), expected, check_dtype=False)

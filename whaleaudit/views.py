@@ -7,7 +7,8 @@ without a browser. Nothing here imports Streamlit, torch or fastai.
 from __future__ import annotations
 
 import io
-from functools import lru_cache
+import threading
+from functools import cached_property, lru_cache
 
 import numpy as np
 import pandas as pd
@@ -43,23 +44,9 @@ def with_flags(frame: pd.DataFrame, flags: pd.DataFrame) -> pd.DataFrame:
 
 
 def filter_images(frame: pd.DataFrame, *, threshold: float | None = None, species=None, correct: bool | None = None,
-                  flagged: bool | None = None, score: str = SCORE) -> pd.DataFrame:
-    """Rows matching every given filter; ``None`` (or an empty species list) means "any".
-
-    ``threshold`` keeps images whose ``score`` is at least the threshold (images without a score, e.g.
-    unreadable ones or ones without a foreground, never pass it). ``flagged`` needs the ``flagged``
-    column of :func:`with_flags`.
-    """
-    keep = np.ones(len(frame), dtype=bool)
-    if threshold is not None:
-        keep &= (frame[score] >= threshold).to_numpy()  # NaN compares False
-    if species:
-        keep &= frame["species"].isin(list(species)).to_numpy()
-    if correct is not None:
-        keep &= (frame["correct"].astype(bool) == correct).to_numpy() & (frame["status"] == "ok").to_numpy()
-    if flagged is not None:
-        keep &= frame["flagged"].to_numpy(dtype=bool) == flagged
-    return frame[keep]
+                  flagged: bool | None = None) -> pd.DataFrame:
+    """Rows matching every given filter (see :meth:`Table.mask`)."""
+    return frame[Table(frame).mask(frame, threshold=threshold, species=species, correct=correct, flagged=flagged)]
 
 
 def default_threshold(frame: pd.DataFrame, score: str = SCORE, quantile: float = 0.9) -> float:
@@ -120,27 +107,25 @@ def score_histogram(frame: pd.DataFrame, bins: int = 50, score: str = SCORE) -> 
     return pd.DataFrame({"left": edges[:-1], "right": edges[1:], "count": counts})
 
 
-def scatter_sample(frame: pd.DataFrame, n: int = 5000, seed: int = 0) -> pd.DataFrame:
-    """At most ``n`` rows for a scatter plot, drawn the same way every time."""
-    return frame if len(frame) <= n else frame.sample(n=n, random_state=seed).sort_index()
+def scatter_sample(frame: pd.DataFrame, keep: np.ndarray | None = None, n: int = 5000, seed: int = 0) -> pd.DataFrame:
+    """At most ``n`` of the rows where ``keep`` holds (default: all), for a scatter plot, drawn the same way
+    every time. Only the rows drawn are copied."""
+    rows = pd.Series(np.arange(len(frame)) if keep is None else np.flatnonzero(keep))
+    if len(rows) > n:
+        rows = rows.sample(n=n, random_state=seed)
+    return frame.iloc[rows.to_numpy()].sort_index()
 
 
 def confusion(frame: pd.DataFrame) -> pd.DataFrame:
     """Counts of actual (rows) against predicted (columns) species over the readable images."""
-    pairs = frame.loc[(frame["status"] == "ok").to_numpy(), ["species", "prediction"]]
-    matrix = pairs.value_counts().unstack(fill_value=0).sort_index().sort_index(axis=1)
-    return matrix.rename_axis(index="actual", columns="predicted")
+    return Table(frame).confusion()
 
 
 def loss_positions(frame: pd.DataFrame, actual: str | None = None, predicted: str | None = None) -> np.ndarray:
     """Row positions of the readable images that have a loss, highest loss first, optionally for one cell of
     the confusion matrix. Nothing is copied: a page takes only the rows it shows."""
-    keep = (frame["status"] == "ok").to_numpy() & frame["loss"].notna().to_numpy()
-    if actual is not None:
-        keep &= (frame["species"] == actual).to_numpy()
-    if predicted is not None:
-        keep &= (frame["prediction"] == predicted).to_numpy()
-    return _order(frame, "loss", descending=True, rows=np.flatnonzero(keep))
+    table = Table(frame)
+    return table.ranked("loss", table.with_loss(actual, predicted))
 
 
 def top_losses(frame: pd.DataFrame, actual: str | None = None, predicted: str | None = None) -> pd.DataFrame:
@@ -154,23 +139,15 @@ def sort_images(frame: pd.DataFrame, by: str) -> pd.DataFrame:
 
 
 def sort_positions(frame: pd.DataFrame, by: str) -> np.ndarray:
-    """Row positions in :func:`sort_images` order. A gallery reorders only the rows of the page it shows:
-    reordering every column of 500k rows costs seconds."""
-    column, worst_high = SORTS[by]
-    return _order(frame, column, descending=worst_high)
-
-
-def _order(frame: pd.DataFrame, column: str, descending: bool, rows: np.ndarray | None = None) -> np.ndarray:
-    """Row positions sorting ``frame`` (or only its rows at positions ``rows``) by ``column``, missing values
-    last, ties by image id.
+    """Row positions in :func:`sort_images` order, missing values last, ties by image id. A gallery reorders
+    only the rows of the page it shows: reordering every column of 500k rows costs seconds.
 
     One numeric sort, then ids compared only within ties: a two-key ``sort_values`` sorts the id strings of
     every row, which costs seconds at 500k images.
     """
+    column, descending = SORTS[by]
     values = frame[column].to_numpy(dtype=np.float64, na_value=np.nan)
-    rows = np.arange(len(values)) if rows is None else rows
-    key = -values[rows] if descending else values[rows]
-    order = rows[np.argsort(key, kind="stable")]  # NaN last
+    order = np.argsort(-values if descending else values, kind="stable")  # NaN last
     ranked = -values[order] if descending else values[order]
     same = (ranked[1:] == ranked[:-1]) | (np.isnan(ranked[1:]) & np.isnan(ranked[:-1]))
     if same.any():
@@ -180,6 +157,141 @@ def _order(frame: pd.DataFrame, column: str, descending: bool, rows: np.ndarray 
         ids = frame["image"].iloc[at].to_numpy(dtype=object)
         order[tied] = at[np.lexsort((ids, run))]
     return order
+
+
+class Table:
+    """An audit's image table and what the pages need from all of its rows, shared by every session.
+
+    What needs every row is worked out once per audit: the score range, the species, the orderings, integer
+    codes for the text columns the filters compare. The review's flags are joined once per review state
+    (:meth:`Review.version <whaleaudit.review.Review.version>`). At 500k images each of these costs 20-100 ms,
+    which every rerun of every page paid before (bench/dashboard.py). A filter is then a few comparisons of
+    numbers and a sorted list is a subset of a ready ordering, a millisecond or two each.
+    """
+
+    def __init__(self, images: pd.DataFrame):
+        self.images = images
+        self._lock = threading.Lock()
+        self._review = None  # (version, flags, images with flags)
+        self._orders = {}
+        self._codes = {}
+
+    def review_state(self, review) -> tuple[tuple, pd.DataFrame, pd.DataFrame]:
+        """The review's version, its current flags and the table with them (:func:`with_flags`), joined again
+        only when the review has changed. The version is read before the flags, so they are never older."""
+        version = review.version()
+        with self._lock:
+            if self._review is None or self._review[0] != version:
+                flags = review.flags()
+                self._review = (version, flags, with_flags(self.images, flags))
+            return self._review
+
+    @cached_property
+    def score_range(self) -> tuple[float, float]:
+        return score_range(self.images)
+
+    @cached_property
+    def default_threshold(self) -> float:
+        return default_threshold(self.images)
+
+    @cached_property
+    def species(self) -> list[str]:
+        """Species, most images first (:func:`species_names`)."""
+        return species_names(self.images)
+
+    @cached_property
+    def summary(self) -> dict:
+        return summary(self.images)
+
+    @cached_property
+    def histogram(self) -> pd.DataFrame:
+        return score_histogram(self.images)
+
+    @cached_property
+    def scatter(self) -> pd.DataFrame:
+        """:func:`scatter_sample` of the readable images."""
+        return scatter_sample(self.images, self.readable)
+
+    @cached_property
+    def readable(self) -> np.ndarray:
+        return (self.images["status"] == "ok").to_numpy()
+
+    def position(self, image: str) -> int | None:
+        """Row position of an image id (its first row, should ids repeat), or None. One scan costs 2 ms at 500k
+        rows; hashing every id for lookups would cost 0.4 s once per audit."""
+        found = np.flatnonzero((self.images["image"] == image).to_numpy())
+        return int(found[0]) if len(found) else None
+
+    def _coded(self, column: str) -> tuple[np.ndarray, pd.Index]:
+        if column not in self._codes:
+            self._codes[column] = pd.factorize(self.images[column])
+        return self._codes[column]
+
+    def where(self, column: str, values) -> np.ndarray:
+        """Rows whose text ``column`` is one of ``values``: one lookup per row in a table of the column's codes."""
+        codes, names = self._coded(column)
+        wanted = names.get_indexer(list(values))
+        chosen = np.zeros(len(names) + 1, dtype=bool)  # the last entry stands for a missing text (code -1)
+        chosen[wanted[wanted >= 0]] = True
+        return chosen[codes]
+
+    def mask(self, frame: pd.DataFrame, *, threshold: float | None = None, species=None, correct: bool | None = None,
+             flagged: bool | None = None) -> np.ndarray:
+        """Rows of ``frame`` (this table with flags) matching every given filter; ``None`` (or an empty species
+        list) means "any".
+
+        ``threshold`` keeps images whose background attention is at least the threshold (images without a score,
+        e.g. unreadable ones or ones without a foreground, never pass it). ``correct`` keeps readable images only.
+        ``flagged`` needs the ``flagged`` column of :func:`with_flags`.
+        """
+        keep = np.ones(len(frame), dtype=bool)
+        if threshold is not None:
+            keep &= frame[SCORE].to_numpy(dtype=np.float64, na_value=np.nan) >= threshold  # NaN compares False
+        if species:
+            keep &= self.where("species", species)
+        if correct is not None:
+            keep &= (frame["correct"].to_numpy(dtype=bool) == correct) & self.readable
+        if flagged is not None:
+            keep &= frame["flagged"].to_numpy(dtype=bool) == flagged
+        return keep
+
+    def with_loss(self, actual: str | None = None, predicted: str | None = None) -> np.ndarray:
+        """Readable rows that have a loss, optionally of one cell of the confusion matrix."""
+        keep = self.readable & self.images["loss"].notna().to_numpy()
+        if actual is not None:
+            keep &= self.where("species", [actual])
+        if predicted is not None:
+            keep &= self.where("prediction", [predicted])
+        return keep
+
+    def order(self, by: str) -> np.ndarray:
+        """Positions of all rows in :func:`sort_positions` order ``by``, sorted once per audit."""
+        if by not in self._orders:
+            self._orders[by] = sort_positions(self.images, by)
+        return self._orders[by]
+
+    def ranked(self, by: str, keep: np.ndarray) -> np.ndarray:
+        """Positions of the rows where ``keep`` holds, in order ``by``: the ordering restricted to them."""
+        order = self.order(by)
+        return order[keep[order]]
+
+    @cached_property
+    def _cells(self) -> tuple[np.ndarray, pd.Index, pd.Index]:
+        """Each row's cell of the confusion matrix as one number (1 + actual x predicted codes), 0 for none:
+        unreadable, or a name missing."""
+        actual, actual_names = self._coded("species")
+        predicted, predicted_names = self._coded("prediction")
+        known = self.readable & (actual >= 0) & (predicted >= 0)
+        return np.where(known, 1 + actual * len(predicted_names) + predicted, 0), actual_names, predicted_names
+
+    def confusion(self, keep: np.ndarray | None = None) -> pd.DataFrame:
+        """:func:`confusion` of the rows where ``keep`` holds: one count over the rows' cell numbers."""
+        cells, actual_names, predicted_names = self._cells
+        shape = (len(actual_names), len(predicted_names))
+        counts = np.bincount(cells, weights=keep, minlength=1 + shape[0] * shape[1])[1:]
+        counts = counts.astype(np.int64).reshape(shape)
+        matrix = pd.DataFrame(counts, index=actual_names.rename("actual"), columns=predicted_names.rename("predicted"))
+        return matrix.loc[counts.any(axis=1), counts.any(axis=0)].sort_index().sort_index(axis=1)
 
 
 def page_count(n_rows: int, per_page: int) -> int:
@@ -194,13 +306,14 @@ def page(rows, number: int, per_page: int):
     return rows.iloc[part] if isinstance(rows, pd.DataFrame) else rows[part]
 
 
-def neighbours(ids: list[str], current: str) -> tuple[str | None, str | None]:
-    """Previous and next image around ``current`` in a list (None at either end or when it is not listed)."""
-    try:
-        i = ids.index(current)
-    except ValueError:
+def neighbours(items, current):
+    """Previous and next item around ``current`` in a list or an array, e.g. of row positions (None at either
+    end or when it is not listed)."""
+    found = np.flatnonzero(np.asarray(items) == current)
+    if not len(found):
         return None, None
-    return (ids[i - 1] if i > 0 else None), (ids[i + 1] if i + 1 < len(ids) else None)
+    i = found[0]
+    return (items[i - 1] if i > 0 else None), (items[i + 1] if i + 1 < len(items) else None)
 
 
 #: What each stored measure means, for the score card (see store.IMAGE_COLUMNS and score.py).
