@@ -51,6 +51,17 @@ def test_animal_only_keeps_the_animal_and_flattens_the_rest():
     assert torch.equal(grown[ring], x[ring])                         # a rim of water stays with the animal
 
 
+def test_animal_only_fills_each_photo_with_its_own_mean_background_colour():
+    x, mask, water = _scene()
+    out = animal_only(x, mask, grow=0)
+    outside = (mask == 0).expand_as(x)
+    for i in range(len(x)):
+        mean = water[i][:, mask[i, 0] == 0].mean(dim=1)               # per channel, from this photo alone
+        flat = out[i][outside[i]].view(3, -1)
+        assert torch.allclose(flat, mean[:, None].expand_as(flat), atol=1e-5)
+    assert not torch.allclose(out[0][outside[0]], out[1][outside[1]])   # the two photos differ in tint
+
+
 def test_edge_cases_stay_finite():
     x, mask, _ = _scene(size=37)                     # odd size: the pyramid's halves do not divide it
     assert torch.isfinite(without_animal(x, mask)).all()

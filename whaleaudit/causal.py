@@ -4,8 +4,8 @@
 the edges of the hole by push-pull interpolation (a Gaussian-like pyramid of the known pixels, pulled back
 down to fill what is missing; Gortler et al. 1996). A model that still gives the species high probability
 on that photo is using the background: direct evidence of a shortcut, whatever its map shows.
-``animal_only`` keeps the animal and replaces everything else by a constant: the probability it still gets
-says whether the animal alone carries the prediction.
+``animal_only`` keeps the animal and replaces everything else by the photo's mean background colour: the
+probability it still gets says whether the animal alone carries the prediction.
 
 Both work on the batch exactly as fed to the model (normalised, ``[B, 3, H, W]``) with masks ``[B, 1, H, W]``
 in 0..1, and grow the mask by ``grow`` pixels first: a mask cut at 64 px misses the animal's rim, and a rim
@@ -54,11 +54,17 @@ def without_animal(x: Tensor, masks: Tensor, grow: int = GROW) -> Tensor:
     return x * (1 - m) + fill * m
 
 
-def animal_only(x: Tensor, masks: Tensor, grow: int = GROW, fill: float = 0.0) -> Tensor:
-    """The batch with everything but the (grown) animal region set to ``fill``.
+def animal_only(x: Tensor, masks: Tensor, grow: int = GROW, fill: float | None = None) -> Tensor:
+    """The batch with everything but the (grown) animal region set to a flat colour.
 
-    ``fill=0`` is the training set's mean colour for a learner that normalises its input, black for one that
-    does not: a flat value with no texture, shape or ice in it.
+    By default (``fill=None``) that colour is each photo's own mean background colour: no texture, shape or
+    ice is left, but the photo keeps its overall tint, so the probability measures the animal rather than the
+    model's surprise at a black frame (which gave every photo a probability near 0). A number sets one value
+    for all, in the model's normalised units (0: the training mean for a learner that normalises its input).
     """
     m = _grown(masks, grow).to(x.dtype)
+    if fill is None:
+        background = 1 - m
+        total = background.sum(dim=(2, 3), keepdim=True)
+        fill = (x * background).sum(dim=(2, 3), keepdim=True) / total.clamp(min=1)
     return x * m + fill * (1 - m)
