@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from _helpers_engine import SIZE, draw, tiny_model
-from whaleaudit.cam import BF16_HEADS, fast_dtype, head_kind, predict_with_maps
+from whaleaudit.cam import BF16_HEADS, fast_dtype, for_inference, head_kind, predict_with_maps
 from whaleaudit.errors import ModelError
 from whaleaudit.model import build_model, load_model
 
@@ -62,6 +62,18 @@ def test_maps_are_the_same_inside_inference_mode(head):
         got = predict_with_maps(model, x.clone())
     for e, g in zip(expected, got):
         torch.testing.assert_close(g, e, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("head", ["cam", "fastai"])
+def test_folding_batchnorm_for_inference_keeps_the_maps_and_logits(head):
+    model, x = trained(head), batch(6)
+    fast = for_inference(model, torch.device("cpu"))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast[0].modules())    # folded, not kept
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model[0].modules())       # the original is untouched
+    for e, g in zip(predict_with_maps(model, x), predict_with_maps(fast, x.contiguous(memory_format=torch.channels_last))):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ModelError, match="eval mode"):
+        for_inference(model.train(), torch.device("cpu"))
 
 
 @pytest.mark.parametrize("head", ["cam", "fastai"])

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import __version__
-from .cam import cam_method, fast_dtype, predict_with_maps, split
+from .cam import cam_method, fast_dtype, for_inference, predict_with_maps, split
 from .causal import animal_only, without_animal
 from .dataset import Dataset
 from .errors import ImageError, WhaleAuditError
@@ -70,7 +70,7 @@ def precompute(dataset: Dataset, model_path: Path, out: Path, *, trust: bool = F
     started = time.perf_counter()
     model, info = load_model(model_path, trust=trust, classes=classes)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = model.to(dev, memory_format=torch.channels_last)
+    model = for_inference(model, dev)
     dtype = fast_dtype(info["head"], dev) if precision == "auto" else torch.float32
     foreground = foreground or ForegroundProvider(dataset.image_root)
     workers = min(4, os.cpu_count() or 1) if workers is None else workers
