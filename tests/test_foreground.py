@@ -75,6 +75,36 @@ def test_auto_prefers_a_crisp_animal_to_a_larger_soft_sun_glare():
     assert _iou(auto_foreground(img), truth) > 0.7
 
 
+def test_auto_finds_an_animal_inside_the_suns_glitter_apart_from_it():
+    img = _sea(12).astype(float)
+    y, x = np.mgrid[0:128, 0:128]
+    crests = np.clip(np.sin(y * 1.3 + np.sin(x * 0.2) * 2), 0, None) ** 3
+    sun = np.exp(-((x - 64) ** 2 / (2 * 30 ** 2) + (y - 70) ** 2 / (2 * 16 ** 2)))
+    img = np.clip(img + (150 * sun * (0.3 + crests))[..., None], 0, 255).astype(np.uint8)  # white light on the water
+    truth = _fin(img, 64, 80, 40)
+    assert (sun > 0.5).sum() > 5 * truth.sum()
+    assert _iou(auto_foreground(img), truth) > 0.7
+
+
+def test_auto_never_takes_the_horizon_band_for_the_animal():
+    img = _sea(13)
+    img[30:37] = (30, 45, 40)                        # a distant coast from edge to edge, bigger than the fin
+    truth = _fin(img, 70, 100, 24)
+    mask = auto_foreground(img)
+    assert _iou(mask, truth) > 0.7
+    assert not mask[14:20].any()
+
+
+def test_auto_keeps_a_soft_outline_to_the_animals_size():
+    img = _sea(11)
+    truth = _fin(img, 64, 80, 70)
+    img = cv2.GaussianBlur(img, (0, 0), 1.0)        # out of focus: the outline fades over a few pixels
+    mask = auto_foreground(img)
+    true_area = (cv2.resize(truth.astype(np.float32), (MASK_SIZE, MASK_SIZE), interpolation=cv2.INTER_AREA) > 0.5).sum()
+    assert 0.85 < mask.sum() / true_area < 1.15
+    assert _iou(mask, truth) > 0.85
+
+
 def test_auto_handles_any_photo_size_and_finds_nothing_in_empty_water():
     wide = cv2.resize(_sea(1), (300, 180))
     truth = _fin(wide, 150, 120, 90)

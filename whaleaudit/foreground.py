@@ -13,32 +13,41 @@ Masks are ``MASK_SIZE x MASK_SIZE`` booleans over the whole photo, squashed like
 
 The automatic estimate, for photos of animals in water (why each step):
 
-1. Work at 128 px in CIE-Lab, lightly smoothed (sigma 0.5 px): enough detail for a distant fin, and the
-   mask is cut at the resolution the photo has, then area-averaged to 64 px (a 64 px cut misplaces every
-   boundary pixel, which costs a thin back half its overlap).
-2. A colour model of the background from the image border (a 4-pixel ring): a smoothed 3-D Lab histogram
-   (a kernel density with 5-unit bins). Each pixel gets its colour's background likeness: density at its
-   colour divided by the median density of the border's own pixels, so about 1 for the typical water and
-   sky colours. Pixels below ``RARE`` (a colour ten times rarer than typical border colours) are object
-   candidates; background colours found anywhere on the border (water, sky, ice that reaches the edge)
-   stay background even in the middle of the photo.
-3. Candidates are the 8-connected components of those pixels. The animal is taken to be the one with the
-   best ``mass * crisp * white / (5 + chroma)``: ``mass`` sums how rare its pixels are (big and distinct
-   wins); ``crisp = e**2 / (e**2 + EDGE**2)`` where ``e`` is the mean colour gradient on its outline over
-   the photo's median gradient (animals have crisp outlines, sun glare and haze fade out; it saturates, so
-   a boat's hard edges do not outweigh everything else); chroma is its mean Lab chroma (whales and dolphins
-   are grey, black, white or brown, while sea-tinted glare and painted hulls are coloured); ``white`` is
-   ``WHITE_PENALTY`` for a highlight, a near-neutral component brighter than the border's brightest 5%
-   (ice, foam, spray, sun glints and cabins are; a white animal such as a beluga still wins where nothing
-   else stands out).
-4. Holes are filled (an orca's white patches), and the 128 px mask is area-averaged to ``MASK_SIZE``.
+1. Work at 128 px in CIE-Lab, lightly smoothed (sigma 0.5 px): enough detail for a distant fin; the mask
+   is cut at this resolution, then area-averaged to 64 px.
+2. Background colours come from the image border (a 4-pixel ring), as in background-prior saliency (Wei et
+   al. 2012, "Geodesic saliency using background priors"; Zhu et al. 2014, "Saliency optimization from
+   robust background detection"): a smoothed 3-D Lab histogram of the ring (a kernel density, 5-unit
+   bins). A pixel's background likeness is the density at its colour over the median density of the
+   ring's own pixels, about 1 for the typical water and sky. Pixels below ``RARE`` (ten times rarer than
+   typical border colours) are object candidates; colours found anywhere on the border (water, sky, ice
+   that reaches the edge) stay background even in the middle of the photo.
+3. Highlights are told apart by the dichromatic reflection model (Shafer 1985): a surface shows its own
+   colour plus some of the light's colour, so water in sun glare and glitter on wave crests show a common
+   border colour plus white light (and clip to white where overexposed, as foam and ice often do). A
+   pixel whose RGB equals a common border colour (held by ``COMMON`` of the ring) raised by at least
+   ``LIGHT`` in every channel, clipped at white, is a highlight. Candidate pixels are grouped into
+   8-connected components separately for highlights and the rest, so an animal inside the glare or beside
+   an overexposed floe is a candidate of its own.
+4. The animal is the candidate with the best ``mass * crisp * light / (5 + chroma)``: ``mass`` sums how
+   rare its pixels are (big and distinct wins); ``crisp = e**2 / (e**2 + EDGE**2)`` where ``e`` is the mean
+   colour gradient on its outline over the photo's median gradient (animals have crisp outlines, haze
+   fades out; it saturates, so a boat's hard edges do not outweigh everything else); chroma is its mean
+   Lab chroma (whales and dolphins are grey, black, white or brown; painted hulls are coloured); ``light``
+   is ``HIGHLIGHT_PENALTY`` for a candidate that is mostly highlight or is a white surface (ice, snow,
+   foam, a cabin: near-neutral, ``WHITE_C``, and as bright as white things get in a photo, mean L* above
+   ``WHITE_L`` and above the border's brightest 5%); a white animal such as a beluga still wins where
+   nothing else stands out. A candidate that runs from the left edge to the right edge and is thinner
+   than ``BAND`` of the photo is the horizon, a coast or an ice edge, never the animal.
+5. Its outline is settled pixel by pixel: a pixel on it stays when its colour is nearer the candidate's
+   local mean colour than the surrounding background's (a mixed pixel is animal when more than half of it
+   is, the rule the mask's area-averaging uses), so the soft edge of a thin fin does not double its size.
+6. Holes are filled (an orca's white patches), and the mask is area-averaged to ``MASK_SIZE``.
 
-It is in the spirit of background-prior saliency (Zhu et al. 2014, "Saliency optimization from robust
-background detection"; Wei et al. 2012, "Geodesic saliency using background priors"): the border tells what
-background looks like. Measured on the synthetic demo photos and checked by eye on real ones in
-``bench/score.py``; its known failures are camouflage (an animal whose colour also fills the border), an
-animal whose body covers much of the border (close-ups), floating ice that does not reach the border, sun
-glare, and tiny distant fins. Only the single most salient object is kept: in a group photo, one animal.
+Measured on the synthetic demo photos and checked by eye on real ones in ``bench/score.py``. Known
+failures: camouflage (an animal whose colour also fills the border), close-ups whose body covers much of
+the border (only the fin or a patch is found), a white animal among ice, white or grey boats, tiny fins
+in glittering water. Only the single most animal-like object is kept: in a group photo, one animal.
 """
 
 from __future__ import annotations
@@ -58,10 +67,14 @@ WORK_SIZE = 128          # the automatic estimate's working resolution
 RING = 4                 # border ring width at WORK_SIZE, pixels
 BIN = 5.0                # Lab units per histogram bin
 RARE = 0.1               # background likeness below which a pixel is an object candidate
-WHITE_PENALTY = 0.3
+LIGHT = 24               # least white light (RGB units, every channel) that turns a border colour into a highlight
+COMMON = 0.01            # share of the ring a colour needs to count as a common border colour
+HIGHLIGHT_PENALTY = 0.3
+WHITE_L, WHITE_C = 85.0, 20.0   # a white surface: mean L* above this (and the border's brightest 5%), chroma below
 EDGE = 3.0               # outline contrast (over the photo's median gradient) at which crispness counts half
-WHITE_C = 20.0           # a highlight: brighter than the border's brightest 5% and chroma below this
-METHOD = "border-colour-rarity/1"
+BAND = 0.15              # a left-to-right candidate thinner than this share of the photo is the horizon
+SETTLE = 9               # window (pixels) of the local colours an outline pixel is compared with
+METHOD = "border-colour-rarity/2"
 
 _NL, _NA = int(100 // BIN) + 1, int(130 // BIN)          # bins for L* 0..100 and a*, b* -65..65
 _L_BIN = np.clip((np.arange(256) * (100 / 255) / BIN).astype(np.intp), 0, _NL - 1)
@@ -71,12 +84,14 @@ _RING_MASK[:RING] = _RING_MASK[-RING:] = True
 _RING_MASK[:, :RING] = _RING_MASK[:, -RING:] = True
 _CROSS3 = np.ones((3, 3), np.uint8)
 _GRAD_WEIGHTS = np.float32([[100 / 255, 1, 1]])   # Sobel of uint8 Lab -> L* units
+_SHIFT = 3                                         # the highlight table's cells: 8 RGB units a side
+_LIGHTS = np.arange(LIGHT, 256 + 8, 4, dtype=np.int16)   # white light added, in steps of half a cell
 
 
 def auto_foreground(rgb: np.ndarray) -> np.ndarray:
     """Bool ``MASK_SIZE x MASK_SIZE`` estimate of the animal in a uint8 RGB photo; all False if none stands out.
 
-    See the module docstring for the method. Deterministic, no training, about 2-3 ms per photo on one core.
+    See the module docstring for the method. Deterministic, no training, a few milliseconds per photo.
     """
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
@@ -84,14 +99,16 @@ def auto_foreground(rgb: np.ndarray) -> np.ndarray:
     if rgb.shape[:2] != (WORK_SIZE, WORK_SIZE):
         shrink = rgb.shape[0] >= WORK_SIZE and rgb.shape[1] >= WORK_SIZE
         rgb = cv2.resize(rgb, (WORK_SIZE, WORK_SIZE), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    lab8 = cv2.GaussianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab), (0, 0), 0.5)
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab)
+    lab8 = cv2.GaussianBlur(lab, (0, 0), 0.5)
     likeness = _background_likeness(lab8)
-    candidates = (likeness < RARE).astype(np.uint8)
-    n, labels = cv2.connectedComponents(candidates, connectivity=8)
-    if n <= 1:
+    rare = likeness < RARE
+    highlight = _highlights(rgb)
+    labels, n = _candidates(rare, highlight)
+    best = _most_animal_like(lab8, likeness, labels, n, highlight) if n > 1 else 0
+    if best == 0:
         return np.zeros((MASK_SIZE, MASK_SIZE), bool)
-    best = _most_animal_like(lab8, likeness, candidates, labels, n)
-    return _to_mask_size(_fill_holes(labels == best))
+    return _to_mask_size(_fill_holes(_settle_outline(labels == best, lab, ~rare)))
 
 
 def _background_likeness(lab8: np.ndarray) -> np.ndarray:
@@ -102,26 +119,90 @@ def _background_likeness(lab8: np.ndarray) -> np.ndarray:
     return density / max(float(np.median(density[_RING_MASK])), 1e-12)
 
 
-def _most_animal_like(lab8, likeness, candidates, labels, n) -> int:
-    """Label of the candidate component that best looks like an animal (module docstring, step 3)."""
+def _highlights(rgb: np.ndarray) -> np.ndarray:
+    """Pixels whose colour is a common border colour plus white light (module docstring, step 3)."""
+    cells = 256 >> _SHIFT
+    q = (rgb >> _SHIFT).astype(np.intp)
+    code = (q[..., 0] * cells + q[..., 1]) * cells + q[..., 2]
+    ring = code[_RING_MASK]
+    common = np.flatnonzero(np.bincount(ring, minlength=cells ** 3) >= COMMON * len(ring))
+    centre = np.stack([common // (cells * cells), common // cells % cells, common % cells], 1) * 8 + 4
+    lit = np.minimum(centre[:, None, :] + _LIGHTS[None, :, None], 255) >> _SHIFT     # [colour, light, channel]
+    table = np.zeros(cells ** 3, bool)
+    table[(lit[..., 0] * cells + lit[..., 1]) * cells + lit[..., 2]] = True
+    return table[code]
+
+
+def _candidates(rare: np.ndarray, highlight: np.ndarray) -> tuple[np.ndarray, int]:
+    """Labels (0: none) of the 8-connected components of rare highlight pixels and, apart, of the rest."""
+    n_own, own = cv2.connectedComponents((rare & ~highlight).astype(np.uint8), connectivity=8)
+    n_lit, lit = cv2.connectedComponents((rare & highlight).astype(np.uint8), connectivity=8)
+    return np.where(lit > 0, lit + (n_own - 1), own), n_own + n_lit - 1
+
+
+def _most_animal_like(lab8, likeness, labels, n, highlight) -> int:
+    """Label of the candidate that best looks like an animal (module docstring, step 4); 0 if none can be."""
     lab = lab8.astype(np.float32)
     grad = cv2.transform(np.abs(cv2.Sobel(lab, cv2.CV_32F, 1, 0)) + np.abs(cv2.Sobel(lab, cv2.CV_32F, 0, 1)),
                          _GRAD_WEIGHTS).ravel()
-    outline = (candidates > cv2.erode(candidates, _CROSS3, borderType=cv2.BORDER_REPLICATE)).ravel()
-    inside = np.flatnonzero(candidates.ravel())
+    level = labels.astype(np.float32)
+    outline = ((cv2.dilate(level, _CROSS3) != level) | (cv2.erode(level, _CROSS3) != level)).ravel()
+    inside = np.flatnonzero(labels.ravel())
     flat, px = labels.ravel()[inside], lab8.reshape(-1, 3)[inside].astype(np.float32)
-    size = np.bincount(flat, minlength=n).astype(np.float64)
+    size = np.maximum(np.bincount(flat, minlength=n), 1).astype(np.float64)
     mass = np.bincount(flat, np.log(RARE / np.maximum(likeness.ravel()[inside], 1e-3)), n)
-    mean_l = np.bincount(flat, px[:, 0] * (100 / 255), n) / np.maximum(size, 1)
-    mean_c = np.bincount(flat, np.hypot(px[:, 1] - 128, px[:, 2] - 128), n) / np.maximum(size, 1)
-    on_outline = labels.ravel()[outline]
-    e = (np.bincount(on_outline, grad[outline], n) / np.maximum(np.bincount(on_outline, minlength=n), 1)
+    chroma = np.bincount(flat, np.hypot(px[:, 1] - 128, px[:, 2] - 128), n) / size
+    lit = np.bincount(flat, highlight.ravel()[inside], n) / size
+    lightness = np.bincount(flat, px[:, 0] * (100 / 255), n) / size
+    white = (lightness > max(np.percentile(lab8[..., 0][_RING_MASK], 95) * (100 / 255), WHITE_L)) & (chroma < WHITE_C)
+    edge = np.flatnonzero(outline & (labels.ravel() > 0))
+    on_edge = labels.ravel()[edge]
+    e = (np.bincount(on_edge, grad[edge], n) / np.maximum(np.bincount(on_edge, minlength=n), 1)
          / (np.median(grad[::4]) + 1e-6))
-    brightest_border = np.percentile(lab8[..., 0][_RING_MASK], 95) * (100 / 255)
-    white = np.where((mean_l > brightest_border) & (mean_c < WHITE_C), WHITE_PENALTY, 1.0)
-    score = mass * e ** 2 / (e ** 2 + EDGE ** 2) * white / (5.0 + mean_c)
-    score[0] = -np.inf                                   # label 0: not a candidate
-    return int(np.argmax(score))
+    light = np.where((lit > 0.5) | white, HIGHLIGHT_PENALTY, 1.0)
+    score = mass * e ** 2 / (e ** 2 + EDGE ** 2) * light / (5.0 + chroma)
+    score[_horizon_bands(labels, n)] = 0.0
+    score[0] = 0.0
+    return int(np.argmax(score)) if score.max() > 0 else 0
+
+
+def _horizon_bands(labels: np.ndarray, n: int) -> np.ndarray:
+    """Bool per label: the component touches the left and the right edge and is thinner than ``BAND``."""
+    band = np.zeros(n, bool)
+    for k in np.intersect1d(labels[:, 0], labels[:, -1]):
+        if k:
+            rows = np.flatnonzero((labels == k).any(1))
+            band[k] = rows[-1] - rows[0] + 1 < BAND * labels.shape[1]
+    return band
+
+
+def _settle_outline(component: np.ndarray, lab: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """The component with each outline pixel given to the side whose local mean colour it is nearer
+    (module docstring, step 5); the component as it was if nothing would be left."""
+    ys, xs = np.nonzero(component)
+    pad = SETTLE // 2 + 1
+    y0, y1 = max(ys.min() - pad, 0), min(ys.max() + pad + 1, component.shape[0])
+    x0, x1 = max(xs.min() - pad, 0), min(xs.max() + pad + 1, component.shape[1])
+    inside, colour = component[y0:y1, x0:x1], lab[y0:y1, x0:x1].astype(np.float32)
+    animal, _ = _local_mean(colour, inside)
+    water, has_water = _local_mean(colour, background[y0:y1, x0:x1])
+    nearer_animal = ((colour - animal) ** 2).sum(2) <= ((colour - water) ** 2).sum(2)
+    core = cv2.erode(inside.astype(np.uint8), _CROSS3).astype(bool)
+    kept = inside & (core | nearer_animal | ~has_water)
+    if not kept.any():
+        return component
+    settled = np.zeros_like(component)
+    settled[y0:y1, x0:x1] = kept
+    return settled
+
+
+def _local_mean(colour: np.ndarray, where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean colour of the ``where`` pixels in the ``SETTLE`` window around each pixel, and whether it has any."""
+    weight = where.astype(np.float32)
+    window = (SETTLE, SETTLE)
+    total = cv2.boxFilter(weight, -1, window, normalize=False, borderType=cv2.BORDER_CONSTANT)
+    summed = cv2.boxFilter(colour * weight[..., None], -1, window, normalize=False, borderType=cv2.BORDER_CONSTANT)
+    return summed / np.maximum(total, 1e-6)[..., None], total > 0
 
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
