@@ -5,14 +5,16 @@ Steps (everything lands in bench/out/score; data and the model are cached there 
 1. Draws two synthetic sets with :mod:`whaleaudit.synth` (true animal masks, planted shortcuts: killer
    whales mostly among ice, humpbacks mostly with a watermark): ``train`` for a model, ``test`` to measure.
 2. Foreground: :func:`auto_foreground` on every test photo against the true mask (IoU, time per photo
-   next to decoding the same JPEG in this process).
+   next to decoding the same JPEG in this process), and how well the score from it ranks like the score
+   from the true mask on maps built from the true masks with a cue elsewhere (no model needed).
 3. Fairness: maps built from the true masks (a model that looks only at the animal) must not be scored by
    the animal's size; the plain share is, for contrast.
 4. Trains a resnet18 (exact-CAM head, random weights) with :func:`whaleaudit.model.train` on the shortcut
    set, once, and reads its maps on the test set: shortcut photos must top the ranking; the score from the
    automatic foreground must rank like the score from the true mask; the causal check must agree.
 5. Resolution: the 4x4 map at 128 px against 8x8 maps (the body run at 256 px; Grad-CAM at layer3).
-6. Real photos: the automatic foreground on 100 of the Happywhale photos, as contact sheets to inspect.
+6. Real photos: the automatic foreground on 100 of the Happywhale photos, as contact sheets to inspect,
+   and the tally of a by-eye review of them when one was written for the current method.
 
     .venv/bin/python bench/score.py            # all of it (about 10-20 minutes on 2 cores, most of it training)
     .venv/bin/python bench/score.py --figure   # also redraw docs/score_examples.png
@@ -44,7 +46,7 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from whaleaudit import synth  # noqa: E402
 from whaleaudit.causal import animal_only, without_animal  # noqa: E402
-from whaleaudit.foreground import MASK_SIZE, auto_foreground  # noqa: E402
+from whaleaudit.foreground import MASK_SIZE, METHOD, auto_foreground  # noqa: E402
 from whaleaudit.images import load_rgb, load_rgb_resized  # noqa: E402
 from whaleaudit.score import attention_scores, cell_coverage  # noqa: E402
 
@@ -103,8 +105,37 @@ def foreground(folder: Path, truth: pd.DataFrame, masks: np.ndarray) -> np.ndarr
     print("  median IoU by scene:  ", truth.groupby("background")["iou"].median().round(2).to_dict(),
           "| glare", round(truth[truth.glare]["iou"].median(), 2), "| foam", round(truth[truth.foam]["iou"].median(), 2))
     bar("auto foreground: median IoU with the true mask", np.median(iou), ">= 0.70", np.median(iou) >= 0.7)
-    print(f"  share of photos with IoU >= 0.5: {(iou >= 0.5).mean():.1%}")
+    print(f"  share of photos with IoU >= 0.5: {(iou >= 0.5).mean():.1%}; the wrong object or none (IoU < 0.3), "
+          f"which is what moves an image's score: {(iou < 0.3).mean():.1%}")
     return auto
+
+
+def ranking_without_model(masks: np.ndarray, auto: np.ndarray) -> None:
+    """Does the score from the automatic foreground rank images like the score from the true mask, for maps
+    whose evidence is split between the animal and a cue elsewhere? A model-free stand-in for the bar that
+    :func:`shortcut_and_agreement` measures on a trained model's maps.
+
+    Each map gives a random share ``w`` (uniform 0..1) of its evidence to one cell at least two cells from the
+    animal (a cue such as ice or a watermark) and the rest to the animal, cell by cell in proportion to its
+    coverage, spilled half a cell as a network spreads it.
+    """
+    rng = np.random.default_rng(0)
+    maps = []
+    for cover in cell_coverage(masks, (4, 4)).astype(np.float32):
+        animal = cv2.GaussianBlur(cover, (0, 0), 0.5, borderType=cv2.BORDER_CONSTANT)
+        away = cv2.GaussianBlur(cover, (0, 0), 1.0, borderType=cv2.BORDER_CONSTANT) < 0.02 * cover.max()
+        cells = np.argwhere(away if away.any() else cover < cover.max())
+        cue = np.zeros_like(cover)
+        cue[tuple(cells[rng.integers(len(cells))])] = 1.0
+        w = rng.uniform()
+        maps.append((1 - w) * animal / animal.sum() + w * cue)
+    maps = np.stack(maps)
+    true = attention_scores(maps, masks, masks.any((1, 2)))["bg_score"]
+    est = attention_scores(maps, auto, auto.any((1, 2)))["bg_score"]
+    rho = spearman(est, true)
+    print(f"  bg_score from the automatic foreground against the true mask's, on maps built from the true masks "
+          f"with a cue elsewhere (no model): Spearman {rho:.3f}")
+    bar("auto foreground ranks like true mask, no model: Spearman", rho, "(reported)", True)
 
 
 def fairness(cases: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> None:
@@ -398,10 +429,26 @@ def real_photos(n: int = 100) -> None:
         rows = [np.concatenate(part[i:i + 10], 1) for i in range(0, len(part), 10)]
         cv2.imwrite(str(OUT / f"real_foreground_{sheet // 20}.png"), np.concatenate(rows, 0)[..., ::-1])
     areas = np.array(areas)
-    print(f"\nreal photos: automatic foreground on {n} Happywhale photos (contact sheets: {OUT}/real_foreground_*.png, "
-          f"photo above, estimate below, numbered); found nothing on {(areas == 0).mean():.0%}, median area "
-          f"{np.median(areas):.1%}, over a third of the frame on {(areas > 1 / 3).mean():.0%}")
+    print(f"\nreal photos: automatic foreground ({METHOD}) on {n} Happywhale photos (contact sheets: "
+          f"{OUT}/real_foreground_*.png, photo above, estimate below, numbered); found nothing on "
+          f"{(areas == 0).mean():.0%}, median area {np.median(areas):.1%}, over a third of the frame on "
+          f"{(areas > 1 / 3).mean():.0%}")
     pd.DataFrame({"k": range(n), "image": names, "area": areas}).to_csv(OUT / "real_foreground.csv", index=False)
+    review_tally(names)
+
+
+def review_tally(names: list[str]) -> None:
+    """Tally of the by-eye review of the contact sheets, when one was made of these photos with this method:
+    ``bench/real_foreground_review.csv`` (columns k, image, method, area, verdict, failure kind). Verdicts:
+    ``right``, the mask covers most of the animal and little else; ``partly``, it lies on the animal but misses
+    much of it or takes in splash or water beside it; ``wrong``, it lies mostly off the animal or is empty."""
+    path = ROOT / "bench" / "real_foreground_review.csv"
+    review = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=["image", "method"])
+    if "method" not in review or list(review["image"]) != names or set(review["method"]) != {METHOD}:
+        print(f"  no by-eye review of these sheets with {METHOD}: look at them and write {path.name} to tally it")
+        return
+    print("  by eye:", review["verdict"].value_counts().to_dict(), "| failure kinds:",
+          review["failure"].dropna().value_counts().to_dict())
 
 
 def figure(folder, truth, masks, auto, base) -> None:
@@ -446,6 +493,7 @@ def main() -> None:
     folder, truth, masks = dataset("test", TEST)
     area = truth["animal_area"].to_numpy()
     auto = foreground(folder, truth, masks)
+    ranking_without_model(masks, auto)
     cases = [(name, cams, masks, area) for name, cams in constructed_maps(masks)]
     if args.no_model:
         fairness(cases)
