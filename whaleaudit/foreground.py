@@ -184,11 +184,12 @@ def _settle_outline(component: np.ndarray, lab: np.ndarray, background: np.ndarr
     y0, y1 = max(ys.min() - pad, 0), min(ys.max() + pad + 1, component.shape[0])
     x0, x1 = max(xs.min() - pad, 0), min(xs.max() + pad + 1, component.shape[1])
     inside, colour = component[y0:y1, x0:x1], lab[y0:y1, x0:x1].astype(np.float32)
+    outline = inside & ~cv2.erode(inside.astype(np.uint8), _CROSS3).astype(bool)
     animal, _ = _local_mean(colour, inside)
     water, has_water = _local_mean(colour, background[y0:y1, x0:x1])
-    nearer_animal = ((colour - animal) ** 2).sum(2) <= ((colour - water) ** 2).sum(2)
-    core = cv2.erode(inside.astype(np.uint8), _CROSS3).astype(bool)
-    kept = inside & (core | nearer_animal | ~has_water)
+    here, animal, water = colour[outline], animal[outline], water[outline]
+    kept = inside.copy()
+    kept[outline] = ~has_water[outline] | (((here - animal) ** 2).sum(1) <= ((here - water) ** 2).sum(1))
     if not kept.any():
         return component
     settled = np.zeros_like(component)
