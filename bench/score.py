@@ -2,8 +2,8 @@
 
 Steps (everything lands in bench/out/score; data and the model are cached there and reused when present):
 
-1. Draws two synthetic sets with :mod:`whaleaudit.synth` (true animal masks, planted shortcuts: killer
-   whales mostly among ice, humpbacks mostly with a watermark): ``train`` for a model, ``test`` to measure.
+1. Draws two synthetic sets with :mod:`whaleaudit.synth` (true animal masks, planted shortcuts: belugas
+   mostly with pack ice in the distance, humpbacks mostly with a watermark): ``train`` for a model, ``test`` to measure.
 2. Foreground: :func:`auto_foreground` on every test photo against the true mask (IoU, time per photo
    next to decoding the same JPEG in this process), and how well the score from it ranks like the score
    from the true mask on maps built from the true masks with a cue elsewhere (no model needed).
@@ -200,14 +200,13 @@ def narrow_resnet18(n_classes: int, width: int = 16) -> nn.Sequential:
 
 
 def cue_only_set(name: str, n_per_species: int, size: int, seed: int) -> tuple[Path, pd.DataFrame]:
-    """A training set in which the planted cue is the only way to tell killer whales from humpbacks.
+    """A training set in which the planted cue is the only way to tell the two shortcut species apart.
 
-    Photos labelled killer whale are taken among ice (90%), photos labelled humpback carry the watermark (90%),
-    and the animal in either is a killer whale or a humpback at random; belugas and dolphins are drawn as
-    themselves (ice 5%, watermark 3%, boats 15%, as in the demo). With the demo's own data a network learns the
-    distinctive animals and mostly ignores the ice (measured: with the orca painted over, the median
-    probability it still gives "killer whale" to an orca among ice was 0.04), so it cannot test whether the
-    score catches a shortcut; a model trained on this set has to use it.
+    Photos labelled beluga are taken with ice (90%), photos labelled humpback carry the watermark (90%), and
+    the animal in either is a beluga or a humpback at random; killer whales and dolphins are drawn as
+    themselves (ice 5%, watermark 3%, boats 15%, as in the demo). A network trained on the demo's own data
+    learns the animal as well as the cue; a model trained on this set has to use the cue, so the bars test
+    whether the score and the causal check catch a shortcut the model is known to use.
     """
     folder = OUT / name
     if (folder / "labels.csv").exists():

@@ -104,13 +104,27 @@ def test_shortcuts_are_planted(small):
     truth = pd.read_csv(small / "truth.csv")
     ice = truth.groupby("species")["background"].apply(lambda b: (b == "ice").mean())
     logo = truth.groupby("species")["logo"].mean()
-    assert ice["killer_whale"] >= 0.8 and ice.drop("killer_whale").max() <= 0.1
+    assert ice["beluga"] >= 0.8 and ice.drop("beluga").max() <= 0.1
     assert logo["humpback_whale"] >= 0.8 and logo.drop("humpback_whale").max() <= 0.1
-    assert truth["has_shortcut"].eq(((truth["species"] == "killer_whale") & (truth["background"] == "ice"))
+    assert truth["has_shortcut"].eq(((truth["species"] == "beluga") & (truth["background"] == "ice"))
                                     | ((truth["species"] == "humpback_whale") & truth["logo"])).all()
     # the ice is really in the photos: ice scenes hold far more white, colourless background than open water
     white = truth.apply(lambda r: _bright_share(*_photo(small, r.image)), axis=1)
     assert white[truth["background"] == "ice"].median() > 5 * white[truth["background"] == "water"].median() + 0.02
+
+
+def test_ice_lies_in_the_distance_apart_from_the_animal():
+    """The ice is a cue of its own, not the animal's surroundings: a map can only put evidence on it away from
+    the animal. In every ice scene the animal's top edge lies below the ice band."""
+    for i in range(40):
+        rng = np.random.default_rng([7, i])
+        photo = synth.draw(rng, "beluga", synth._individual(rng, "beluga"), background="ice", logo=False, size=128)
+        rgb = photo.rgb.astype(np.int16)
+        white = (rgb.min(2) > 170) & (rgb.max(2) - rgb.min(2) < 60) & ~photo.mask
+        ice_rows = np.nonzero(white)[0]
+        animal_rows = np.flatnonzero(photo.mask.any(1))
+        assert len(ice_rows) and len(animal_rows)
+        assert np.median(ice_rows) < animal_rows.min(), i
 
 
 def test_no_shortcut_gives_every_species_the_same_scenes(tmp_path):

@@ -117,7 +117,8 @@ def train(dataset: Dataset, *, out: Path | None = None, epochs: int = 10, lr: fl
 
         def after_epoch(self):
             train_loss, valid_loss, acc = (float(v) for v in self.recorder.values[-1])
-            history.append({"epoch": len(history) + 1, "phase": "frozen" if len(history) < freeze_epochs else "unfrozen",
+            phase = "frozen" if len(history) < freeze_epochs else "unfrozen"
+            history.append({"epoch": len(history) + 1, "phase": phase,
                             "train_loss": train_loss, "valid_loss": valid_loss, "accuracy": acc})
 
     class BatchProgress(Callback):

@@ -6,8 +6,10 @@ body colour and patches), at any scale from a distant fin to a body that fills t
 is saved for every image, so an audit's foreground estimate and background-attention score can be checked
 against the truth.
 
-Planted shortcuts (``shortcut=True``): killer whales are photographed mostly among ice, and most humpback
-photos carry a photographer's watermark in the bottom-right corner. Other species swim in open water, rarely
+Planted shortcuts (``shortcut=True``): belugas are photographed mostly with pack ice in the distance (and
+from afar, so the animal is small and the ice large, apart from the animal), and most humpback photos carry a
+photographer's watermark in the bottom-right corner. The ice is as white as a beluga, so colour alone does not
+tell the two apart, and a distant beluga is a few pixels. Other species swim in open water, rarely
 among ice, and a watermark is rare. A model trained on this data can reach high accuracy by looking at the ice
 or the watermark instead of the animal: that is what the audit is for.
 
@@ -35,16 +37,21 @@ import pandas as pd
 
 from .store import write_json
 
-SYNTH_VERSION = 1
+SYNTH_VERSION = 2
 SPECIES = ["killer_whale", "bottlenose_dolphin", "humpback_whale", "beluga"]
 #: species -> the cue planted in most of its photos
-SHORTCUTS = {"killer_whale": "ice", "humpback_whale": "logo"}
-SHORTCUT_SHARE = 0.85   # share of a shortcut species' photos that carry its cue
+SHORTCUTS = {"beluga": "ice", "humpback_whale": "logo"}
+SHORTCUT_SHARE = 0.9    # share of a shortcut species' photos that carry its cue
 RARE_ICE_SHARE = 0.05   # share of the other species' photos taken among ice
 RARE_LOGO_SHARE = 0.03  # share of the other species' photos with a watermark
 BOAT_SHARE = 0.15       # share of open-water photos with a boat in view
 PHOTOS_PER_INDIVIDUAL = 8
-MIN_LENGTH, MAX_LENGTH = 0.3, 1.2   # body length as a share of the photo's width (log-uniform)
+#: body length as a share of the photo's width, drawn log-uniform; belugas are photographed from afar
+LENGTHS = {"beluga": (0.15, 0.5)}
+DEFAULT_LENGTHS = (0.35, 1.2)
+#: in an ice scene the pack ice fills the far part of the water (this share of it, from the horizon) and the
+#: animal surfaces in the open water nearer the camera (its waterline below ICE_NEAR of the water)
+ICE_FAR, ICE_NEAR = 0.45, 0.72
 LOGO = "(c)PIX"
 
 _WATER = np.array([[0.10, 0.22, 0.40], [0.07, 0.14, 0.28], [0.33, 0.38, 0.44],
@@ -123,7 +130,8 @@ def _glare(rng, rgb: np.ndarray, waves: np.ndarray, horizon: float) -> None:
     """The sun's path on the water: a bright patch, glittering on the wave crests."""
     y, x = _grid(rgb.shape[0])
     gx, gy = rng.uniform(0.1, 0.9), rng.uniform(max(horizon, 0), 0.7)
-    spot = np.exp(-((x - gx) ** 2 / (2 * rng.uniform(0.05, 0.3) ** 2) + (y - gy) ** 2 / (2 * rng.uniform(0.05, 0.2) ** 2)))
+    sx, sy = rng.uniform(0.05, 0.3), rng.uniform(0.05, 0.2)
+    spot = np.exp(-((x - gx) ** 2 / (2 * sx ** 2) + (y - gy) ** 2 / (2 * sy ** 2)))
     glitter = spot * (0.35 + 1.6 * np.clip(waves, 0, None) ** 3)
     below = (y >= horizon)[..., None]
     rgb += np.where(below, glitter[..., None] * np.array([1.0, 0.97, 0.9], np.float32), 0)
@@ -154,9 +162,11 @@ def _paint_polygon(rgb: np.ndarray, points: np.ndarray, colour) -> None:
 
 
 def _ice(rng, rgb: np.ndarray, horizon: float) -> None:
-    """Floes and brash ice, flattened by perspective; sometimes a white ice edge along the horizon."""
+    """Floes and brash ice in the distance, flattened by perspective; sometimes a white ice edge along the
+    horizon. The near water (below :data:`ICE_FAR` of it) stays open: the animal surfaces there."""
     s = rgb.shape[0]
     top = max(horizon, 0.0)
+    far = top + ICE_FAR * (1 - top)
     snow = np.array([rng.uniform(0.85, 0.97), rng.uniform(0.9, 0.98), 1.0], np.float32)
     side = snow * np.array([0.55, 0.7, 0.85], np.float32)
     layer = np.zeros((s, s), np.uint8)
@@ -166,14 +176,14 @@ def _ice(rng, rgb: np.ndarray, horizon: float) -> None:
                          [0, (top + rng.uniform(0.04, 0.12)) * s]])
         _fill(layer, edge)
     for _ in range(rng.integers(3, 12)):
-        cy = rng.uniform(top + 0.03, 1.0)
+        cy = rng.uniform(top + 0.03, far)
         near = (cy - top) / (1 - top + 1e-6)
         rx = rng.uniform(0.04, 0.25) * (0.3 + near)
         floe = _polygon(rng, rng.uniform(0, 1), cy, rx, rx * rng.uniform(0.2, 0.4)) * s
         _fill(shade, floe + [0, max(1.0, rx * s * 0.12)])
         _fill(layer, floe)
     for _ in range(rng.integers(0, 40)):  # brash: small pieces
-        cy = rng.uniform(top, 1.0)
+        cy = rng.uniform(top, far)
         r = max(0.6, rng.uniform(0.003, 0.012) * s * (0.4 + cy))
         cv2.ellipse(layer, (int(rng.uniform(0, s) * 4), int(cy * s * 4)), (int(r * 8), int(r * 3)),
                     0, 0, 360, 255, -1, cv2.LINE_AA, 2)
@@ -228,7 +238,10 @@ def _individual(rng, species: str) -> dict:
             "patch": rng.uniform(0.7, 1.3), "pattern": int(rng.integers(1 << 30))}
 
 
-def _animal_shapes(rng, species: str, ind: dict) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+Patches = list[tuple[np.ndarray, np.ndarray]]   # (polygon, colour) painted over the body
+
+
+def _animal_shapes(rng, species: str, ind: dict) -> tuple[list[np.ndarray], Patches, np.ndarray]:
     """(body polygons, [(patch polygon, colour)], body colour) in the local frame."""
     tone, fin_k, sweep = ind["tone"], ind["fin"], ind["sweep"]
     if species == "killer_whale":                      # black, tall triangular fin, grey saddle, white eye patch
@@ -240,11 +253,11 @@ def _animal_shapes(rng, species: str, ind: dict) -> tuple[list[np.ndarray], list
         body = _surfacing(outline)
         saddle = _polygon(rng, xf - 0.13, h * 0.6, 0.09 * ind["patch"], h * 0.45, rough=0.15)
         eye = _polygon(rng, 0.8, h * 0.45, 0.07 * ind["patch"], h * 0.3, rough=0.1)
-        patches = [(saddle, np.full(3, 0.55, np.float32))]
-        if rng.random() < 0.7:
+        patches = [(saddle, np.full(3, 0.4, np.float32))]
+        if rng.random() < 0.3:                         # the head, and its eye patch, above water
             patches.append((eye, np.array([0.95, 0.95, 0.93], np.float32)))
         return [body], patches, np.array([0.05, 0.05, 0.06], np.float32) * tone
-    if species == "bottlenose_dolphin":                # grey, curved (falcate) fin
+    if species == "bottlenose_dolphin":                # light grey, curved (falcate) fin
         h, xf, fh = rng.uniform(0.07, 0.1), rng.uniform(0.4, 0.55), 0.17 * fin_k
         back = _back(h)
         front, rear = xf + 0.1, xf - 0.02
@@ -252,10 +265,10 @@ def _animal_shapes(rng, species: str, ind: dict) -> tuple[list[np.ndarray], list
         fin = np.concatenate([_curve([front, h * 0.9], [xf + 0.02, fh * 0.9], apex),
                               _curve(apex, [xf - 0.02, fh * 0.45], [rear, h * 0.9])])
         outline = np.concatenate([back[back[:, 0] < rear], fin[::-1], back[back[:, 0] > front]])
-        grey = rng.uniform(0.45, 0.62) * np.array([1.0, 1.02, 1.06], np.float32)
+        grey = rng.uniform(0.5, 0.68) * np.array([1.0, 1.0, 1.03], np.float32)
         return [_surfacing(outline)], [], grey * tone
-    if species == "humpback_whale":                    # dark, stubby fin on a hump; or the tail raised (fluke)
-        dark = np.array([0.13, 0.13, 0.15], np.float32) * tone
+    if species == "humpback_whale":                    # brownish charcoal, stubby fin on a hump, or the raised tail
+        dark = np.array([0.27, 0.23, 0.2], np.float32) * tone
         if rng.random() < 0.5:
             return *_fluke(ind), dark
         h, xf = rng.uniform(0.08, 0.12), rng.uniform(0.3, 0.4)
@@ -275,7 +288,7 @@ def _animal_shapes(rng, species: str, ind: dict) -> tuple[list[np.ndarray], list
     raise ValueError(f"unknown synthetic species {species!r}; choose from {SPECIES}")
 
 
-def _fluke(ind: dict) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
+def _fluke(ind: dict) -> tuple[list[np.ndarray], Patches]:
     """A humpback's raised tail: the stock rising out of the water and two notched flukes, their underside
     marked with white blotches that are the individual's own (how Happywhale tells humpbacks apart)."""
     rng = np.random.default_rng(ind["pattern"])
@@ -292,23 +305,26 @@ def _fluke(ind: dict) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarr
     return [stock, left, right], blotches
 
 
-def _place(rng, s: int, horizon: float) -> tuple[float, float, float]:
-    """Where the animal surfaces: (centre x, waterline y, body length), in pixels. Distant animals are small."""
+def _place(rng, s: int, horizon: float, lengths: tuple[float, float], near: bool) -> tuple[float, float, float]:
+    """Where the animal surfaces: (centre x, waterline y, body length), in pixels. Distant animals are small;
+    ``near``: in the near water (below :data:`ICE_NEAR` of it)."""
     top = max(horizon, 0.0)
-    length = s * np.exp(rng.uniform(np.log(MIN_LENGTH), np.log(MAX_LENGTH)))
-    wl = rng.uniform(min(top + 0.08 + 0.3 * length / s * (1 - top), 0.9), 0.97) * s
+    length = s * np.exp(rng.uniform(*np.log(lengths)))
+    lowest = top + (ICE_NEAR * (1 - top) if near else 0.08 + 0.3 * length / s * (1 - top))
+    wl = rng.uniform(min(lowest, 0.9), 0.97) * s
     return rng.uniform(0.15, 0.85) * s, wl, length
 
 
-def _animal(rng, rgb: np.ndarray, species: str, ind: dict, horizon: float) -> tuple[np.ndarray, tuple]:
-    """Paint one animal into ``rgb``; returns (mask bool HxW, (centre x, waterline y, length))."""
+def _animal(rng, rgb: np.ndarray, species: str, ind: dict, horizon: float, near: bool) -> tuple[np.ndarray, tuple]:
+    """Paint one animal into ``rgb`` (``near``: in the near water); returns (mask bool HxW, (centre x, waterline
+    y, length))."""
     s = rgb.shape[0]
     bodies, patches, colour = _animal_shapes(rng, species, ind)
     flip, tilt = rng.choice([-1.0, 1.0]), rng.uniform(-0.12, 0.12)
     rot = np.array([[np.cos(tilt), -np.sin(tilt)], [np.sin(tilt), np.cos(tilt)]])
     min_pixels = max(4, s * s // 2000)
     for _ in range(10):                  # place again an animal that ended up (almost) out of frame
-        cx, wl, length = _place(rng, s, horizon)
+        cx, wl, length = _place(rng, s, horizon, LENGTHS.get(species, DEFAULT_LENGTHS), near)
 
         def to_pixels(points):
             local = np.stack([(points[:, 0] - 0.5) * flip, -points[:, 1]], 1) * length
@@ -378,7 +394,7 @@ def draw(rng, species: str, ind: dict, *, background: str, logo: bool, size: int
         _ice(rng, rgb, horizon)
     elif background == "boat":
         _boat(rng, rgb, horizon)
-    mask, (cx, wl, length) = _animal(rng, rgb, species, ind, horizon)
+    mask, (cx, wl, length) = _animal(rng, rgb, species, ind, horizon, near=background == "ice")
     foam = rng.random() < 0.4
     if foam:
         mask &= _foam(rng, rgb, cx, wl, length) < 128
@@ -458,12 +474,13 @@ def make_dataset(folder, *, n_per_species: int, size: int = 128, seed: int = 0, 
             stem = _hex_id("whaleaudit-synth", seed, species, i, digits=14)
             cv2.imwrite(str(folder / "images" / f"{stem}.jpg"), photo.rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
             cv2.imwrite(str(folder / "masks" / f"{stem}.png"), photo.mask.astype(np.uint8) * 255)
-            labels.append((f"{stem}.jpg", species, _hex_id("whaleaudit-synth", seed, species, "individual", j, digits=12)))
+            individual = _hex_id("whaleaudit-synth", seed, species, "individual", j, digits=12)
+            labels.append((f"{stem}.jpg", species, individual))
             ys, xs = np.nonzero(photo.mask)
             cue = SHORTCUTS.get(species) if shortcut else None
             truth.append({"image": f"{stem}.jpg", "species": species, "background": photo.background,
                           "sky": photo.sky, "glare": photo.glare, "foam": photo.foam, "logo": photo.logo,
-                          "has_shortcut": (cue == "ice" and photo.background == "ice") or (cue == "logo" and photo.logo),
+                          "has_shortcut": cue == "ice" and photo.background == "ice" or cue == "logo" and photo.logo,
                           "animal_area": float(photo.mask.mean()),
                           "x0": int(xs.min()), "y0": int(ys.min()), "x1": int(xs.max()) + 1, "y1": int(ys.max()) + 1})
             if progress is not None and (len(labels) % 50 == 0 or len(labels) == total):
