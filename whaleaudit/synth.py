@@ -37,7 +37,7 @@ import pandas as pd
 
 from .store import write_json
 
-SYNTH_VERSION = 2
+SYNTH_VERSION = 3
 SPECIES = ["killer_whale", "bottlenose_dolphin", "humpback_whale", "beluga"]
 #: species -> the cue planted in most of its photos
 SHORTCUTS = {"beluga": "ice", "humpback_whale": "logo"}
@@ -46,9 +46,10 @@ RARE_ICE_SHARE = 0.05   # share of the other species' photos taken among ice
 RARE_LOGO_SHARE = 0.03  # share of the other species' photos with a watermark
 BOAT_SHARE = 0.15       # share of open-water photos with a boat in view
 PHOTOS_PER_INDIVIDUAL = 8
-#: body length as a share of the photo's width, drawn log-uniform; belugas are photographed from afar
-LENGTHS = {"beluga": (0.15, 0.5)}
-DEFAULT_LENGTHS = (0.35, 1.2)
+#: body length as a share of the photo's width, drawn log-uniform; belugas among ice are photographed from afar
+#: (elsewhere, and in the control set without planted cues, they are as large as the other species)
+LENGTHS = (0.35, 1.2)
+LENGTHS_AMONG_ICE = {"beluga": (0.15, 0.5)}
 #: in an ice scene the pack ice fills the far part of the water (this share of it, from the horizon) and the
 #: animal surfaces in the open water nearer the camera (its waterline below ICE_NEAR of the water)
 ICE_FAR, ICE_NEAR = 0.45, 0.72
@@ -316,7 +317,7 @@ def _place(rng, s: int, horizon: float, lengths: tuple[float, float], near: bool
 
 
 def _animal(rng, rgb: np.ndarray, species: str, ind: dict, horizon: float, near: bool) -> tuple[np.ndarray, tuple]:
-    """Paint one animal into ``rgb`` (``near``: in the near water); returns (mask bool HxW, (centre x, waterline
+    """Paint one animal into ``rgb`` (``near``: in the near water of an ice scene); returns (mask bool HxW, (centre x, waterline
     y, length))."""
     s = rgb.shape[0]
     bodies, patches, colour = _animal_shapes(rng, species, ind)
@@ -324,7 +325,7 @@ def _animal(rng, rgb: np.ndarray, species: str, ind: dict, horizon: float, near:
     rot = np.array([[np.cos(tilt), -np.sin(tilt)], [np.sin(tilt), np.cos(tilt)]])
     min_pixels = max(4, s * s // 2000)
     for _ in range(10):                  # place again an animal that ended up (almost) out of frame
-        cx, wl, length = _place(rng, s, horizon, LENGTHS.get(species, DEFAULT_LENGTHS), near)
+        cx, wl, length = _place(rng, s, horizon, LENGTHS_AMONG_ICE.get(species, LENGTHS) if near else LENGTHS, near)
 
         def to_pixels(points):
             local = np.stack([(points[:, 0] - 0.5) * flip, -points[:, 1]], 1) * length
