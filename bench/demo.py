@@ -1,5 +1,5 @@
 """The full demo's bars, measured: the whole build in at most 3 minutes on a 2-core machine, the demo model at
-90% validation accuracy or better, and the ice-shortcut species on top of mean background attention.
+90% validation accuracy or better, and a species with a planted shortcut on top of mean background attention.
 
 Builds the demo from nothing into bench/out/demo (the data, the model and the audit; a previous run there is
 removed first) in this process, timing each step as the progress callback reports it, then reads the audit
@@ -75,15 +75,13 @@ def _bars(root: Path, out: Path, total: float) -> None:
     print(table(["species", "cue in photo", "accuracy", "images"],
                 [[r.species, bool(r.has_shortcut), f"{r.accuracy:.3f}", r.images]
                  for r in by_cue.itertuples() if r.species in SHORTCUTS]))
-    ice_species = next(s for s, cue in SHORTCUTS.items() if cue == "ice")
     accuracy = sidecar["training"]["valid_accuracy"]
     print(f"BAR time:     {total:.1f} s  (<= 180 s: {'PASS' if total <= 180 else 'FAIL'})")
     print(f"BAR accuracy: {accuracy:.3f} valid (>= 0.90: {'PASS' if accuracy >= 0.9 else 'FAIL'}); "
           f"trained {sidecar['training']['train_seconds']:.0f} s on {sidecar['training']['n_train']} images")
     top = per_species.index[0]
-    print(f"BAR shortcut: top of mean bg_score is {top} (ice species {ice_species}: "
-          f"{'PASS' if top == ice_species else 'FAIL'})")
-
+    print(f"BAR shortcut: top of mean bg_score is {top} (planted: "
+          f"{', '.join(f'{s}: {cue}' for s, cue in SHORTCUTS.items())}; {'PASS' if top in SHORTCUTS else 'FAIL'})")
 
 if __name__ == "__main__":
     main(keep="--keep" in sys.argv[1:])
