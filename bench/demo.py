@@ -83,5 +83,6 @@ def _bars(root: Path, out: Path, total: float) -> None:
     print(f"BAR shortcut: top of mean bg_score is {top} (planted: "
           f"{', '.join(f'{s}: {cue}' for s, cue in SHORTCUTS.items())}; {'PASS' if top in SHORTCUTS else 'FAIL'})")
 
+
 if __name__ == "__main__":
     main(keep="--keep" in sys.argv[1:])
