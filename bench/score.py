@@ -308,14 +308,20 @@ def run(net, x, how, bs=50):
     return torch.cat(logits), torch.cat(maps).numpy()
 
 
+def flat_photo(x, masks):
+    """Each photo reduced to its mean colour: what the model says of nothing at all (its default class)."""
+    return animal_only(x, torch.zeros_like(masks))
+
+
 def probs_edited(net, x, masks, pred, bs=50):
-    """Predicted-class probability with the animal painted over, and with only the animal left."""
-    out = {"without": [], "only": []}
+    """Predicted-class probability with the animal painted over, with only the animal left, and of the flat
+    photo."""
+    out = {"without": [], "only": [], "flat": []}
     m = torch.nn.functional.interpolate(torch.from_numpy(masks).float()[:, None], size=x.shape[-2:], mode="nearest")
     with torch.inference_mode():
         for i in range(0, len(x), bs):
             xs, ms, p = x[i:i + bs], m[i:i + bs], pred[i:i + bs]
-            for key, edit in (("without", without_animal), ("only", animal_only)):
+            for key, edit in (("without", without_animal), ("only", animal_only), ("flat", flat_photo)):
                 prob = torch.softmax(net(edit(xs, ms)), 1)
                 out[key].append(prob[torch.arange(len(p)), p])
     return {k: torch.cat(v).numpy() for k, v in out.items()}
@@ -372,6 +378,11 @@ def shortcut_and_agreement(net, sidecar, folder, truth, masks, auto):
         print(f"  {sp[0]:20s} shortcut={sp[1]!s:5s} n={len(g):3d}  median bg_score {g.s.median():.2f}  "
               f"prob without animal {g.p.median():.2f}")
     bar("causal check agrees: AUC of prob without the animal", auc_c, ">= 0.90", auc_c >= 0.9)
+    lift = probs["without"] - probs["flat"]
+    print(f"the same against a reference, the photo reduced to its mean colour (the model's default for "
+          f"empty water): prob without the animal minus prob of the flat photo, shortcut photos median "
+          f"{np.median(lift[cut]):.2f}, others {np.median(lift[~cut]):.2f}")
+    bar("  ... lift over the flat photo: AUC", roc_auc_score(cut, lift), "(reported)", True)
     seconds = time.perf_counter() - t
     return dict(x=x, label=label, pred=pred, maps=maps, on_true=on_true, on_auto=on_auto, probs=probs, seconds=seconds)
 
