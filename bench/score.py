@@ -45,7 +45,7 @@ from scipy.stats import spearmanr  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from whaleaudit import synth  # noqa: E402
-from whaleaudit.causal import animal_only, without_animal  # noqa: E402
+from whaleaudit.causal import animal_only, flat_photo, without_animal  # noqa: E402
 from whaleaudit.foreground import MASK_SIZE, METHOD, auto_foreground  # noqa: E402
 from whaleaudit.images import load_rgb, load_rgb_resized  # noqa: E402
 from whaleaudit.score import attention_scores, cell_coverage  # noqa: E402
@@ -308,11 +308,6 @@ def run(net, x, how, bs=50):
     return torch.cat(logits), torch.cat(maps).numpy()
 
 
-def flat_photo(x, masks):
-    """Each photo reduced to its mean colour: what the model says of nothing at all (its default class)."""
-    return animal_only(x, torch.zeros_like(masks))
-
-
 def probs_edited(net, x, masks, pred, bs=50):
     """Predicted-class probability with the animal painted over, with only the animal left, and of the flat
     photo."""
@@ -321,8 +316,9 @@ def probs_edited(net, x, masks, pred, bs=50):
     with torch.inference_mode():
         for i in range(0, len(x), bs):
             xs, ms, p = x[i:i + bs], m[i:i + bs], pred[i:i + bs]
-            for key, edit in (("without", without_animal), ("only", animal_only), ("flat", flat_photo)):
-                prob = torch.softmax(net(edit(xs, ms)), 1)
+            edits = {"without": without_animal(xs, ms), "only": animal_only(xs, ms), "flat": flat_photo(xs)}
+            for key, edited in edits.items():
+                prob = torch.softmax(net(edited), 1)
                 out[key].append(prob[torch.arange(len(p)), p])
     return {k: torch.cat(v).numpy() for k, v in out.items()}
 

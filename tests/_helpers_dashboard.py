@@ -60,6 +60,7 @@ def make_audit(root: Path, name: str = "small", n: int = 36, seed: int = 0) -> P
         "cam_entropy": rng.uniform(0, 1, n),
         "prob_without_animal": rng.uniform(0, 1, n),
         "prob_animal_only": rng.uniform(0, 1, n),
+        "prob_flat_photo": rng.uniform(0, 1, n),
     })
     frame.loc[1, "species_raw"] = MALICIOUS_SPECIES_RAW
     frame.loc[2, "individual_id"] = MALICIOUS_INDIVIDUAL

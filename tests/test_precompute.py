@@ -91,6 +91,36 @@ def test_causal_check_share_is_picked_by_image_id(tmp_path):
     assert open_audit(store).images["prob_without_animal"].isna().all()
 
 
+def test_causal_numbers_are_the_models_answers_for_the_edited_photos(tmp_path):
+    """Each stored causal probability equals the model's answer, for the predicted class, on that edit of the photo
+    as the model sees it (with the stored foreground); the flat photo is the reference for 'nothing here'."""
+    from whaleaudit.causal import animal_only, flat_photo, without_animal
+    from whaleaudit.images import load_rgb
+    from whaleaudit.model import load_model
+    from whaleaudit.precompute import model_input
+
+    dataset = load_dataset(tiny_dataset())
+    pth = tiny_model("cam").with_suffix(".pth")
+    audit = open_audit(precompute(dataset, pth, tmp_path / "a", causal=1.0, workers=0, progress=False))
+    model, info = load_model(pth)
+    mean, std = (torch.tensor(info["normalize"][k] if info["normalize"] else [v] * 3)[:, None, None]
+                 for k, v in (("mean", 0.0), ("std", 1.0)))
+    images = audit.images
+    checked = images["prob_without_animal"].notna().to_numpy()
+    assert checked.sum() >= len(images) // 2 and images.loc[checked, "prob_flat_photo"].notna().all()
+    rows = np.flatnonzero(checked)
+    x = torch.stack([model_input(load_rgb(dataset.image_root / images["path"][i]), info["size"], mean, std)
+                     for i in rows])
+    masks = torch.from_numpy(np.stack([audit.mask(i) for i in rows])).float()[:, None]
+    masks = torch.nn.functional.interpolate(masks, size=x.shape[-2:], mode="nearest")
+    pred = torch.from_numpy(images["pred_idx"].to_numpy()[rows])
+    with torch.no_grad():
+        for column, edited in (("prob_without_animal", without_animal(x, masks)),
+                               ("prob_animal_only", animal_only(x, masks)), ("prob_flat_photo", flat_photo(x))):
+            expected = torch.softmax(model(edited), dim=1)[torch.arange(len(rows)), pred].numpy()
+            np.testing.assert_allclose(images[column].to_numpy()[rows], expected, atol=1e-4, err_msg=column)
+
+
 RUN = """
 from whaleaudit.dataset import load_dataset
 from whaleaudit.precompute import precompute

@@ -148,6 +148,21 @@ def test_missing_folder_and_missing_file(tmp_path):
         open_audit(store)
 
 
+def test_an_audit_written_before_a_later_column_reads_it_as_not_computed(tmp_path):
+    import pyarrow.parquet as pq
+
+    from whaleaudit.store import LATER_COLUMNS
+
+    store = write(tmp_path / "audit")
+    older = pq.read_table(store / IMAGES).to_pandas().drop(columns=list(LATER_COLUMNS))
+    older.to_parquet(store / IMAGES, index=False)
+    images = open_audit(store).images
+    assert all(images[c].isna().all() for c in LATER_COLUMNS) and set(IMAGE_COLUMNS) <= set(images.columns)
+    older.drop(columns=["bg_score"]).to_parquet(store / IMAGES, index=False)
+    with pytest.raises(StoreError, match="bg_score"):   # any other column is still required
+        open_audit(store)
+
+
 def test_shape_disagreeing_with_the_manifest(tmp_path):
     store = write(tmp_path / "audit")
     np.save(store / PROBS, np.zeros((5, 3), np.float32))

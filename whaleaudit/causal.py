@@ -5,7 +5,8 @@ the edges of the hole by push-pull interpolation (a Gaussian-like pyramid of the
 down to fill what is missing; Gortler et al. 1996). A model that still gives the species high probability
 on that photo is using the background: direct evidence of a shortcut, whatever its map shows.
 ``animal_only`` keeps the animal and replaces everything else by the photo's mean background colour: the
-probability it still gets says whether the animal alone carries the prediction.
+probability it still gets says whether the animal alone carries the prediction. ``flat_photo`` is the
+reference: the photo reduced to its mean colour, what the model says of nothing at all.
 
 Both work on the batch exactly as fed to the model (normalised, ``[B, 3, H, W]``) with masks ``[B, 1, H, W]``
 in 0..1, and grow the mask by ``grow`` pixels first: a mask cut at 64 px misses the animal's rim, and a rim
@@ -68,3 +69,13 @@ def animal_only(x: Tensor, masks: Tensor, grow: int = GROW, fill: float | None =
         total = background.sum(dim=(2, 3), keepdim=True)
         fill = (x * background).sum(dim=(2, 3), keepdim=True) / total.clamp(min=1)
     return x * m + fill * (1 - m)
+
+
+def flat_photo(x: Tensor) -> Tensor:
+    """Each photo reduced to its own mean colour: the model's answer for it is its default for "nothing here".
+
+    The reference for :func:`without_animal`: a model that calls any empty water "bottlenose dolphin" keeps
+    that probability with the animal painted over for every dolphin photo, shortcut or not. Only a probability
+    well above the flat photo's says the background itself carries the species.
+    """
+    return x.mean(dim=(2, 3), keepdim=True).expand_as(x)

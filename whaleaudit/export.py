@@ -13,7 +13,8 @@ import pandas as pd
 EXPORT_COLUMNS = [
     "image", "path", "species_raw", "species", "individual_id", "prediction", "prob_pred", "prob_true", "loss",
     "bg_score", "bg_share", "bg_score_true", "bg_share_true", "peak_on_animal", "cam_entropy",
-    "prob_without_animal", "prob_animal_only", "fg_source", "fg_area", "reason", "note", "who", "when",
+    "prob_without_animal", "prob_animal_only", "prob_flat_photo", "fg_source", "fg_area",
+    "reason", "note", "who", "when",
 ]
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")

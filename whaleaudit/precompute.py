@@ -3,7 +3,8 @@
 Per image: prediction, probabilities, loss, the raw map of every class (:mod:`whaleaudit.cam`), the foreground
 estimate, the background-attention scores of the predicted and the labelled class (:mod:`whaleaudit.score`)
 and, for a deterministic share of the images, the causal check (:mod:`whaleaudit.causal`): the predicted
-class's probability with the animal painted out, and with only the animal left.
+class's probability with the animal painted out, with only the animal left, and for the photo reduced to its
+mean colour (the model's default, the reference for the first).
 
 Resumable: the images are cut into fixed chunks of whole batches, and each chunk is written through
 :class:`whaleaudit.store.StoreWriter` once complete. A run killed anywhere restarts at the first unfinished
@@ -34,7 +35,7 @@ from PIL import Image
 
 from . import __version__
 from .cam import cam_method, fast_dtype, for_inference, predict_with_maps, split
-from .causal import animal_only, without_animal
+from .causal import animal_only, flat_photo, without_animal
 from .dataset import Dataset
 from .errors import ImageError, WhaleAuditError
 from .foreground import MASK_SIZE, ForegroundProvider
@@ -264,17 +265,18 @@ def _audit_batch(model, batch: dict, device, dtype, stats, labels: np.ndarray, i
     on_true = attention_scores(maps_np[np.arange(len(idx)), label_np.clip(min=0)], masks,
                                has_mask & (label_np >= 0))
 
-    prob_without, prob_only = np.full(len(idx), np.nan), np.full(len(idx), np.nan)
+    prob_without, prob_only, prob_flat = (np.full(len(idx), np.nan) for _ in range(3))
     check = has_mask & in_causal[idx]
     if check.any():
         sel = torch.as_tensor(np.flatnonzero(check), device=device)
         fg = F.interpolate(batch["mask"][check].float()[:, None].to(device), size=(size, size), mode="nearest")
         xs = x[sel]
-        edited = torch.cat([without_animal(xs, fg), animal_only(xs, fg)]).contiguous(memory_format=torch.channels_last)
+        edited = torch.cat([without_animal(xs, fg), animal_only(xs, fg), flat_photo(xs)])
+        edited = edited.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             p = torch.softmax(model(edited).float(), dim=1)
-        p_pred = p[torch.arange(len(p), device=device), pred[sel].repeat(2)].cpu().numpy()
-        prob_without[check], prob_only[check] = p_pred[: len(sel)], p_pred[len(sel):]
+        p_pred = p[torch.arange(len(p), device=device), pred[sel].repeat(3)].cpu().numpy().reshape(3, -1)
+        prob_without[check], prob_only[check], prob_flat[check] = p_pred
 
     nan = np.where(ok, 1.0, np.nan)
     result = {
@@ -288,7 +290,7 @@ def _audit_batch(model, batch: dict, device, dtype, stats, labels: np.ndarray, i
         "bg_share": on_pred["bg_share"], "bg_score": on_pred["bg_score"],
         "bg_share_true": on_true["bg_share"], "bg_score_true": on_true["bg_score"],
         "peak_on_animal": on_pred["peak_on_animal"], "cam_entropy": on_pred["cam_entropy"] * nan,
-        "prob_without_animal": prob_without, "prob_animal_only": prob_only,
+        "prob_without_animal": prob_without, "prob_animal_only": prob_only, "prob_flat_photo": prob_flat,
     }
     return result
 
@@ -308,7 +310,7 @@ def _rows(frame: pd.DataFrame, r: dict, labels: np.ndarray, classes: list[str], 
         "correct": r["ok"] & (prediction == part["species"].to_numpy(dtype=object)),
         "fg_source": r["fg_source"], "fg_area": r["fg_area"],
         **{c: r[c] for c in ("bg_share", "bg_score", "bg_share_true", "bg_score_true", "peak_on_animal",
-                             "cam_entropy", "prob_without_animal", "prob_animal_only")},
+                             "cam_entropy", "prob_without_animal", "prob_animal_only", "prob_flat_photo")},
     })
     float_columns = rows.columns[rows.columns.get_loc("prob_pred"):].drop(["correct", "fg_source"])
     rows[float_columns] = rows[float_columns].astype(np.float64)

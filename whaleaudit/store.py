@@ -66,7 +66,10 @@ IMAGE_COLUMNS = [
     "cam_entropy",  # spread of the positive evidence, 0 (one cell) .. 1 (uniform)
     "prob_without_animal",  # causal check: predicted-class prob with the animal replaced by background
     "prob_animal_only",  # predicted-class prob with the background removed
+    "prob_flat_photo",  # predicted-class prob of the photo reduced to its mean colour (the model's default)
 ]
+#: Columns added after schema 1 was written: an audit without them reads them as NaN (not computed).
+LATER_COLUMNS = ("prob_flat_photo",)
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -285,6 +288,9 @@ def open_audit(store) -> Audit:
     for what, (got, want) in expected.items():
         if got != want:
             raise StoreError(f"{store}: {what} has shape {got}, the manifest says {want}. {rebuild}")
+    for column in LATER_COLUMNS:
+        if column not in images.columns:
+            images[column] = np.nan
     missing = [c for c in IMAGE_COLUMNS if c not in images.columns]
     if missing:
         raise StoreError(f"{store / IMAGES}: columns {missing} are missing. {rebuild}")

@@ -327,6 +327,8 @@ MEASURES = {
     "fg_area": "share of the photo covered by the foreground estimate",
     "prob_without_animal": "predicted-class probability with the animal replaced by background",
     "prob_animal_only": "predicted-class probability with the background removed",
+    "prob_flat_photo": "predicted-class probability for the photo reduced to its mean colour: the model's "
+                       "default; prob_without_animal well above it means the background carries the species",
 }
 
 
