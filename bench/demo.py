@@ -63,12 +63,14 @@ def _bars(root: Path, out: Path, total: float) -> None:
     per_species = frame.groupby("species").agg(
         images=("image", "size"), cue=("has_shortcut", "mean"), bg_score=("bg_score", "mean"),
         bg_share=("bg_share", "mean"), peak_on_animal=("peak_on_animal", "mean"),
-        prob_without_animal=("prob_without_animal", "mean")).sort_values("bg_score", ascending=False)
+        prob_without_animal=("prob_without_animal", "mean"), prob_flat_photo=("prob_flat_photo", "mean"),
+    ).sort_values("bg_score", ascending=False)
     valid_acc = valid.groupby("species")["correct"].mean()
     print(table(["species", "planted cue", "share with cue", "valid acc", "mean bg_score", "mean bg_share",
-                 "peak on animal", "p(pred) without animal"],
+                 "peak on animal", "p(pred) without animal", "p(pred) flat photo"],
                 [[s, SHORTCUTS.get(s, "-"), f"{r.cue:.2f}", f"{valid_acc.get(s, np.nan):.3f}", f"{r.bg_score:.3f}",
-                  f"{r.bg_share:.3f}", f"{r.peak_on_animal:.2f}", f"{r.prob_without_animal:.2f}"]
+                  f"{r.bg_share:.3f}", f"{r.peak_on_animal:.2f}", f"{r.prob_without_animal:.2f}",
+                  f"{r.prob_flat_photo:.2f}"]
                  for s, r in per_species.iterrows()]))
     by_cue = valid.groupby(["species", "has_shortcut"])["correct"].agg(accuracy="mean", images="size").reset_index()
     print("validation accuracy with and without the planted cue (shortcut species):")
