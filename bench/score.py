@@ -45,7 +45,7 @@ from scipy.stats import spearmanr  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from whaleaudit import synth  # noqa: E402
-from whaleaudit.causal import animal_only, flat_photo, without_animal  # noqa: E402
+from whaleaudit.causal import EDITS, edits  # noqa: E402
 from whaleaudit.foreground import MASK_SIZE, METHOD, auto_foreground  # noqa: E402
 from whaleaudit.images import load_rgb, load_rgb_resized  # noqa: E402
 from whaleaudit.score import attention_scores, cell_coverage  # noqa: E402
@@ -311,15 +311,14 @@ def run(net, x, how, bs=50):
 def probs_edited(net, x, masks, pred, bs=50):
     """Predicted-class probability with the animal painted over, with only the animal left, and of the flat
     photo."""
-    out = {"without": [], "only": [], "flat": []}
+    out = {name: [] for name in EDITS}
     m = torch.nn.functional.interpolate(torch.from_numpy(masks).float()[:, None], size=x.shape[-2:], mode="nearest")
     with torch.inference_mode():
         for i in range(0, len(x), bs):
             xs, ms, p = x[i:i + bs], m[i:i + bs], pred[i:i + bs]
-            edits = {"without": without_animal(xs, ms), "only": animal_only(xs, ms), "flat": flat_photo(xs)}
-            for key, edited in edits.items():
-                prob = torch.softmax(net(edited), 1)
-                out[key].append(prob[torch.arange(len(p)), p])
+            prob = torch.softmax(net(edits(xs, ms)), 1).view(len(EDITS), len(xs), -1)
+            for name, q in zip(EDITS, prob):
+                out[name].append(q[torch.arange(len(p)), p])
     return {k: torch.cat(v).numpy() for k, v in out.items()}
 
 
@@ -366,15 +365,15 @@ def shortcut_and_agreement(net, sidecar, folder, truth, masks, auto):
     bar("shortcut photos top the bg_score ranking: AUC (true masks)", auc, ">= 0.90", auc >= 0.9)
     bar("  ... the same with the automatic foreground: AUC", auc_auto, "(reported)", True)
     probs = probs_edited(net, x, masks, torch.from_numpy(pred))
-    auc_c = roc_auc_score(cut, probs["without"])
+    auc_c = roc_auc_score(cut, probs["prob_without_animal"])
     print(f"causal check (true masks): predicted-class probability with the animal painted over: "
-          f"shortcut photos median {np.median(probs['without'][cut]):.2f}, others {np.median(probs['without'][~cut]):.2f}; "
-          f"animal alone: {np.median(probs['only'][cut]):.2f} vs {np.median(probs['only'][~cut]):.2f}")
-    for sp, g in truth.assign(p=probs["without"], s=on_true["bg_score"]).groupby(["species", "has_shortcut"]):
+          f"shortcut photos median {np.median(probs['prob_without_animal'][cut]):.2f}, others {np.median(probs['prob_without_animal'][~cut]):.2f}; "
+          f"animal alone: {np.median(probs['prob_animal_only'][cut]):.2f} vs {np.median(probs['prob_animal_only'][~cut]):.2f}")
+    for sp, g in truth.assign(p=probs["prob_without_animal"], s=on_true["bg_score"]).groupby(["species", "has_shortcut"]):
         print(f"  {sp[0]:20s} shortcut={sp[1]!s:5s} n={len(g):3d}  median bg_score {g.s.median():.2f}  "
               f"prob without animal {g.p.median():.2f}")
     bar("causal check agrees: AUC of prob without the animal", auc_c, ">= 0.90", auc_c >= 0.9)
-    lift = probs["without"] - probs["flat"]
+    lift = probs["prob_without_animal"] - probs["prob_flat_photo"]
     print(f"the same against a reference, the photo reduced to its mean colour (the model's default for "
           f"empty water): prob without the animal minus prob of the flat photo, shortcut photos median "
           f"{np.median(lift[cut]):.2f}, others {np.median(lift[~cut]):.2f}")
@@ -478,7 +477,7 @@ def figure(folder, truth, masks, auto, base) -> None:
                    levels=[0.5], colors="cyan", linewidths=1)
         ax.set_title(f"{truth['species'].iloc[i].replace('_', ' ')}\nbg_score {s[i]:.2f}   bg_share "
                      f"{base['on_auto']['bg_share'][i]:.2f}\nP(species | animal painted over) "
-                     f"{base['probs']['without'][i]:.2f}", fontsize=7)
+                     f"{base['probs']['prob_without_animal'][i]:.2f}", fontsize=7)
         ax.axis("off")
     fig.tight_layout()
     path = ROOT / "docs" / "score_examples.png"

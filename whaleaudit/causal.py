@@ -79,3 +79,13 @@ def flat_photo(x: Tensor) -> Tensor:
     well above the flat photo's says the background itself carries the species.
     """
     return x.mean(dim=(2, 3), keepdim=True).expand_as(x)
+
+
+#: What the model is asked about each photo in the causal check, in the order :func:`edits` stacks them.
+EDITS = ("prob_without_animal", "prob_animal_only", "prob_flat_photo")
+
+
+def edits(x: Tensor, masks: Tensor) -> Tensor:
+    """The three edits of every photo, stacked ``[3B, 3, H, W]`` in :data:`EDITS` order: the animal painted out,
+    the animal alone, the flat photo. Split the model's answers with ``.view(3, B, ...)``."""
+    return torch.cat([without_animal(x, masks), animal_only(x, masks), flat_photo(x)])

@@ -35,7 +35,7 @@ from PIL import Image
 
 from . import __version__
 from .cam import cam_method, fast_dtype, for_inference, predict_with_maps, split
-from .causal import animal_only, flat_photo, without_animal
+from .causal import EDITS, edits
 from .dataset import Dataset
 from .errors import ImageError, WhaleAuditError
 from .foreground import MASK_SIZE, ForegroundProvider
@@ -265,18 +265,18 @@ def _audit_batch(model, batch: dict, device, dtype, stats, labels: np.ndarray, i
     on_true = attention_scores(maps_np[np.arange(len(idx)), label_np.clip(min=0)], masks,
                                has_mask & (label_np >= 0))
 
-    prob_without, prob_only, prob_flat = (np.full(len(idx), np.nan) for _ in range(3))
+    causal = {name: np.full(len(idx), np.nan) for name in EDITS}
     check = has_mask & in_causal[idx]
     if check.any():
         sel = torch.as_tensor(np.flatnonzero(check), device=device)
         fg = F.interpolate(batch["mask"][check].float()[:, None].to(device), size=(size, size), mode="nearest")
         xs = x[sel]
-        edited = torch.cat([without_animal(xs, fg), animal_only(xs, fg), flat_photo(xs)])
-        edited = edited.contiguous(memory_format=torch.channels_last)
+        edited = edits(xs, fg).contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             p = torch.softmax(model(edited).float(), dim=1)
-        p_pred = p[torch.arange(len(p), device=device), pred[sel].repeat(3)].cpu().numpy().reshape(3, -1)
-        prob_without[check], prob_only[check], prob_flat[check] = p_pred
+        p_pred = p[torch.arange(len(p), device=device), pred[sel].repeat(len(EDITS))].cpu().numpy()
+        for name, values in zip(EDITS, p_pred.reshape(len(EDITS), -1)):
+            causal[name][check] = values
 
     nan = np.where(ok, 1.0, np.nan)
     result = {
@@ -290,7 +290,7 @@ def _audit_batch(model, batch: dict, device, dtype, stats, labels: np.ndarray, i
         "bg_share": on_pred["bg_share"], "bg_score": on_pred["bg_score"],
         "bg_share_true": on_true["bg_share"], "bg_score_true": on_true["bg_score"],
         "peak_on_animal": on_pred["peak_on_animal"], "cam_entropy": on_pred["cam_entropy"] * nan,
-        "prob_without_animal": prob_without, "prob_animal_only": prob_only, "prob_flat_photo": prob_flat,
+        **causal,
     }
     return result
 
@@ -310,7 +310,7 @@ def _rows(frame: pd.DataFrame, r: dict, labels: np.ndarray, classes: list[str], 
         "correct": r["ok"] & (prediction == part["species"].to_numpy(dtype=object)),
         "fg_source": r["fg_source"], "fg_area": r["fg_area"],
         **{c: r[c] for c in ("bg_share", "bg_score", "bg_share_true", "bg_score_true", "peak_on_animal",
-                             "cam_entropy", "prob_without_animal", "prob_animal_only", "prob_flat_photo")},
+                             "cam_entropy", *EDITS)},
     })
     float_columns = rows.columns[rows.columns.get_loc("prob_pred"):].drop(["correct", "fg_source"])
     rows[float_columns] = rows[float_columns].astype(np.float64)
