@@ -97,14 +97,13 @@ def test_causal_numbers_are_the_models_answers_for_the_edited_photos(tmp_path):
     from whaleaudit.causal import animal_only, flat_photo, without_animal
     from whaleaudit.images import load_rgb
     from whaleaudit.model import load_model
-    from whaleaudit.precompute import model_input
+    from whaleaudit.precompute import _stats, model_input
 
     dataset = load_dataset(tiny_dataset())
     pth = tiny_model("cam").with_suffix(".pth")
     audit = open_audit(precompute(dataset, pth, tmp_path / "a", causal=1.0, workers=0, progress=False))
     model, info = load_model(pth)
-    mean, std = (torch.tensor(info["normalize"][k] if info["normalize"] else [v] * 3)[:, None, None]
-                 for k, v in (("mean", 0.0), ("std", 1.0)))
+    mean, std = _stats(info["normalize"], torch.device("cpu"))
     images = audit.images
     checked = images["prob_without_animal"].notna().to_numpy()
     assert checked.sum() >= len(images) // 2 and images.loc[checked, "prob_flat_photo"].notna().all()
