@@ -97,3 +97,17 @@ def test_batch_equals_one_by_one_for_any_map_size():
             single = _scores(cams[i:i + 1], masks[i:i + 1])
             for key, values in batch.items():
                 assert values[i] == pytest.approx(single[key][0], nan_ok=True)
+
+
+def test_several_classes_per_image_score_as_each_class_alone():
+    """The precompute scores the predicted and the labelled class in one call; each must equal its own call."""
+    rng = np.random.default_rng(5)
+    masks = np.stack([_mask(20, 24, 40, 44), _mask(16, 64, 0, 48), _mask(0, 0, 0, 0)])
+    cams = rng.normal(size=(3, 2, 4, 4))
+    cams[1, 1] = -1.0                                # no positive evidence: NaN, as alone
+    has_mask = np.array([True, True, False])
+    both = attention_scores(cams, masks, has_mask)
+    for k in range(2):
+        alone = attention_scores(cams[:, k], masks, has_mask)
+        for name, values in alone.items():
+            np.testing.assert_array_equal(both[name][:, k], values, err_msg=name)

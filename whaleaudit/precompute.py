@@ -261,9 +261,10 @@ def _audit_batch(model, batch: dict, device, dtype, stats, labels: np.ndarray, i
     has_mask = batch["has_mask"].numpy() & ok
     maps_np = maps.cpu().numpy()
     pred_np, label_np = pred.cpu().numpy(), labels[idx]
-    on_pred = attention_scores(maps_np[np.arange(len(idx)), pred_np], masks, has_mask)
-    on_true = attention_scores(maps_np[np.arange(len(idx)), label_np.clip(min=0)], masks,
-                               has_mask & (label_np >= 0))
+    rows_np = np.arange(len(idx))[:, None]
+    both = attention_scores(maps_np[rows_np, np.stack([pred_np, label_np.clip(min=0)], axis=1)], masks, has_mask)
+    on_pred = {name: v[:, 0] for name, v in both.items()}
+    on_true = {name: np.where(label_np >= 0, v[:, 1], np.nan) for name, v in both.items()}
 
     causal = {name: np.full(len(idx), np.nan) for name in EDITS}
     check = has_mask & in_causal[idx]

@@ -84,30 +84,35 @@ def ideal_on(soft: np.ndarray) -> np.ndarray:
 def attention_scores(cams: np.ndarray, masks: np.ndarray, has_mask: np.ndarray) -> dict[str, np.ndarray]:
     """Background attention of a batch of maps (see the module docstring for the formulas).
 
-    ``cams``: float ``[B, h, w]`` raw maps, one class per image. ``masks``: bool ``[B, M, M]`` foreground.
-    ``has_mask``: bool ``[B]``; where False the mask-based numbers are NaN. Returns float arrays of length B:
-    ``bg_share``, ``bg_score``, ``peak_on_animal``, ``cam_entropy``.
+    ``cams``: float ``[B, h, w]`` raw maps, one class per image, or ``[B, K, h, w]``, K classes per image (the
+    mask's coverages, most of the cost, are then computed once for all K). ``masks``: bool ``[B, M, M]``
+    foreground. ``has_mask``: bool ``[B]``; where False the mask-based numbers are NaN. Returns float arrays of
+    shape ``[B]`` (or ``[B, K]``): ``bg_share``, ``bg_score``, ``peak_on_animal``, ``cam_entropy``.
     """
     cams = np.asarray(cams, dtype=np.float64)
-    b, h, w = cams.shape
-    has_mask = np.asarray(has_mask, dtype=bool).reshape(b)
-    cover = cell_coverage(masks, (h, w)).reshape(b, -1)
-    soft = soft_coverage(masks, (h, w)).reshape(b, -1)
-    flat = cams.reshape(b, -1)
+    per_class = cams.ndim == 4
+    if not per_class:
+        cams = cams[:, None]
+    b, k, h, w = cams.shape
+    has_mask = np.asarray(has_mask, dtype=bool).reshape(b, 1)
+    cover = cell_coverage(masks, (h, w)).reshape(b, 1, -1)
+    soft = soft_coverage(masks, (h, w)).reshape(b, 1, -1)
+    flat = cams.reshape(b, k, -1)
     positive = np.maximum(flat, 0.0)
-    total = positive.sum(axis=1)
+    total = positive.sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        share = positive / total[:, None]
-        bg_share = 1.0 - (share * cover).sum(axis=1)
-        bg_score = np.clip(1.0 - (share * soft).sum(axis=1) / ideal_on(soft), 0.0, 1.0)
-        entropy = -(share * np.log(np.where(share > 0, share, 1.0))).sum(axis=1) / np.log(h * w)
-    peak = (cover[np.arange(b), flat.argmax(axis=1)] > 0).astype(np.float64)
-    usable = has_mask & (cover.max(axis=1) > 0)
+        share = positive / total[..., None]
+        bg_share = 1.0 - (share * cover).sum(axis=-1)
+        bg_score = np.clip(1.0 - (share * soft).sum(axis=-1) / ideal_on(soft), 0.0, 1.0)
+        entropy = -(share * np.log(np.where(share > 0, share, 1.0))).sum(axis=-1) / np.log(h * w)
+    peak = (np.take_along_axis(cover, flat.argmax(axis=-1)[..., None], axis=-1)[..., 0] > 0).astype(np.float64)
+    usable = has_mask & (cover.max(axis=-1) > 0)
     evidence = total > 0
     nan = np.nan
-    return {
+    scores = {
         "bg_share": np.where(usable & evidence, bg_share, nan),
         "bg_score": np.where(usable & evidence, bg_score, nan),
         "peak_on_animal": np.where(usable, peak, nan),
         "cam_entropy": np.where(evidence, entropy, nan) if h * w > 1 else np.where(evidence, 0.0, nan),
     }
+    return scores if per_class else {name: v[:, 0] for name, v in scores.items()}
