@@ -9,8 +9,9 @@ Steps (everything lands in bench/out/score; data and the model are cached there 
    from the true mask on maps built from the true masks with a cue elsewhere (no model needed).
 3. Fairness: maps built from the true masks (a model that looks only at the animal) must not be scored by
    the animal's size; the plain share is, for contrast.
-4. Trains a resnet18 (exact-CAM head, random weights) with :func:`whaleaudit.model.train` on the shortcut
-   set, once, and reads its maps on the test set: shortcut photos must top the ranking; the score from the
+4. Trains a narrow resnet18 (exact-CAM head, random weights) on the shortcut set, and another on a set without
+   planted cues, each with empty scenes that teach it that water alone is no species (see :func:`empty_scenes`),
+   once, and reads their maps on the test set: shortcut photos must top the ranking; the score from the
    automatic foreground must rank like the score from the true mask; the causal check must agree.
 5. Resolution: the 4x4 map at 128 px against 8x8 maps (the body run at 256 px; Grad-CAM at layer3).
 6. Real photos: the automatic foreground on 100 of the Happywhale photos, as contact sheets to inspect,
@@ -54,6 +55,8 @@ TRAIN = dict(n_per_species=100, size=128, seed=101)   # the cue-only set, see cu
 CONTROL = dict(n_per_species=100, size=128, seed=303, shortcut=False)   # no planted cue: only the animal tells
 TEST = dict(n_per_species=100, size=128, seed=202, shortcut=True)
 RECIPE = dict(epochs=20, lr=3e-3, bs=64, size=128, seed=0)
+EMPTY = dict(n=100, seed=404)   # empty scenes added to each model's training, see empty_scenes
+MODEL_VERSION = 2               # bump when the training data or recipe changes: cached models are retrained
 BARS = []   # (bar, value, rule, passed)
 
 
@@ -230,20 +233,52 @@ def cue_only_set(name: str, n_per_species: int, size: int, seed: int) -> tuple[P
     return folder, frame
 
 
+def empty_scenes(n: int, seed: int) -> tuple[Path, pd.DataFrame]:
+    """``n`` scenes without an animal, with the backgrounds of the species that carry no cue (ice 5%, watermark
+    3%, boats 15%); species "" (no species in particular).
+
+    A classifier has no answer for "nothing here" but one of its species. Trained without these, the cue-only
+    model called empty water "bottlenose dolphin" (probability 0.96 on a flat grey photo), so every dolphin photo
+    rested on water, shortcut or not: real background use, which the score rightly ranks high (shortcut AUC
+    0.76 with dolphins counted among the photos without a shortcut), but not the planted shortcut the bars are
+    about. Shown with a uniform target, the model learns that water alone is no species; the planted cues still
+    carry theirs, since they never appear in these scenes more often than with the other species.
+    """
+    folder = OUT / "empty"
+    if (folder / "labels.csv").exists():
+        return folder, pd.read_csv(folder / "labels.csv", keep_default_na=False)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        rng = np.random.default_rng([seed, i])
+        background = "ice" if rng.random() < 0.05 else "boat" if rng.random() < 0.15 else "water"
+        photo = synth.draw(rng, None, None, background=background, logo=rng.random() < 0.03, size=TRAIN["size"])
+        image = f"empty_{i:04d}.jpg"
+        cv2.imwrite(str(folder / "images" / image), photo.rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
+        rows.append((image, ""))
+    frame = pd.DataFrame(rows, columns=["image", "species"])
+    frame.to_csv(folder / "labels.csv", index=False)
+    return folder, frame
+
+
 def model(name: str, make):
     """:func:`narrow_resnet18`, random init, trained on the photos ``make()`` returns (folder, frame with image and
-    species) with a plain torch loop (any torch device); trained once, then cached as ``model/<name>.pt``.
-    Returns (model in eval mode, sidecar-like dict)."""
+    species) and :func:`empty_scenes` (target: every species alike) with a plain torch loop (any torch device);
+    trained once, then cached as ``model/<name>-v<MODEL_VERSION>.pt``. Returns (model in eval mode, sidecar-like
+    dict)."""
     classes = sorted(synth.SPECIES)
     sidecar = {"classes": classes, "normalize": None}
     net = narrow_resnet18(len(classes))
-    path = OUT / "model" / f"{name}.pt"
+    path = OUT / "model" / f"{name}-v{MODEL_VERSION}.pt"
     if path.exists():
         net.load_state_dict(torch.load(path, weights_only=True))
         return net.eval(), sidecar
-    folder, truth = make()
-    x = batch(folder, truth, RECIPE["size"], sidecar)
-    y = torch.tensor(truth["species"].map({c: i for i, c in enumerate(classes)}).to_numpy(dtype=np.int64))
+    parts = [make(), empty_scenes(**EMPTY)]
+    x = torch.cat([batch(folder, frame, RECIPE["size"], sidecar) for folder, frame in parts])
+    index = pd.concat([frame["species"] for _, frame in parts]).map({c: i for i, c in enumerate(classes)})
+    y = torch.full((len(index), len(classes)), 1 / len(classes))     # soft targets: empty scenes stay uniform
+    known = index.notna().to_numpy()
+    y[known] = torch.nn.functional.one_hot(torch.from_numpy(index[known].to_numpy(dtype=np.int64).copy()), len(classes)).float()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(RECIPE["seed"])
     net = net.to(device).train()
@@ -265,7 +300,7 @@ def model(name: str, make):
             sched.step()
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(net.cpu().state_dict(), path)
-    print(f"\ntrained the {name} model ({len(x)} photos, {RECIPE['epochs']} epochs) on {device.type} "
+    print(f"\ntrained the {name} model ({len(x)} photos, {(~known).sum()} of them empty scenes, {RECIPE['epochs']} epochs) on {device.type} "
           f"in {time.perf_counter() - t:.0f} s")
     return net.eval(), sidecar
 

@@ -138,3 +138,12 @@ def test_no_shortcut_gives_every_species_the_same_scenes(tmp_path):
 def test_rejects_nonsense_sizes(tmp_path):
     with pytest.raises(ValueError, match="n_per_species"):
         synth.make_dataset(tmp_path, n_per_species=0)
+
+
+def test_a_scene_can_be_drawn_without_an_animal():
+    """The empty scenes that teach a model "no species in particular": same water, ice and boats, no animal."""
+    rng = np.random.default_rng(3)
+    photo = synth.draw(rng, None, None, background="ice", logo=False, size=96)
+    assert photo.rgb.shape == (96, 96, 3) and not photo.mask.any()
+    rgb = photo.rgb.astype(np.int16)
+    assert ((rgb.min(2) > 170) & (rgb.max(2) - rgb.min(2) < 60)).mean() > 0.02   # the ice is there

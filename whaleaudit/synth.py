@@ -380,8 +380,9 @@ def _logo(rng, rgb: np.ndarray) -> None:
     _blend(rgb, layer, 1.0, opacity=rng.uniform(0.6, 0.9))
 
 
-def draw(rng, species: str, ind: dict, *, background: str, logo: bool, size: int = 128) -> Drawn:
-    """Draw one photo of ``species`` on ``background`` ("water", "ice" or "boat")."""
+def draw(rng, species: str | None, ind: dict | None, *, background: str, logo: bool, size: int = 128) -> Drawn:
+    """Draw one photo of ``species`` on ``background`` ("water", "ice" or "boat"); ``species=None`` draws the
+    scene without an animal (an empty mask): what a model should call no species in particular."""
     s = size
     sky = rng.random() < 0.35
     horizon = rng.uniform(0.12, 0.4) if sky else rng.uniform(-0.6, -0.05)
@@ -395,8 +396,11 @@ def draw(rng, species: str, ind: dict, *, background: str, logo: bool, size: int
         _ice(rng, rgb, horizon)
     elif background == "boat":
         _boat(rng, rgb, horizon)
-    mask, (cx, wl, length) = _animal(rng, rgb, species, ind, horizon, near=background == "ice")
-    foam = rng.random() < 0.4
+    if species is None:
+        mask, foam = np.zeros((s, s), bool), False
+    else:
+        mask, (cx, wl, length) = _animal(rng, rgb, species, ind, horizon, near=background == "ice")
+        foam = rng.random() < 0.4
     if foam:
         mask &= _foam(rng, rgb, cx, wl, length) < 128
     if logo:
