@@ -135,6 +135,18 @@ def test_readable_rows_names_what_it_leaves_out(tmp_path):
     assert isinstance(frame, pd.DataFrame) and frame.index.tolist() == list(range(5))
 
 
+def test_an_image_over_the_pixel_limit_is_left_out_not_trained_as_black(tmp_path, monkeypatch):
+    """Pillow only warns between its pixel limit and twice it; decoding refuses such an image (it would train
+    as a black square), so the check before training must refuse it too."""
+    from PIL import Image
+
+    labels = make_dataset(tmp_path, n_per_species=3)            # 48 x 60 = 2,880 pixels each
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)       # 2,000 < 2,880 < 4,000: the warning zone
+    with pytest.warns(UserWarning, match=r"6 of 6 images .*000000\.jpg \(000000\.jpg: too many pixels"):
+        frame, dropped = readable_rows(load_dataset(labels))
+    assert frame.empty and dropped["count"] == 6
+
+
 def test_bad_training_arguments_are_refused_before_any_work(tmp_path):
     dataset = load_dataset(tiny_dataset())
     with pytest.raises(ModelError, match="head='vgg'"):

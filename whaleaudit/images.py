@@ -15,6 +15,7 @@ Choices:
 from __future__ import annotations
 
 import codecs
+import contextlib
 import functools
 import os
 import warnings
@@ -68,20 +69,34 @@ def load_rgb_resized(path: Path, size: int) -> np.ndarray:
     return _decode(Path(path), size)
 
 
+def check_image(path: Path) -> None:
+    """Open only the header (cheap) under the rules decoding follows; :class:`ImageError` where it would fail
+    there before the pixels: missing, not an image, over the pixel limit (a truncated body passes)."""
+    path = Path(path)
+    with _reading(path), Image.open(path):
+        pass
+
+
 def _decode(path: Path, size: int | None) -> np.ndarray:
+    with _reading(path), Image.open(path) as im:
+        if size:
+            im.draft("RGB", (size, size))
+        im.load()
+        ImageOps.exif_transpose(im, in_place=True)
+        rgb = _to_rgb(im)
+        if size and rgb.size != (size, size):
+            rgb = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+        return np.array(rgb)
+
+
+@contextlib.contextmanager
+def _reading(path: Path):
     """The one boundary: Pillow, numpy and OS errors leave it only as ImageError."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                if size:
-                    im.draft("RGB", (size, size))
-                im.load()
-                ImageOps.exif_transpose(im, in_place=True)
-                rgb = _to_rgb(im)
-                if size and rgb.size != (size, size):
-                    rgb = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
-                return np.array(rgb)
+            yield
+        return
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

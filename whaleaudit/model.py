@@ -37,7 +37,7 @@ from torch import nn
 from . import __version__
 from .dataset import Dataset, stratified_split
 from .errors import ImageError, ModelError
-from .images import load_rgb, resolve_image
+from .images import check_image, load_rgb, resolve_image
 from .store import write_json
 
 log = logging.getLogger(__name__)
@@ -70,9 +70,12 @@ def train(dataset: Dataset, *, out: Path | None = None, epochs: int = 10, lr: fl
     ``freeze_epochs`` is fine_tune's head-only warm-up; from random weights there is nothing worth keeping
     frozen, and 0 spends that epoch on the whole network (the demo does). ``progress`` is True (fastai's bars),
     False (silent) or a callable taking the fraction of training batches done (a dashboard's progress bar).
+    The network trains in channels_last memory layout (fastai's ``ChannelsLast``, still fp32): the demo's 6
+    epochs took 194 s instead of 207 s on the 2-core CPU.
     Returns the fastai Learner; the files land at ``out`` (default ``models/<dataset>-resnet18-<head>.pkl``).
     """
     with quiet_import():
+        from fastai.callback.channelslast import ChannelsLast
         from fastai.vision.all import (Callback, CategoryBlock, ColReader, DataBlock, ImageBlock, IndexSplitter,
                                        Normalize, Recorder, Resize, ResizeMethod, accuracy, aug_transforms,
                                        resnet18, set_seed, vision_learner)
@@ -138,7 +141,7 @@ def train(dataset: Dataset, *, out: Path | None = None, epochs: int = 10, lr: fl
             quiet.enter_context(learn.no_bar())
             quiet.enter_context(learn.no_logging())
         learn.fine_tune(epochs, lr, freeze_epochs=freeze_epochs, lr_mult=100 if body_weights is not None else 1,
-                        cbs=[EpochLog()] + ([BatchProgress()] if callable(progress) else []))
+                        cbs=[EpochLog(), ChannelsLast()] + ([BatchProgress()] if callable(progress) else []))
     seconds = time.perf_counter() - start
 
     sidecar = {
@@ -217,17 +220,14 @@ class ReadImage:
 
 def readable_rows(dataset: Dataset):
     """The rows whose image exists and opens (header only: cheap), and ``{"count", "first"}`` of the others."""
-    from PIL import Image
-
     frame = dataset.frame
     ok = ~dataset.missing_images()
     reasons = {}
     for i in np.flatnonzero(ok):
         path = frame["path"].iat[i]
         try:
-            with Image.open(resolve_image(dataset.image_root, path)):
-                pass
-        except (ImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+            check_image(resolve_image(dataset.image_root, path))
+        except ImageError as e:
             ok[i] = False
             reasons[path] = str(e)
     bad = frame["path"][~ok].tolist()
