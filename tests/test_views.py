@@ -207,3 +207,14 @@ def test_unreadable_vanished_and_escaping_photos_raise_image_error(audit, tmp_pa
     os.symlink(outside, link)
     with pytest.raises(ImageError, match="symbolic link"):
         overlays.jpeg(0, 0, 64)
+
+
+def test_the_score_card_says_when_the_causal_check_did_not_run():
+    """The demo checks a quarter of its photos: "n/a" alone would read as a failure."""
+    from whaleaudit.views import MEASURES, NOT_CHECKED, score_card
+
+    row = pd.Series({m: 0.5 for m in MEASURES} | {"fg_source": "auto", "prob_without_animal": np.nan,
+                                                   "prob_flat_photo": np.nan, "bg_share": np.nan})
+    card = score_card(row).set_index("measure")["value"]
+    assert card["prob_without_animal"] == card["prob_flat_photo"] == NOT_CHECKED
+    assert card["prob_animal_only"] == "0.500" and card["bg_share"] == "n/a" and card["fg_source"] == "auto"

@@ -332,11 +332,16 @@ MEASURES = {
 }
 
 
+#: What "n/a" means for the causal check's numbers: an audit may check only a share of its images.
+NOT_CHECKED = "not checked: outside the causal check's sample (see the audit's causal share), or no foreground"
+
+
 def score_card(row: pd.Series) -> pd.DataFrame:
     """The stored measures of one image as text, each with what it means."""
     measures = dict(MEASURES, fg_source="where the foreground estimate comes from: box, mask, auto or none")
-    return pd.DataFrame({"measure": list(measures), "value": [_text(row[m]) for m in measures],
-                         "meaning": list(measures.values())})
+    values = [NOT_CHECKED if m.startswith("prob_") and pd.isna(row[m]) else _text(row[m])   # the causal three
+              for m in measures]
+    return pd.DataFrame({"measure": list(measures), "value": values, "meaning": list(measures.values())})
 
 
 def _text(value) -> str:
