@@ -143,6 +143,7 @@ def train(dataset: Dataset, *, out: Path | None = None, epochs: int = 10, lr: fl
         learn.fine_tune(epochs, lr, freeze_epochs=freeze_epochs, lr_mult=100 if body_weights is not None else 1,
                         cbs=[EpochLog(), ChannelsLast()] + ([BatchProgress()] if callable(progress) else []))
     seconds = time.perf_counter() - start
+    learn.model.to(memory_format=torch.contiguous_format)  # exported as loaded from the .pth: the same sums
 
     sidecar = {
         "format": SIDECAR_FORMAT, "arch": ARCH, "head": head, "classes": [str(c) for c in dls.vocab],
