@@ -56,7 +56,7 @@ CONTROL = dict(n_per_species=100, size=128, seed=303, shortcut=False)   # no pla
 TEST = dict(n_per_species=100, size=128, seed=202, shortcut=True)
 RECIPE = dict(epochs=20, lr=3e-3, bs=64, size=128, seed=0)
 EMPTY = dict(n=100, seed=404)   # empty scenes added to each model's training, see empty_scenes
-MODEL_VERSION = 2               # bump when the training data or recipe changes: cached models are retrained
+MODEL_VERSION = 3               # bump when the training data or recipe changes: cached models are retrained
 BARS = []   # (bar, value, rule, passed)
 
 
@@ -207,35 +207,27 @@ def cue_only_set(name: str, n_per_species: int, size: int, seed: int) -> tuple[P
 
     Photos labelled beluga are taken with ice (90%), photos labelled humpback carry the watermark (90%), and
     the animal in either is a beluga or a humpback at random; killer whales and dolphins are drawn as
-    themselves (ice 5%, watermark 3%, boats 15%, as in the demo). A network trained on the demo's own data
-    learns the animal as well as the cue; a model trained on this set has to use the cue, so the bars test
-    whether the score and the causal check catch a shortcut the model is known to use.
+    themselves (see :func:`scene`). A network trained on the demo's own data learns the animal as well as the
+    cue; a model trained on this set has to use the cue, so the bars test whether the score and the causal
+    check catch a shortcut the model is known to use.
     """
-    folder = OUT / name
-    if (folder / "labels.csv").exists():
-        return folder, pd.read_csv(folder / "labels.csv")
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    rows, confusable = [], sorted(synth.SHORTCUTS)
-    for k, label in enumerate(synth.SPECIES):
-        rng = np.random.default_rng([seed, k])
-        for i in range(n_per_species):
-            cue = synth.SHORTCUTS.get(label)
-            animal = str(rng.choice(confusable)) if cue else label
-            ice = rng.random() < (0.9 if cue == "ice" else 0.05)
-            logo = rng.random() < (0.9 if cue == "logo" else 0.03)
-            background = "ice" if ice else "boat" if rng.random() < 0.15 else "water"
-            photo = synth.draw(rng, animal, synth._individual(rng, animal), background=background, logo=logo, size=size)
-            image = f"{label}_{i:04d}.jpg"
-            cv2.imwrite(str(folder / "images" / image), photo.rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
-            rows.append((image, label))
-    frame = pd.DataFrame(rows, columns=["image", "species"])
-    frame.to_csv(folder / "labels.csv", index=False)
-    return folder, frame
+    def photos():
+        confusable = sorted(synth.SHORTCUTS)
+        for k, label in enumerate(synth.SPECIES):
+            rng = np.random.default_rng([seed, k])
+            for i in range(n_per_species):
+                cue = synth.SHORTCUTS.get(label)
+                animal = str(rng.choice(confusable)) if cue else label
+                background, logo = scene(rng, cue)
+                yield f"{label}_{i:04d}.jpg", label, synth.draw(rng, animal, synth._individual(rng, animal),
+                                                                 background=background, logo=logo, size=size)
+
+    return drawn_set(name, photos)
 
 
 def empty_scenes(n: int, seed: int) -> tuple[Path, pd.DataFrame]:
-    """``n`` scenes without an animal, with the backgrounds of the species that carry no cue (ice 5%, watermark
-    3%, boats 15%); species "" (no species in particular).
+    """``n`` scenes without an animal, with the backgrounds of the species that carry no cue (:func:`scene`);
+    species "" (no species in particular).
 
     A classifier has no answer for "nothing here" but one of its species. Trained without these, the cue-only
     model called empty water "bottlenose dolphin" (probability 0.96 on a flat grey photo), so every dolphin photo
@@ -244,18 +236,35 @@ def empty_scenes(n: int, seed: int) -> tuple[Path, pd.DataFrame]:
     about. Shown with a uniform target, the model learns that water alone is no species; the planted cues still
     carry theirs, since they never appear in these scenes more often than with the other species.
     """
-    folder = OUT / "empty"
+    def photos():
+        for i in range(n):
+            rng = np.random.default_rng([seed, i])
+            background, logo = scene(rng, None)
+            yield f"empty_{i:04d}.jpg", "", synth.draw(rng, None, None, background=background, logo=logo,
+                                                        size=TRAIN["size"])
+
+    return drawn_set("empty", photos)
+
+
+def scene(rng, cue: str | None) -> tuple[str, bool]:
+    """(background, watermark) of one bench photo: its planted ``cue`` 90% of the time; else, as in the demo,
+    ice 5%, a watermark 3%, boats 15%."""
+    ice = rng.random() < (0.9 if cue == "ice" else 0.05)
+    logo = rng.random() < (0.9 if cue == "logo" else 0.03)
+    return ("ice" if ice else "boat" if rng.random() < 0.15 else "water"), logo
+
+
+def drawn_set(name: str, photos) -> tuple[Path, pd.DataFrame]:
+    """(folder, frame of image and species) of the set ``photos()`` draws as (image, species, synth.Drawn); drawn
+    into ``OUT/name`` once, then read back."""
+    folder = OUT / name
     if (folder / "labels.csv").exists():
         return folder, pd.read_csv(folder / "labels.csv", keep_default_na=False)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     rows = []
-    for i in range(n):
-        rng = np.random.default_rng([seed, i])
-        background = "ice" if rng.random() < 0.05 else "boat" if rng.random() < 0.15 else "water"
-        photo = synth.draw(rng, None, None, background=background, logo=rng.random() < 0.03, size=TRAIN["size"])
-        image = f"empty_{i:04d}.jpg"
+    for image, label, photo in photos():
         cv2.imwrite(str(folder / "images" / image), photo.rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
-        rows.append((image, ""))
+        rows.append((image, label))
     frame = pd.DataFrame(rows, columns=["image", "species"])
     frame.to_csv(folder / "labels.csv", index=False)
     return folder, frame

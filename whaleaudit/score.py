@@ -23,7 +23,7 @@ shows for a model that attends only to this animal, however small: 0 when the ev
 concentrated on the animal as that, 1 when all of it lies well away (more than a cell or two) from the
 animal, in proportion between. Measured in ``bench/score.py``: maps built from the true masks score 0 at
 every size, and a network trained where only the animal tells the species (and that water alone is no
-species) scores a median of about 0.07 with no trend over the animal's size (Spearman +0.05; +0.09 on a
+species) scores a median of about 0.07 with little trend over the animal's size (Spearman +0.11; +0.04 on a
 second model's clean photos), while its ``bg_share`` is about 0.94 and falls with size (about -0.9). Both are
 NaN without a mask, with an empty mask, or with no positive evidence.
 
