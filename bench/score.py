@@ -46,7 +46,7 @@ from scipy.stats import spearmanr  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from whaleaudit import synth  # noqa: E402
-from whaleaudit.causal import EDITS, edits  # noqa: E402
+from whaleaudit.causal import EDITS, edit_probabilities  # noqa: E402
 from whaleaudit.foreground import MASK_SIZE, METHOD, auto_foreground  # noqa: E402
 from whaleaudit.images import load_rgb, load_rgb_resized  # noqa: E402
 from whaleaudit.score import attention_scores, cell_coverage  # noqa: E402
@@ -360,9 +360,8 @@ def probs_edited(net, x, masks, pred, bs=50):
     with torch.inference_mode():
         for i in range(0, len(x), bs):
             xs, ms, p = x[i:i + bs], m[i:i + bs], pred[i:i + bs]
-            prob = torch.softmax(net(edits(xs, ms)), 1).view(len(EDITS), len(xs), -1)
-            for name, q in zip(EDITS, prob):
-                out[name].append(q[torch.arange(len(p)), p])
+            for name, q in zip(EDITS, edit_probabilities(net, xs, ms, p)):
+                out[name].append(q)
     return {k: torch.cat(v).numpy() for k, v in out.items()}
 
 

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+
+from .store import CAUSAL_COLUMNS
 
 GROW = 2  # pixels at the model's input size
 
@@ -82,10 +84,21 @@ def flat_photo(x: Tensor) -> Tensor:
 
 
 #: What the model is asked about each photo in the causal check, in the order :func:`edits` stacks them.
-EDITS = ("prob_without_animal", "prob_animal_only", "prob_flat_photo")
+EDITS = CAUSAL_COLUMNS
 
 
 def edits(x: Tensor, masks: Tensor) -> Tensor:
     """The three edits of every photo, stacked ``[3B, 3, H, W]`` in :data:`EDITS` order: the animal painted out,
     the animal alone, the flat photo. Split the model's answers with ``.view(3, B, ...)``."""
     return torch.cat([without_animal(x, masks), animal_only(x, masks), flat_photo(x)])
+
+
+def edit_probabilities(model: nn.Module, x: Tensor, masks: Tensor, classes: Tensor, *,
+                       dtype: torch.dtype = torch.float32) -> Tensor:
+    """``[len(EDITS), B]``: the model's probability of ``classes`` (one index per photo) on each edit of each
+    photo, in one forward pass over the stacked edits (bf16 autocast where ``dtype`` asks for it). Call it
+    inside ``torch.inference_mode``."""
+    edited = edits(x, masks).contiguous(memory_format=torch.channels_last)
+    with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        p = torch.softmax(model(edited).float(), dim=1)
+    return p[torch.arange(len(p), device=p.device), classes.repeat(len(EDITS))].view(len(EDITS), -1)

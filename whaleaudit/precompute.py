@@ -35,7 +35,7 @@ from PIL import Image
 
 from . import __version__
 from .cam import cam_method, fast_dtype, for_inference, predict_with_maps, split
-from .causal import EDITS, edits
+from .causal import EDITS, edit_probabilities
 from .dataset import Dataset
 from .errors import ImageError, WhaleAuditError
 from .foreground import MASK_SIZE, ForegroundProvider
@@ -271,12 +271,8 @@ def _audit_batch(model, batch: dict, device, dtype, stats, labels: np.ndarray, i
     if check.any():
         sel = torch.as_tensor(np.flatnonzero(check), device=device)
         fg = F.interpolate(batch["mask"][check].float()[:, None].to(device), size=(size, size), mode="nearest")
-        xs = x[sel]
-        edited = edits(xs, fg).contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            p = torch.softmax(model(edited).float(), dim=1)
-        p_pred = p[torch.arange(len(p), device=device), pred[sel].repeat(len(EDITS))].cpu().numpy()
-        for name, values in zip(EDITS, p_pred.reshape(len(EDITS), -1)):
+        p_pred = edit_probabilities(model, x[sel], fg, pred[sel], dtype=dtype).cpu().numpy()
+        for name, values in zip(EDITS, p_pred):
             causal[name][check] = values
 
     nan = np.where(ok, 1.0, np.nan)

@@ -68,6 +68,8 @@ IMAGE_COLUMNS = [
     "prob_animal_only",  # predicted-class prob with the background removed
     "prob_flat_photo",  # predicted-class prob of the photo reduced to its mean colour (the model's default)
 ]
+#: The causal check's columns (:mod:`whaleaudit.causal`), in the order its edits are stacked.
+CAUSAL_COLUMNS = ("prob_without_animal", "prob_animal_only", "prob_flat_photo")
 #: Columns added after schema 1 was written: an audit without them reads them as NaN (not computed).
 LATER_COLUMNS = ("prob_flat_photo",)
 

@@ -317,8 +317,8 @@ def _place(rng, s: int, horizon: float, lengths: tuple[float, float], near: bool
 
 
 def _animal(rng, rgb: np.ndarray, species: str, ind: dict, horizon: float, near: bool) -> tuple[np.ndarray, tuple]:
-    """Paint one animal into ``rgb`` (``near``: in the near water of an ice scene); returns (mask bool HxW, (centre x, waterline
-    y, length))."""
+    """Paint one animal into ``rgb`` (``near``: in the near water of an ice scene); returns
+    (mask bool HxW, (centre x, waterline y, length))."""
     s = rgb.shape[0]
     bodies, patches, colour = _animal_shapes(rng, species, ind)
     flip, tilt = rng.choice([-1.0, 1.0]), rng.uniform(-0.12, 0.12)

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from .store import CAUSAL_COLUMNS
+
 SCORE = "bg_score"
 #: Gallery orderings: label -> (column, worst first?). "Worst" is high attention, high loss, low confidence.
 SORTS = {
@@ -339,8 +341,7 @@ NOT_CHECKED = "not checked: outside the causal check's sample (see the audit's c
 def score_card(row: pd.Series) -> pd.DataFrame:
     """The stored measures of one image as text, each with what it means."""
     measures = dict(MEASURES, fg_source="where the foreground estimate comes from: box, mask, auto or none")
-    values = [NOT_CHECKED if m.startswith("prob_") and pd.isna(row[m]) else _text(row[m])   # the causal three
-              for m in measures]
+    values = [NOT_CHECKED if m in CAUSAL_COLUMNS and pd.isna(row[m]) else _text(row[m]) for m in measures]
     return pd.DataFrame({"measure": list(measures), "value": values, "meaning": list(measures.values())})
 
 
