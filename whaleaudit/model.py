@@ -382,9 +382,10 @@ def _load_weights(path: Path, classes):
                          f"({', '.join(sidecar['classes'][:5])}). Give the classes in the model's output order.")
     errors = []
     for head in heads:
-        model = build_model(head, len(sidecar["classes"]))
+        with torch.device("meta"):  # no random initialisation to throw away: every tensor comes from the file
+            model = build_model(head, len(sidecar["classes"]))
         try:
-            model.load_state_dict(state)
+            model.load_state_dict(state, assign=True)
         except RuntimeError as e:
             errors.append(f"{head} head: {str(e).splitlines()[-1].strip()[:200]}")
             continue
