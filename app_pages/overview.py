@@ -15,7 +15,13 @@ above = int(ctx.table.mask(frame, threshold=threshold).sum())
 cols = st.columns(5)
 cols[0].metric("Images", f"{stats['images']:,}")
 cols[1].metric("Species", stats["species"])
-cols[2].metric("Accuracy", f"{stats['accuracy']:.1%}")
+if stats["n_valid"]:
+    cols[2].metric("Validation accuracy", f"{stats['valid_accuracy']:.1%}",
+                   help=f"On the {stats['n_valid']:,} photos held out from training. On all photos, the training "
+                        f"ones included: {stats['accuracy']:.1%}.")
+else:
+    cols[2].metric("Accuracy, all photos", f"{stats['accuracy']:.1%}",
+                   help="The audit does not know which photos the model was trained on, so this may count them.")
 cols[3].metric("At or above threshold", f"{above:,}")
 cols[4].metric("Flagged", f"{int(frame['flagged'].sum()):,}")
 if stats["unreadable"]:

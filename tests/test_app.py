@@ -62,6 +62,8 @@ def test_overview_shows_the_audit_and_the_threshold_moves_the_counts(audit):
     assert at.title[0].value == "Overview · small"
     assert (metric(at, "Images"), metric(at, "Species")) == ("36", "3")
     frame = frame_of(audit)
+    held_out = frame[(frame["split"] == "valid") & (frame["status"] == "ok")]
+    assert metric(at, "Validation accuracy") == f"{held_out['correct'].mean():.1%}"
     at.slider(key="threshold@small").set_value(0.5).run()
     ok(at)
     assert metric(at, "At or above threshold") == str((frame["bg_score"] >= 0.5).sum())

@@ -53,6 +53,18 @@ def test_table_lookups_and_summary_match_the_frame(frame):
     assert table.where("species", ["beluga", "nope"]).tolist() == (frame["species"] == "beluga").tolist()
 
 
+def test_summary_counts_validation_accuracy_on_the_held_out_readable_photos_alone(frame):
+    stats = views.summary(frame)
+    readable = [r for r in frame.itertuples() if r.status == "ok"]
+    held_out = [r for r in readable if r.split == "valid"]
+    assert stats["n_valid"] == len(held_out) > 0 and stats["unreadable"] == len(frame) - len(readable)
+    assert stats["valid_accuracy"] == pytest.approx(sum(r.correct for r in held_out) / len(held_out))
+    assert stats["accuracy"] == pytest.approx(sum(r.correct for r in readable) / len(readable))
+    assert stats["valid_accuracy"] != pytest.approx(stats["accuracy"])  # the fixture's two differ: a real check
+    unknown = views.summary(frame.assign(split=""))  # a model trained elsewhere: no split known
+    assert unknown["n_valid"] == 0 and np.isnan(unknown["valid_accuracy"]) and unknown["accuracy"] == stats["accuracy"]
+
+
 def test_threshold_keeps_exactly_the_scores_at_or_above_it(frame):
     threshold = float(frame["bg_score"].dropna().sort_values().iloc[20])
     kept = views.filter_images(frame, threshold=threshold)

@@ -67,9 +67,19 @@ def score_range(frame: pd.DataFrame, score: str = SCORE) -> tuple[float, float]:
 
 
 def summary(frame: pd.DataFrame) -> dict:
+    """Counts and accuracies of the readable images: over all of them, and over the validation split alone.
+
+    Accuracy over all images counts the photos the model was trained on, so it flatters the model; the
+    validation accuracy is the honest one, NaN (with ``n_valid`` 0) when the audit does not know the split
+    (a model trained elsewhere)."""
     ok = frame["status"] == "ok"
+    valid = ok & (frame["split"] == "valid")
     return {"images": len(frame), "species": frame["species"].nunique(), "unreadable": int((~ok).sum()),
-            "accuracy": float(frame.loc[ok, "correct"].astype(bool).mean()) if ok.any() else float("nan")}
+            "accuracy": _accuracy(frame, ok), "n_valid": int(valid.sum()), "valid_accuracy": _accuracy(frame, valid)}
+
+
+def _accuracy(frame: pd.DataFrame, rows: pd.Series) -> float:
+    return float(frame.loc[rows, "correct"].astype(bool).mean()) if rows.any() else float("nan")
 
 
 def species_table(frame: pd.DataFrame, threshold: float | None = None, *, percentile: float = 90,
