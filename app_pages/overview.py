@@ -30,8 +30,10 @@ if stats["unreadable"]:
 
 st.subheader("Species")
 table = common.species_table(ctx)
+all_photos = st.column_config.NumberColumn("accuracy, all photos", format="percent")
+held_out = st.column_config.NumberColumn("validation accuracy", format="percent")
 picked = st.dataframe(table, hide_index=True, key="species_table", on_select="rerun", selection_mode="single-row",
-                      column_config={"accuracy": st.column_config.NumberColumn(format="percent")})
+                      column_config={"accuracy": all_photos, "validation accuracy": held_out})
 choice_col, button_col = st.columns([3, 1], vertical_alignment="bottom")
 species = choice_col.selectbox("Open a species", table["species"], key="overview_species")
 if button_col.button("Open its gallery", key="open_species"):

@@ -91,10 +91,17 @@ def test_species_table_counts_accuracy_scores_and_flags(frame):
     for species, rows in frame.groupby("species"):
         ok = rows[rows["status"] == "ok"]
         assert table.loc[species, "accuracy"] == pytest.approx(ok["correct"].mean())
+        held_out = ok[ok["split"] == "valid"]
+        assert table.loc[species, "validation accuracy"] == pytest.approx(held_out["correct"].mean(), nan_ok=True)
         assert table.loc[species, "mean bg_score"] == pytest.approx(rows["bg_score"].mean())
         assert table.loc[species, "p90 bg_score"] == pytest.approx(rows["bg_score"].quantile(0.9))
         assert table.loc[species, "above threshold"] == (rows["bg_score"] >= threshold).sum()
         assert table.loc[species, "flagged"] == rows["flagged"].sum()
+
+
+def test_species_table_leaves_validation_accuracy_empty_without_a_split(frame):
+    table = views.species_table(frame.assign(split=""))
+    assert table["validation accuracy"].isna().all() and table["accuracy"].notna().all()
 
 
 def test_confusion_matrix_counts_readable_images(frame):

@@ -84,18 +84,22 @@ def _accuracy(frame: pd.DataFrame, rows: pd.Series) -> float:
 
 def species_table(frame: pd.DataFrame, threshold: float | None = None, *, percentile: float = 90,
                   score: str = SCORE) -> pd.DataFrame:
-    """Per species: images, accuracy, mean and high-percentile background attention, how many pass the
-    threshold and how many are flagged (from the ``flagged`` column of :func:`with_flags`, if there).
-    Most frequent species first."""
+    """Per species: images, accuracy (on all readable photos, and on the validation photos alone: NaN where
+    the split is unknown), mean and high-percentile background attention, how many pass the threshold and
+    how many are flagged (from the ``flagged`` column of :func:`with_flags`, if there). Most frequent
+    species first."""
     flagged = frame["flagged"] if "flagged" in frame else pd.Series(False, index=frame.index)
     above = frame[score] >= threshold if threshold is not None else pd.Series(False, index=frame.index)
     ok = frame["status"] == "ok"
-    work = pd.DataFrame({"species": frame["species"], "score": frame[score],
-                         "correct": frame["correct"].astype(float).where(ok), "flagged": flagged, "above": above})
+    correct = frame["correct"].astype(float).where(ok)
+    work = pd.DataFrame({"species": frame["species"], "score": frame[score], "correct": correct,
+                         "valid_correct": correct.where(frame["split"] == "valid"), "flagged": flagged,
+                         "above": above})
     grouped = work.groupby("species", sort=False)
     table = pd.DataFrame({
         "images": grouped.size(),
         "accuracy": grouped["correct"].mean(),
+        "validation accuracy": grouped["valid_correct"].mean(),
         f"mean {score}": grouped["score"].mean(),
         f"p{percentile:g} {score}": grouped["score"].quantile(percentile / 100),
         "above threshold": grouped["above"].sum().astype(int),
