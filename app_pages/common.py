@@ -27,6 +27,7 @@ AUDITS_ENV = "WHALEAUDIT_AUDITS"
 PAGES = {name: f"app_pages/{name}.py" for name in ("overview", "species", "top_losses", "heatmap", "review")}
 CORRECTNESS = {"all": None, "correct": True, "wrong": False}
 FLAG_STATES = {"all": None, "flagged": True, "not flagged": False}
+SPLITS = {"all": None, "validation": "valid", "training": "train"}
 _CONTEXT = "_whaleaudit_context"
 
 
@@ -39,6 +40,7 @@ class Filters:
     species: tuple[str, ...]
     correct: bool | None
     flagged: bool | None
+    split: str | None
 
 
 @dataclass
@@ -72,7 +74,8 @@ class Context:
         """Which rows of :attr:`frame` the sidebar's filters keep (the species filter left out on request)."""
         f = self.filters
         return self.table.mask(self.frame, threshold=f.threshold if f.above_only else None,
-                               species=f.species if species else None, correct=f.correct, flagged=f.flagged)
+                               species=f.species if species else None, correct=f.correct, flagged=f.flagged,
+                               split=f.split)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -199,7 +202,12 @@ def _filters(name: str, table: views.Table) -> Filters:
                                      placeholder="all species")
     correct = st.sidebar.radio("Prediction", list(CORRECTNESS), horizontal=True, key=f"correct@{name}")
     flagged = st.sidebar.radio("Flag", list(FLAG_STATES), horizontal=True, key=f"flagged@{name}")
-    return Filters(threshold, above_only, tuple(species), CORRECTNESS[correct], FLAG_STATES[flagged])
+    split = "all"
+    if table.has_split:  # only an audit of a model WhaleAudit trained knows which photos were held out
+        split = st.sidebar.radio("Photos", list(SPLITS), horizontal=True, key=f"split@{name}",
+                                 help="validation: the photos held out from training, whose errors the model did "
+                                      "not learn around; training: the ones it was trained on.")
+    return Filters(threshold, above_only, tuple(species), CORRECTNESS[correct], FLAG_STATES[flagged], SPLITS[split])
 
 
 def sidebar() -> None:

@@ -170,6 +170,14 @@ def test_review_threshold_filter_flags_all_matching_and_exports_them_neutralised
     assert "No image matches" in ok(at).info[0].value
 
 
+def test_review_lists_only_the_held_out_photos_when_asked(audit):
+    at = start("review")
+    at.sidebar.radio(key="split@small").set_value("validation").run()
+    expected = views.sort_images(views.filter_images(frame_of(audit), split="valid"), "background attention")
+    assert ok(at).dataframe[0].value["image"].tolist() == expected["image"].tolist()
+    assert 0 < len(expected) < len(audit.images)
+
+
 def test_review_flags_the_selected_rows_only(audit):
     at = start("review")
     table = at.dataframe[0].value

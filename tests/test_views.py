@@ -83,6 +83,18 @@ def test_filters_combine(frame):
     assert len(views.filter_images(frame)) == len(frame) == len(views.filter_images(frame, species=[]))
 
 
+def test_split_filter_keeps_the_held_out_or_the_training_photos(frame):
+    table = views.Table(frame)
+    assert table.has_split and not views.Table(frame.assign(split="")).has_split
+    held_out = views.filter_images(frame, split="valid")
+    assert held_out["image"].tolist() == frame.loc[frame["split"] == "valid", "image"].tolist() != []
+    trained_on = views.filter_images(frame, split="train")
+    assert len(held_out) + len(trained_on) == len(frame)
+    wrong = views.filter_images(frame, split="valid", correct=False)
+    assert set(wrong["image"]) == {r.image for r in frame.itertuples()
+                                   if r.split == "valid" and r.status == "ok" and not r.correct}
+
+
 def test_species_table_counts_accuracy_scores_and_flags(frame):
     threshold = 0.5
     table = views.species_table(frame, threshold).set_index("species")

@@ -46,9 +46,10 @@ def with_flags(frame: pd.DataFrame, flags: pd.DataFrame) -> pd.DataFrame:
 
 
 def filter_images(frame: pd.DataFrame, *, threshold: float | None = None, species=None, correct: bool | None = None,
-                  flagged: bool | None = None) -> pd.DataFrame:
+                  flagged: bool | None = None, split: str | None = None) -> pd.DataFrame:
     """Rows matching every given filter (see :meth:`Table.mask`)."""
-    return frame[Table(frame).mask(frame, threshold=threshold, species=species, correct=correct, flagged=flagged)]
+    return frame[Table(frame).mask(frame, threshold=threshold, species=species, correct=correct, flagged=flagged,
+                                   split=split)]
 
 
 def default_threshold(frame: pd.DataFrame, score: str = SCORE, quantile: float = 0.9) -> float:
@@ -252,13 +253,14 @@ class Table:
         return chosen[codes]
 
     def mask(self, frame: pd.DataFrame, *, threshold: float | None = None, species=None, correct: bool | None = None,
-             flagged: bool | None = None) -> np.ndarray:
+             flagged: bool | None = None, split: str | None = None) -> np.ndarray:
         """Rows of ``frame`` (this table with flags) matching every given filter; ``None`` (or an empty species
         list) means "any".
 
         ``threshold`` keeps images whose background attention is at least the threshold (images without a score,
         e.g. unreadable ones or ones without a foreground, never pass it). ``correct`` keeps readable images only.
-        ``flagged`` needs the ``flagged`` column of :func:`with_flags`.
+        ``flagged`` needs the ``flagged`` column of :func:`with_flags`. ``split`` ("train" or "valid") keeps the
+        photos the model was trained on, or those held out (see :attr:`has_split`).
         """
         keep = np.ones(len(frame), dtype=bool)
         if threshold is not None:
@@ -269,7 +271,14 @@ class Table:
             keep &= (frame["correct"].to_numpy(dtype=bool) == correct) & self.readable
         if flagged is not None:
             keep &= frame["flagged"].to_numpy(dtype=bool) == flagged
+        if split is not None:
+            keep &= self.where("split", [split])
         return keep
+
+    @cached_property
+    def has_split(self) -> bool:
+        """Does the audit know which photos the model was trained on (a model WhaleAudit trained)?"""
+        return bool(self.where("split", ["valid"]).any())
 
     def with_loss(self, actual: str | None = None, predicted: str | None = None) -> np.ndarray:
         """Readable rows that have a loss, optionally of one cell of the confusion matrix."""
