@@ -205,8 +205,8 @@ def _filters(name: str, table: views.Table) -> Filters:
     split = "all"
     if table.has_split:  # only an audit of a model WhaleAudit trained knows which photos were held out
         split = st.sidebar.radio("Photos", list(SPLITS), horizontal=True, key=f"split@{name}",
-                                 help="validation: the photos held out from training, whose errors the model did "
-                                      "not learn around; training: the ones it was trained on.")
+                                 help="validation: the photos held out from training, where the model's errors "
+                                      "are honest ones; training: the photos it learnt from.")
     return Filters(threshold, above_only, tuple(species), CORRECTNESS[correct], FLAG_STATES[flagged], SPLITS[split])
 
 
