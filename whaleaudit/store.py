@@ -37,6 +37,10 @@ MASKS = "masks.npy"
 REVIEW = "review.sqlite"
 PROGRESS = "progress.json"
 
+#: The causal check's columns (:mod:`whaleaudit.causal`), in the order its edits are stacked: the
+#: predicted class's probability with the animal replaced by background, with the background removed, and
+#: for the photo reduced to its mean colour (the model's default).
+CAUSAL_COLUMNS = ("prob_without_animal", "prob_animal_only", "prob_flat_photo")
 #: Columns of images.parquet, in order. Scores are NaN where they could not be computed
 #: (unreadable image, no foreground); ``status`` says why.
 IMAGE_COLUMNS = [
@@ -64,12 +68,8 @@ IMAGE_COLUMNS = [
     "bg_score_true",
     "peak_on_animal",  # pointing game: does the map's peak cell lie on the foreground
     "cam_entropy",  # spread of the positive evidence, 0 (one cell) .. 1 (uniform)
-    "prob_without_animal",  # causal check: predicted-class prob with the animal replaced by background
-    "prob_animal_only",  # predicted-class prob with the background removed
-    "prob_flat_photo",  # predicted-class prob of the photo reduced to its mean colour (the model's default)
+    *CAUSAL_COLUMNS,
 ]
-#: The causal check's columns (:mod:`whaleaudit.causal`), in the order its edits are stacked.
-CAUSAL_COLUMNS = ("prob_without_animal", "prob_animal_only", "prob_flat_photo")
 #: Columns added after schema 1 was written: an audit without them reads them as NaN (not computed).
 LATER_COLUMNS = ("prob_flat_photo",)
 
