@@ -94,19 +94,21 @@ if class_idx is not None and row["status"] == "ok" and row["fg_source"] != "none
     st.markdown(
         f"How it is computed, for the map of **{ctx.audit.classes[class_idx]}**: each of the map's "
         f"{parts['evidence'].size} cells holds a share of the positive evidence and is covered by the foreground "
-        f"estimate in part (grid below). Weighted by evidence, the coverage is "
-        f"{1 - parts['bg_share']:.3f}, so bg_share = **{parts['bg_share']:.3f}**. A map this coarse cannot point "
-        "finer than a cell, so the score softens the foreground by one cell and compares with a model that looks "
+        "estimate in part (grid below: each cell's share of the evidence, then its share of foreground). "
+        f"Weighted by evidence, the coverage is {1 - parts['bg_share']:.3f}, so bg_share = "
+        f"**{parts['bg_share']:.3f}**. A map this coarse cannot point finer than a cell, so the score softens the "
+        "foreground by one cell and compares with a model that looks "
         f"only at this animal: on = **{parts['on']:.3f}** against ideal = {parts['ideal']:.3f}, so "
         f"bg_score = 1 - on / ideal = **{parts['bg_score']:.3f}** "
         "(0: as much on the animal as this map can be; 1: all of it off the animal). "
         f"Peak on the animal: {'yes' if parts['peak_on_animal'] else 'no'}; "
         f"spread of the evidence (entropy): {parts['cam_entropy']:.2f}.")
-    text = [[f"{e:.0%} evidence<br>{c:.0%} foreground" for e, c in zip(er, cr)]
+    fine = parts["evidence"].size > 16  # a layer3 map: 8 x 8 cells have room for the numbers only
+    text = [[f"{e:.0%}<br>{c:.0%}" if fine else f"{e:.0%} evidence<br>{c:.0%} foreground" for e, c in zip(er, cr)]
             for er, cr in zip(parts["evidence"], parts["coverage"])]
     grid = go.Figure(go.Heatmap(z=parts["evidence"], text=text, texttemplate="%{text}", colorscale="Blues",
                                 showscale=False, hoverinfo="skip"))
-    grid.update_layout(height=320, width=420, margin=dict(t=10, b=10, l=10, r=10),
+    grid.update_layout(height=480 if fine else 320, width=560 if fine else 420, margin=dict(t=10, b=10, l=10, r=10),
                        yaxis=dict(autorange="reversed", visible=False), xaxis=dict(visible=False))
     st.plotly_chart(grid, key="cell_grid", width="content")
 

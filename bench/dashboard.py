@@ -91,7 +91,7 @@ def build_store(n: int, store: Path) -> None:
     manifest = {"dataset": {"label_file": str(DATA / "happywhale_train.csv"), "image_root": str(photos),
                             "n_images": n, "n_species": len(classes)},
                 "model": {"arch": "resnet18", "head": "cam", "classes": classes, "pretrained": None},
-                "cam": {"method": "exact-cam", "layer": "body", "shape": RECIPE["cam_shape"]}, "input_size": 128,
+                "cam": {"method": "exact-cam", "layer": "layer4", "shape": RECIPE["cam_shape"]}, "input_size": 128,
                 "synthetic": dict(RECIPE, n=n)}
     writer.finish(manifest)
     review = Review(store / "review.sqlite")

@@ -8,7 +8,8 @@ the 26 classes of the full Happywhale label file (random weights: speed does not
 - baseline: plain fp32 ``model(x)`` over batches already decoded into tensors, what anyone writes first;
 - WhaleAudit's precompute end to end (``whaleaudit.precompute.precompute``): decode, predict, every class's
   map, foreground estimate, scores, write the store; once without the causal check (the goal's scope) and
-  once with it on every image (the CLI default: two more forward passes per image);
+  once with it on every image (the CLI default: two more forward passes per image), and once with the finer
+  layer3 maps (``--cam-layer layer3``: Grad-CAM through layer4 for each of the 26 classes);
 - the original notebook's way: one image at a time through ``dls.test_dl([img])`` and a forward hook;
 - pytorch-grad-cam's GradCAM (PyPI ``grad-cam``) over the same decoded batches: the predicted class's map
   only (all 26 classes would take 26 calls).
@@ -55,6 +56,7 @@ GOALS = {"baseline": 1.0, "notebook": 4.0, "grad-cam": 2.0}
 BASELINE = "baseline: plain fp32 model(x) on decoded batches"
 PRECOMPUTE = "WhaleAudit precompute, no causal check"
 CAUSAL = "WhaleAudit precompute + causal check on every image"
+LAYER3 = "WhaleAudit precompute, layer3 maps (8x8), no causal check"
 NOTEBOOK = "original notebook: test_dl([img]) + hook, one at a time"
 GRAD_CAM = "pytorch-grad-cam GradCAM, predicted class only"
 
@@ -100,11 +102,11 @@ def baseline(model, batches) -> None:
             model(x)
 
 
-def whaleaudit_precompute(ds: Dataset, pth: Path, causal: float, workers: int | None) -> dict:
+def whaleaudit_precompute(ds: Dataset, pth: Path, causal: float, workers: int | None, cam_layer: str) -> dict:
     out = WORK / "audit"
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(out.with_name(out.name + ".partial"), ignore_errors=True)
-    store = precompute(ds, pth, out, bs=BS, causal=causal, workers=workers, progress=False)
+    store = precompute(ds, pth, out, bs=BS, causal=causal, workers=workers, cam_layer=cam_layer, progress=False)
     return json.loads((store / "manifest.json").read_text())
 
 
@@ -171,14 +173,16 @@ def run_head(head: str, ds: Dataset, names: list[str], args) -> list[dict]:
     def plain() -> dict:
         return measure(BASELINE, n, lambda: baseline(model, batches))
 
-    def ours(part: Dataset, causal: float = 0.0) -> dict:
-        label = PRECOMPUTE if causal == 0 else CAUSAL
-        return measure(label, len(part.frame), lambda: whaleaudit_precompute(part, pth, causal, args.workers))
+    def ours(part: Dataset, causal: float = 0.0, cam_layer: str = "layer4") -> dict:
+        label = CAUSAL if causal else LAYER3 if cam_layer == "layer3" else PRECOMPUTE
+        return measure(label, len(part.frame),
+                       lambda: whaleaudit_precompute(part, pth, causal, args.workers, cam_layer))
 
     rows = [ours(photos(max(BS, n // 4)))]  # a smaller run: memory must not grow with the images
     for _ in range(args.repeat):
         rows += [plain(), ours(ds)]
     rows.append(ours(ds, causal=1.0))
+    rows.append(ours(ds, cam_layer="layer3"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         learn = notebook_learner(ds, model)

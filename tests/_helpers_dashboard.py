@@ -20,8 +20,9 @@ UNREADABLE = "img_unreadable"
 VANISHED = "img_vanished"
 
 
-def make_audit(root: Path, name: str = "small", n: int = 36, seed: int = 0) -> Path:
-    """Write images under ``root/images`` and the audit at ``root/audits/<name>``; return the audit folder."""
+def make_audit(root: Path, name: str = "small", n: int = 36, seed: int = 0, cam_shape=(4, 4)) -> Path:
+    """Write images under ``root/images`` and the audit at ``root/audits/<name>``, with maps of ``cam_shape``
+    cells; return the audit folder."""
     rng = np.random.default_rng(seed)
     image_root = root / "images"
     image_root.mkdir(parents=True, exist_ok=True)
@@ -68,7 +69,7 @@ def make_audit(root: Path, name: str = "small", n: int = 36, seed: int = 0) -> P
         if image != UNREADABLE:
             Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(image_root / f"{image}.png")
     (image_root / f"{UNREADABLE}.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    cams = rng.normal(0, 1, (n, len(CLASSES), 4, 4)).astype(np.float16)
+    cams = rng.normal(0, 1, (n, len(CLASSES), *cam_shape)).astype(np.float16)
     masks = np.zeros((n, MASK_SIZE, MASK_SIZE), dtype=bool)
     masks[:, 4:12, 4:12] = True
     manifest = {"classes": CLASSES, "dataset": {"image_root": str(image_root), "label_file": None, "n_images": n},

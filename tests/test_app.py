@@ -105,6 +105,17 @@ def test_gallery_sorts_restyles_and_reports_a_vanished_photo(audit):
     assert ok(at).title[0].value == gallery[1]
 
 
+def test_heatmap_explains_the_score_of_a_finer_layer3_map(tmp_path, monkeypatch):
+    store = make_audit(tmp_path, cam_shape=(8, 8))
+    monkeypatch.setenv("WHALEAUDIT_AUDITS", str(store.parent))
+    at = start("heatmap", image="img_005")
+    audit = open_audit(store)
+    parts = views.explain_score(audit.cam(5, int(audit.images["pred_idx"][5])), audit.mask(5))  # img_005's map
+    assert parts["evidence"].shape == (8, 8)
+    assert any("each of the map's 64 cells" in m.value and f"**{parts['bg_score']:.3f}**" in m.value
+               for m in at.markdown)
+
+
 def test_top_losses_worst_first_and_filtered_by_a_confusion_cell(audit):
     at = start("top_losses")
     frame = frame_of(audit)

@@ -35,12 +35,16 @@ def test_exact_cam_maps_average_to_the_logits():
     assert maps.std(dim=(2, 3)).min() > 0  # a map, not a constant
 
 
-def test_grad_cam_equals_plain_autograd_on_the_full_model():
-    """Reference: per image, per class, d logit / d A through the whole model via a hook on the body."""
-    model, x = trained("fastai"), batch()
-    logits, maps = predict_with_maps(model, x)
+@pytest.mark.parametrize("head, layer", [("fastai", "layer4"), ("fastai", "layer3"), ("cam", "layer3")])
+def test_grad_cam_equals_plain_autograd_on_the_full_model(head, layer):
+    """Reference: per image, per class, d logit / d A through the whole model via a hook on the layer that gives
+    A (the body, or its second-to-last stage for layer3 maps: 4 x 4 here instead of 2 x 2)."""
+    model, x = trained(head), batch()
+    logits, maps = predict_with_maps(model, x, layer=layer)
+    assert maps.shape == (len(x), 2) + ((2, 2) if layer == "layer4" else (4, 4))
     captured = {}
-    handle = model[0].register_forward_hook(lambda m, i, out: captured.update(A=out))
+    hooked = model[0] if layer == "layer4" else model[0][-2]
+    handle = hooked.register_forward_hook(lambda m, i, out: captured.update(A=out))
     try:
         for b in range(len(x)):
             for c in range(logits.shape[1]):
@@ -52,6 +56,8 @@ def test_grad_cam_equals_plain_autograd_on_the_full_model():
                 torch.testing.assert_close(logits[b, c], out[0, c].detach(), rtol=1e-5, atol=1e-5)
     finally:
         handle.remove()
+    with pytest.raises(ModelError, match="layer5"):
+        predict_with_maps(model, x, layer="layer5")
 
 
 @pytest.mark.parametrize("head", ["cam", "fastai"])
@@ -65,12 +71,14 @@ def test_maps_are_the_same_inside_inference_mode(head):
 
 
 @pytest.mark.parametrize("head", ["cam", "fastai"])
-def test_folding_batchnorm_for_inference_keeps_the_maps_and_logits(head):
+@pytest.mark.parametrize("layer", ["layer4", "layer3"])
+def test_folding_batchnorm_for_inference_keeps_the_maps_and_logits(head, layer):
     model, x = trained(head), batch(6)
     fast = for_inference(model, torch.device("cpu"))
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast[0].modules())    # folded, not kept
     assert any(isinstance(m, nn.BatchNorm2d) for m in model[0].modules())       # the original is untouched
-    for e, g in zip(predict_with_maps(model, x), predict_with_maps(fast, x.contiguous(memory_format=torch.channels_last))):
+    channels_last = x.contiguous(memory_format=torch.channels_last)
+    for e, g in zip(predict_with_maps(model, x, layer=layer), predict_with_maps(fast, channels_last, layer=layer)):
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
     with pytest.raises(ModelError, match="eval mode"):
         for_inference(model.train(), torch.device("cpu"))

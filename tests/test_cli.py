@@ -60,7 +60,7 @@ def test_info_summarises_an_audit(tmp_path, capsys):
         if c not in ("correct", "fg_source"):
             frame[c] = np.nan
     manifest = {"classes": ["orca", "dolphin"], "dataset": {"image_root": str(tmp_path), "label_file": "l.csv"},
-                "cam": {"method": "exact-cam", "layer": "body"}, "input_size": 128,
+                "cam": {"method": "exact-cam", "layer": "layer4"}, "input_size": 128,
                 "model": {"path": "models/m.pth", "arch": "resnet18", "head": "cam", "pretrained": False}}
     write_store(tmp_path / "a", frame, np.zeros((n, 2), np.float32), np.zeros((n, 2, 4, 4), np.float16),
                 np.zeros((n, 64, 64), bool), manifest, mask_size=64)
@@ -68,7 +68,7 @@ def test_info_summarises_an_audit(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "images:   4 (3 ok, 1 failed)" in out and "classes:  2 (orca, dolphin)" in out
     assert "accuracy: 0.667 on 3 labelled images; 0.500 on 2 validation images" in out
-    assert "CAM:      exact-cam at body, 4x4 cells, 128 px input" in out and "models/m.pth (resnet18, cam head" in out
+    assert "CAM:      exact-cam at layer4, 4x4 cells, 128 px input" in out and "models/m.pth (resnet18, cam head" in out
 
 
 @pytest.mark.slow
@@ -76,7 +76,7 @@ def test_audit_reuses_a_model_trained_alike_and_precomputes(tmp_path, capsys):
     pkl = tiny_model("cam")  # trained with these settings on this dataset
     argv = ["audit", "--labels", str(tiny_dataset()), "--model-out", str(pkl), "--epochs", "1", "--lr", "0.01",
             "--train-bs", "8", "--size", "64", "--no-pretrained", "--out", str(tmp_path / "audit"),
-            "--workers", "0", "--quiet"]
+            "--workers", "0", "--cam-layer", "layer3", "--quiet"]
     mtime = pkl.stat().st_mtime
     assert cli.main(argv) == 0
     assert pkl.stat().st_mtime == mtime  # not trained again
@@ -84,3 +84,4 @@ def test_audit_reuses_a_model_trained_alike_and_precomputes(tmp_path, capsys):
     assert f"reusing {pkl.with_suffix('.pth')}" in err and "audit written" in err
     audit = open_audit(tmp_path / "audit")
     assert audit.manifest["model"]["path"] == str(pkl.with_suffix(".pth")) and len(audit.images) == 24
+    assert audit.manifest["cam"]["layer"] == "layer3" and audit.cams.shape[2:] == (4, 4)

@@ -15,6 +15,7 @@ import torch
 
 from _helpers_engine import SPECIES, make_dataset, tiny_dataset, tiny_model, workdir
 from whaleaudit.dataset import load_dataset
+from whaleaudit.errors import WhaleAuditError
 from whaleaudit.precompute import causal_sample, precompute
 from whaleaudit.store import CAMS, IMAGES, MANIFEST, MASKS, PROBS, open_audit, partial_dir
 
@@ -47,12 +48,40 @@ def test_store_says_what_the_learner_says(head, tmp_path):
         from_maps = torch.softmax(torch.from_numpy(audit.cams.astype(np.float32)).mean(dim=(2, 3)), dim=1)
         np.testing.assert_allclose(from_maps.numpy(), audit.probs, atol=2e-3)
     m = audit.manifest
-    assert m["cam"]["method"] == {"cam": "exact-cam", "fastai": "grad-cam"}[head] and m["cam"]["layer"] == "body"
+    assert m["cam"]["method"] == {"cam": "exact-cam", "fastai": "grad-cam"}[head] and m["cam"]["layer"] == "layer4"
     assert m["cam"]["shape"] == m["cam_shape"] == [2, 2] and m["input_size"] == 64
     assert m["dataset"]["image_root"] == str(dataset.image_root) and Path(m["dataset"]["image_root"]).is_absolute()
     assert m["model"]["sha256"] == sidecar["files"]["pth"]["sha256"] and m["model"]["head"] == head
     assert m["model"]["classes"] == audit.classes and m["timings"]["images_per_second"] > 0
     assert m["parameters"]["precision"] == "float32"
+
+
+@pytest.mark.parametrize("head", ["cam", "fastai"])
+def test_layer3_maps_are_the_finer_grad_cam_of_each_photo(head, tmp_path):
+    """``cam_layer="layer3"`` stores Grad-CAM at the body's second-to-last stage (4 x 4 here, 2 x 2 at the body's
+    output), the same maps as :func:`predict_with_maps` gives for the photos as the precompute feeds them."""
+    from whaleaudit.cam import predict_with_maps
+    from whaleaudit.foreground import ForegroundProvider
+    from whaleaudit.model import load_model
+    from whaleaudit.precompute import AuditImages, _stats, normalised
+
+    weights = tiny_model(head).with_suffix(".pth")
+    dataset = load_dataset(tiny_dataset())
+    audit = open_audit(precompute(dataset, weights, tmp_path / "audit", workers=0, progress=False, cam_layer="layer3"))
+    m = audit.manifest
+    assert m["cam"] == {"method": "grad-cam", "layer": "layer3", "shape": [4, 4], "mean_equals_logit": False}
+    assert m["parameters"]["cam_layer"] == "layer3" and audit.cams.shape == (len(dataset.frame), 2, 4, 4)
+    model, sidecar = load_model(weights)
+    photos = AuditImages(dataset.frame, dataset.image_root, 64, ForegroundProvider(dataset.image_root))
+    pixels = torch.stack([photos[i]["pixels"] for i in range(len(photos))])
+    logits, maps = predict_with_maps(model.eval(), normalised(pixels, *_stats(sidecar["normalize"], "cpu")),
+                                     layer="layer3")
+    np.testing.assert_allclose(audit.cams.astype(np.float32), maps.numpy(), rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(audit.probs, torch.softmax(logits, 1).numpy(), atol=1e-4)
+    scored = audit.images[audit.images["fg_source"] != "none"]
+    assert len(scored) and scored["bg_score"].notna().all()
+    with pytest.raises(WhaleAuditError, match="cam_layer='layer5'"):
+        precompute(dataset, weights, tmp_path / "other", workers=0, progress=False, cam_layer="layer5")
 
 
 def test_unreadable_images_and_unknown_species_get_rows_not_failures(tmp_path):

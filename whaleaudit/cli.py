@@ -75,7 +75,7 @@ def cmd_precompute(args, dataset=None) -> Path:
                                     auto=not args.no_auto_foreground)
     store = precompute(dataset, args.model, out, trust=args.trust, classes=args.classes, bs=args.bs,
                        workers=args.workers, foreground=foreground, causal=args.causal, precision=args.precision,
-                       progress=not args.quiet)
+                       cam_layer=args.cam_layer, progress=not args.quiet)
     log.info(f"audit written: {store}  (browse it: streamlit run streamlit_app.py; summary: "
              f"python -m whaleaudit info {store})")
     return store
@@ -222,6 +222,10 @@ def _precompute_arguments(p, model_required: bool) -> None:
                    help="share of images checked with the animal painted out / left alone (default 1)")
     g.add_argument("--precision", choices=["auto", "fp32"], default="auto",
                    help="auto: bf16 where the hardware has it natively; fp32: always float32")
+    g.add_argument("--cam-layer", choices=["layer4", "layer3"], default="layer4",
+                   help="where the maps are read: layer4, the body's output (4x4 at 128 px, default), or "
+                        "layer3 (8x8 Grad-CAM: places a cue beside the animal better; several times slower with "
+                        "many classes)")  # whaleaudit.cam.LAYERS, written out so that --help needs no torch
 
 
 def parser() -> argparse.ArgumentParser:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import __version__
-from .cam import cam_method, fast_dtype, for_inference, predict_with_maps, split
+from .cam import LAYERS, cam_method, fast_dtype, for_inference, predict_with_maps, split, stages
 from .causal import EDITS, edit_probabilities
 from .dataset import Dataset
 from .errors import ImageError, WhaleAuditError
@@ -52,13 +52,15 @@ CHUNK_IMAGES = 1024
 def precompute(dataset: Dataset, model_path: Path, out: Path, *, trust: bool = False,
                classes: list[str] | None = None, bs: int = 64, workers: int | None = None,
                foreground: ForegroundProvider | None = None, causal: float = 1.0, chunk_images: int = CHUNK_IMAGES,
-               precision: str = "auto", device: str | None = None, progress=True) -> Path:
+               precision: str = "auto", device: str | None = None, cam_layer: str = "layer4", progress=True) -> Path:
     """Audit ``dataset`` through the model at ``model_path`` into the store folder ``out``; returns ``out``.
 
     ``foreground`` defaults to the automatic estimate (``ForegroundProvider(dataset.image_root)``).
     ``causal`` is the share of images (0..1) that get the causal check, picked by a hash of the image id.
     ``precision``: "auto" (bf16 where :func:`whaleaudit.cam.fast_dtype` allows it) or "fp32".
     ``workers`` defaults to min(4, CPU count) loader processes; 0 loads in this process.
+    ``cam_layer``: where the maps are read, "layer4" (the body's output, 4 x 4 at 128 px) or "layer3" (8 x 8,
+    Grad-CAM; finer, and several times the cost with many classes: see :mod:`whaleaudit.cam`).
     A ``<out>.partial`` folder left by a killed run with the same inputs and parameters is resumed.
     ``progress``: True (a bar on the terminal), False, or a callable taking the fraction of images done.
     """
@@ -68,6 +70,8 @@ def precompute(dataset: Dataset, model_path: Path, out: Path, *, trust: bool = F
         raise WhaleAuditError(f"causal={causal}: the share of images for the causal check must be between 0 and 1.")
     if precision not in ("auto", "fp32"):
         raise WhaleAuditError(f"precision={precision!r}: choose 'auto' or 'fp32'.")
+    if cam_layer not in LAYERS:
+        raise WhaleAuditError(f"cam_layer={cam_layer!r}: choose one of {list(LAYERS)}.")
     started = time.perf_counter()
     model, info = load_model(model_path, trust=trust, classes=classes)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -81,10 +85,10 @@ def precompute(dataset: Dataset, model_path: Path, out: Path, *, trust: bool = F
         raise WhaleAuditError(f"{dataset.label_file or dataset.image_root}: the dataset has no images to audit.")
     labels = label_indices(frame["species"], info["classes"])
     size = int(info["size"])
-    cam_shape = _cam_shape(model, size)
+    cam_shape = _cam_shape(model, size, cam_layer)
     chunk_images = max(bs, chunk_images // bs * bs)  # whole batches only: a resumed run sees the same batches
     parameters = {"bs": bs, "chunk_images": chunk_images, "causal": causal, "precision": str(dtype).split(".")[-1],
-                  "device": dev.type, "foreground": foreground.describe()}
+                  "device": dev.type, "foreground": foreground.describe(), "cam_layer": cam_layer}
     fingerprint = {"dataset": dataset.fingerprint(), "model": info["sha256"], "size": size, **parameters,
                    "boxes": file_sha256(foreground.boxes_csv) if foreground.boxes_csv else None}
     writer = StoreWriter(out, n_images=n, classes=info["classes"], cam_shape=cam_shape, mask_size=MASK_SIZE,
@@ -108,7 +112,8 @@ def precompute(dataset: Dataset, model_path: Path, out: Path, *, trust: bool = F
         for k, start, stop in todo:
             parts = []
             for _ in range(-(-(stop - start) // bs)):
-                parts.append(_audit_batch(model, next(batch_iter), dev, dtype, stats, labels, in_causal, size))
+                parts.append(_audit_batch(model, next(batch_iter), dev, dtype, stats, labels, in_causal, size,
+                                          cam_layer))
                 bar.update(len(parts[-1]["idx"]))
             result = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
             rows = _rows(frame, result, labels, info["classes"], split_of)
@@ -126,6 +131,7 @@ def _manifest(dataset: Dataset, info: dict, labels: np.ndarray, cam_shape, param
               workers: int, timings: dict) -> dict:
     species = dataset.frame["species"]
     counts = species.value_counts()
+    method = cam_method(info["head"], parameters["cam_layer"])
     return {
         "dataset": {"label_file": None if dataset.label_file is None else str(dataset.label_file),
                     "image_root": str(Path(dataset.image_root).resolve()), "fingerprint": fingerprint,
@@ -134,8 +140,8 @@ def _manifest(dataset: Dataset, info: dict, labels: np.ndarray, cam_shape, param
         "model": {key: info.get(key) for key in ("path", "sha256", "arch", "head", "classes", "pretrained", "weights")}
         | {"valid_accuracy": info.get("training", {}).get("valid_accuracy"),
            "trained_on": info.get("dataset", {}).get("fingerprint")},
-        "cam": {"method": cam_method(info["head"]), "layer": "body", "shape": list(cam_shape),
-                "mean_equals_logit": info["head"] == "cam"},
+        "cam": {"method": method, "layer": parameters["cam_layer"], "shape": list(cam_shape),
+                "mean_equals_logit": method == "exact-cam"},
         "input_size": int(info["size"]), "normalize": info["normalize"], "parameters": parameters,
         "whaleaudit_version": __version__,
         "environment": {"torch": torch.__version__, "python": platform.python_version(),
@@ -172,10 +178,10 @@ def _split_lookup(info: dict) -> dict:
     return {image: part for part in ("train", "valid") for image in split.get(part, [])}
 
 
-def _cam_shape(model, size: int) -> tuple[int, int]:
-    body, _ = split(model)
+def _cam_shape(model, size: int, layer: str) -> tuple[int, int]:
+    front, _ = stages(split(model)[0], layer)
     with torch.inference_mode():
-        return tuple(body(torch.zeros(1, 3, size, size)).shape[2:])
+        return tuple(front(torch.zeros(1, 3, size, size)).shape[2:])
 
 
 class AuditImages(torch.utils.data.Dataset):
@@ -245,12 +251,12 @@ def _collate(items: list[dict]) -> dict:
 
 
 def _audit_batch(model, batch: dict, device, dtype, stats, labels: np.ndarray, in_causal: np.ndarray,
-                 size: int) -> dict:
+                 size: int, cam_layer: str) -> dict:
     """All numbers for one batch, as numpy arrays of batch length (maps: [B, C, h, w])."""
     idx = batch["idx"].numpy()
     x = normalised(batch["pixels"].to(device), *stats)
     ok = np.array([e == "" for e in batch["error"]])
-    logits, maps = predict_with_maps(model, x, dtype=dtype)
+    logits, maps = predict_with_maps(model, x, dtype=dtype, layer=cam_layer)
     logp = torch.log_softmax(logits.float(), dim=1)
     probs = logp.exp()
     pred = probs.argmax(dim=1)
