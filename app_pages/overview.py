@@ -5,6 +5,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app_pages import common
+from whaleaudit import views
 
 ctx = common.context()
 frame, threshold = ctx.frame, ctx.filters.threshold
@@ -24,6 +25,7 @@ else:
                    help="The audit does not know which photos the model was trained on, so this may count them.")
 cols[3].metric("At or above threshold", f"{above:,}")
 cols[4].metric("Flagged", f"{int(frame['flagged'].sum()):,}")
+st.caption(views.model_line(ctx.audit.manifest))
 if stats["unreadable"]:
     st.warning(f"{common.images(stats['unreadable'])} could not be read when the audit was built; "
                "they are listed on the Review page with their error.")

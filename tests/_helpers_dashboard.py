@@ -73,7 +73,9 @@ def make_audit(root: Path, name: str = "small", n: int = 36, seed: int = 0, cam_
     masks = np.zeros((n, MASK_SIZE, MASK_SIZE), dtype=bool)
     masks[:, 4:12, 4:12] = True
     manifest = {"classes": CLASSES, "dataset": {"image_root": str(image_root), "label_file": None, "n_images": n},
-                "model": {"arch": "resnet18", "head": "cam"}}
+                "model": {"arch": "resnet18", "head": "cam", "pretrained": False}, "input_size": 128,
+                "cam": {"method": "exact-cam", "layer": "layer4", "shape": list(cam_shape)} if cam_shape == (4, 4)
+                else {"method": "grad-cam", "layer": "layer3", "shape": list(cam_shape)}}
     store = write_store(root / "audits" / name, frame.assign(idx=0)[IMAGE_COLUMNS], probs, cams, masks, manifest,
                         mask_size=MASK_SIZE)
     (image_root / f"{VANISHED}.png").unlink()

@@ -65,6 +65,15 @@ def test_summary_counts_validation_accuracy_on_the_held_out_readable_photos_alon
     assert unknown["n_valid"] == 0 and np.isnan(unknown["valid_accuracy"]) and unknown["accuracy"] == stats["accuracy"]
 
 
+def test_model_line_says_which_maps_are_on_screen():
+    layer3 = {"model": {"arch": "resnet18", "head": "fastai", "pretrained": True}, "input_size": 128,
+              "cam": {"method": "grad-cam", "layer": "layer3", "shape": [8, 8]}}
+    assert views.model_line(layer3) == ("Model: resnet18, fastai head, 128 px input, ImageNet weights. "
+                                        "Maps: Grad-CAM at layer3, 8 x 8 cells per photo.")
+    assert views.model_line({"cam_shape": [4, 4]}) == ("Model: unknown architecture, unknown head. "
+                                                       "Maps: maps of unknown kind, 4 x 4 cells per photo.")
+
+
 def test_threshold_keeps_exactly_the_scores_at_or_above_it(frame):
     threshold = float(frame["bg_score"].dropna().sort_values().iloc[20])
     kept = views.filter_images(frame, threshold=threshold)

@@ -15,9 +15,10 @@ The model is laid out as fastai lays it out, ``Sequential(body, head)``; the map
 Finer maps (``layer="layer3"``): Grad-CAM at the output of the body's second-to-last stage (resnet18's
 layer3, 8 x 8 at 128 px), differentiating the last stage and the head for every class (one batched backward
 of K classes through layer4: several forward passes' worth of work at 26 classes). ``bench/score.py`` measured
-it against the 4 x 4 map on drawn photos with planted cues: a cue beside the animal is ranked better (shortcut
-AUC 0.93 against 0.87), but on clean photos the score leans on the animal's size (Spearman -0.22 against
-+0.11), so the body's output stays the default.
+it against the 4 x 4 map on drawn photos with planted cues: for its narrow resnet a cue beside the animal is
+ranked better (shortcut AUC 0.93 against 0.87), but on clean photos the score leans on the animal's size
+(Spearman -0.22 against +0.11); for the demo's resnet18 it ranked worse (0.70 against 0.89). So the body's
+output stays the default.
 
 Everything returned is float32 on the input's device. ``dtype=torch.bfloat16`` runs the body under bf16
 autocast (the head and the maps stay float32); :func:`fast_dtype` says where that is worth it and allowed.

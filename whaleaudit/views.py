@@ -79,6 +79,20 @@ def summary(frame: pd.DataFrame) -> dict:
             "accuracy": _accuracy(frame, ok), "n_valid": int(valid.sum()), "valid_accuracy": _accuracy(frame, valid)}
 
 
+def model_line(manifest: dict) -> str:
+    """What the maps on screen are, in one line: an exact CAM and a Grad-CAM, or a 4 x 4 and an 8 x 8 map, are
+    read differently (:mod:`whaleaudit.cam`). Keys an older or hand-made audit lacks read as unknown."""
+    model, cam = manifest.get("model", {}), manifest.get("cam", {})
+    shape = cam.get("shape") or manifest.get("cam_shape")
+    weights = {True: "ImageNet weights", False: "trained from random weights"}.get(model.get("pretrained"))
+    method = {"exact-cam": "exact CAM", "grad-cam": "Grad-CAM"}.get(cam.get("method"), "maps of unknown kind")
+    parts = [f"Model: {model.get('arch', 'unknown architecture')}, {model.get('head', 'unknown')} head",
+             f"{manifest['input_size']} px input" if manifest.get("input_size") else None, weights]
+    where = f" at {cam['layer']}" if cam.get("layer") else ""
+    cells = f", {shape[0]} x {shape[1]} cells per photo" if shape else ""
+    return ", ".join(p for p in parts if p) + f". Maps: {method}{where}{cells}."
+
+
 def _accuracy(frame: pd.DataFrame, rows: pd.Series) -> float:
     return float(frame.loc[rows, "correct"].astype(bool).mean()) if rows.any() else float("nan")
 
