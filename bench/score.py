@@ -415,7 +415,7 @@ def shortcut_and_agreement(net, sidecar, folder, truth, masks, auto):
     rho = spearman(on_auto["bg_score"], on_true["bg_score"])
     bar("score with auto foreground ranks like true mask: Spearman", rho, ">= 0.85", rho >= 0.85)
     value = auc(cut, on_true["bg_score"])
-    bar("shortcut photos top the bg_score ranking: AUC (true masks)", value, ">= 0.90", value >= 0.9)
+    bar("photos resting on a cue top the bg_score ranking: AUC (true masks)", value, ">= 0.90", value >= 0.9)
     bar("  ... the same with the automatic foreground: AUC", auc(cut, on_auto["bg_score"]), "(reported)", True)
     bar("  ... by the label's own cue (true masks): AUC", auc(own, on_true["bg_score"]), "(reported)", True)
     probs = probs_edited(net, x, masks, torch.from_numpy(pred))
