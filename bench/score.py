@@ -276,8 +276,8 @@ def drawn_set(name: str, photos) -> tuple[Path, pd.DataFrame]:
 def model(name: str, make):
     """:func:`narrow_resnet18`, random init, trained on the photos ``make()`` returns (folder, frame with image and
     species) and :func:`empty_scenes` (target: every species alike) with a plain torch loop (any torch device);
-    trained once, then cached as ``model/<name>-v<MODEL_VERSION>-synth<SYNTH_VERSION>.pt``. Returns (model in eval mode, sidecar-like
-    dict)."""
+    trained once, then cached as ``model/<name>-v<MODEL_VERSION>-synth<SYNTH_VERSION>.pt``. Returns (model in
+    eval mode, sidecar-like dict)."""
     classes = sorted(synth.SPECIES)
     sidecar = {"classes": classes, "normalize": None}
     net = narrow_resnet18(len(classes))
@@ -423,7 +423,8 @@ def shortcut_and_agreement(net, sidecar, folder, truth, masks, auto):
     print(f"causal check (true masks): predicted-class probability with the animal painted over: "
           f"shortcut photos median {np.median(without[cut]):.2f}, others {np.median(without[~cut]):.2f}; "
           f"animal alone: {np.median(probs['prob_animal_only'][cut]):.2f} vs {np.median(probs['prob_animal_only'][~cut]):.2f}")
-    groups = truth.assign(rests_on_cue=cut, p=without, s=on_true["bg_score"]).groupby(["species", "has_shortcut", "rests_on_cue"])
+    groups = truth.assign(rests_on_cue=cut, p=without, s=on_true["bg_score"]).groupby(
+        ["species", "has_shortcut", "rests_on_cue"])
     for (species, carries, rests), g in groups:
         print(f"  {species:20s} own cue={carries!s:5s} prediction rests on a cue={rests!s:5s} n={len(g):3d}  "
               f"median bg_score {g.s.median():.2f}  prob without animal {g.p.median():.2f}")
@@ -573,7 +574,8 @@ def main() -> None:
         logits, maps = run(control, base["x"], maps_layer3)
         pred = logits.argmax(1).numpy()
         right = pred == base["label"]
-        cases.append(("layer3 maps: control model, correct photos", maps[right, pred[right]], masks[right], area[right]))
+        cases.append(("layer3 maps: control model, correct photos", maps[right, pred[right]], masks[right],
+                      area[right]))
         fairness(cases)
         resolution(net, sidecar, folder, truth, masks, auto, base)
         if args.figure:
