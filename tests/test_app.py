@@ -64,8 +64,8 @@ def test_overview_shows_the_audit_and_the_threshold_moves_the_counts(audit):
     frame = frame_of(audit)
     held_out = frame[(frame["split"] == "valid") & (frame["status"] == "ok")]
     assert metric(at, "Validation accuracy") == f"{held_out['correct'].mean():.1%}"
-    assert ("Model: resnet18, cam head, 128 px input, trained from random weights. Maps: exact CAM at layer4, "
-            "4 x 4 cells per photo.") in [c.value for c in at.caption]
+    assert ("Model: resnet18, cam head, 128 px input, trained from random weights. Maps: exact CAM at the body's "
+            "output (layer4), 4 x 4 cells per photo.") in [c.value for c in at.caption]
     at.slider(key="threshold@small").set_value(0.5).run()
     ok(at)
     assert metric(at, "At or above threshold") == str((frame["bg_score"] >= 0.5).sum())

@@ -88,7 +88,8 @@ def model_line(manifest: dict) -> str:
     method = {"exact-cam": "exact CAM", "grad-cam": "Grad-CAM"}.get(cam.get("method"), "maps of unknown kind")
     parts = [f"Model: {model.get('arch', 'unknown architecture')}, {model.get('head', 'unknown')} head",
              f"{manifest['input_size']} px input" if manifest.get("input_size") else None, weights]
-    where = f" at {cam['layer']}" if cam.get("layer") else ""
+    layer = {"body": "the body's output", "layer4": "the body's output (layer4)"}.get(cam.get("layer"), cam.get("layer"))
+    where = f" at {layer}" if layer else ""
     cells = f", {shape[0]} x {shape[1]} cells per photo" if shape else ""
     return ", ".join(p for p in parts if p) + f". Maps: {method}{where}{cells}."
 
