@@ -47,8 +47,8 @@ class Recipe:
     seed: int = 0
 
 
-#: Measured by ``bench/demo.py`` on the 2-core development machine with nothing else running: 183-197 s in all
-#: over two runs (training 157-172 s, the audit 19 s), validation accuracy 0.930, the ice species (belugas) on
+#: Measured by ``bench/demo.py`` on the 2-core development machine with nothing else running: 183-198 s in all
+#: over three runs (training 157-172 s, the audit 19 s), validation accuracy 0.930, the ice species (belugas) on
 #: top of background attention and the watermark species (humpbacks) second. Training is deterministic for a
 #: given drawing; 6 epochs gave 0.935 in 238 s, 4 epochs 0.865. The accuracy owes much to this drawing: two other
 #: drawings reached 0.83 and 0.86 (docs/performance.md). The causal check runs on a quarter of the
