@@ -90,14 +90,15 @@ with mapped:
 st.subheader("Background attention")
 st.dataframe(views.score_card(row), hide_index=True)
 if class_idx is not None and row["status"] == "ok" and row["fg_source"] != "none":
-    parts = views.explain_score(ctx.audit.cam(idx, class_idx), ctx.audit.mask(idx))
+    parts = views.explain_score(ctx.audit.cam(idx, class_idx), ctx.audit.mask(idx), ctx.audit.spread)
     st.markdown(
         f"How it is computed, for the map of **{ctx.audit.classes[class_idx]}**: each of the map's "
         f"{parts['evidence'].size} cells holds a share of the positive evidence and is covered by the foreground "
         "estimate in part (grid below: each cell's share of the evidence, then its share of foreground). "
         f"Weighted by evidence, the coverage is {1 - parts['bg_share']:.3f}, so bg_share = "
-        f"**{parts['bg_share']:.3f}**. A map this coarse cannot point finer than a cell, so the score softens the "
-        "foreground by one cell and compares with a model that looks "
+        f"**{parts['bg_share']:.3f}**. A map this coarse cannot point finer than a cell, and the network spreads "
+        f"evidence about {ctx.audit.spread:.2f} cells (measured on this model), so the score softens the "
+        "foreground by that much and compares with a model that looks "
         f"only at this animal: on = **{parts['on']:.3f}** against ideal = {parts['ideal']:.3f}, so "
         f"bg_score = 1 - on / ideal = **{parts['bg_score']:.3f}** "
         "(0: as much on the animal as this map can be; 1: all of it off the animal). "

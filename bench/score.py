@@ -14,7 +14,8 @@ Steps (everything lands in bench/out/score; data and the model are cached there 
    once, and reads their maps on the test set: the photos whose prediction rests on a planted cue
    (:func:`rests_on_cue`) must top the ranking; the score from the automatic foreground must rank like the score
    from the true mask; the causal check must agree.
-5. Resolution: the 4x4 map at 128 px against 8x8 maps (the body run at 256 px; Grad-CAM at layer3).
+5. Resolution: the 4x4 map at 128 px against 8x8 maps (the body run at 256 px; the same body sampled twice as
+   densely; Grad-CAM at layer3), each scored with its own measured spread (:func:`whaleaudit.cam.spread`).
 6. Real photos: the automatic foreground on 100 of the Happywhale photos, as contact sheets to inspect,
    and the tally of a by-eye review of them when one was written for the current method.
 
@@ -26,6 +27,7 @@ Steps (everything lands in bench/out/score; data and the model are cached there 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 import time
@@ -47,7 +49,7 @@ from scipy.stats import spearmanr  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from whaleaudit import synth  # noqa: E402
-from whaleaudit.cam import predict_with_maps  # noqa: E402
+from whaleaudit.cam import predict_with_maps, spread  # noqa: E402
 from whaleaudit.causal import EDITS, edit_probabilities  # noqa: E402
 from whaleaudit.foreground import MASK_SIZE, METHOD, auto_foreground  # noqa: E402
 from whaleaudit.images import load_rgb, load_rgb_resized  # noqa: E402
@@ -147,16 +149,17 @@ def ranking_without_model(masks: np.ndarray, auto: np.ndarray) -> None:
 def fairness(cases: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> None:
     """Does the score grow with the animal's size when the evidence lies only on the animal?
 
-    ``cases``: (name, maps [N, h, w], masks, animal area). Each definition's Spearman correlation with area.
+    ``cases``: (name, maps [N, h, w], masks, animal area, the maps' spread in cells). Each definition's Spearman
+    correlation with area.
     """
     print("\nfairness to size: Spearman(score, animal area) where the evidence lies on the animal "
           "(median score in brackets)")
     names = list(definitions(cases[0][1][:1], cases[0][2][:1]))
     print(f"  {'maps':46s}" + "".join(f"{n:>20s}" for n in names) + "   library bg_score")
-    for name, cams, masks, area in cases:
+    for name, cams, masks, area, cells in cases:
         ok = masks.any((1, 2))
         d = definitions(cams[ok], masks[ok])
-        lib = attention_scores(cams[ok], masks[ok], np.ones(ok.sum(), bool))["bg_score"]
+        lib = attention_scores(cams[ok], masks[ok], np.ones(ok.sum(), bool), cells)["bg_score"]
         cells = "".join(f"{spearman(v, area[ok]):+12.2f} ({np.nanmedian(v):.2f})" for v in d.values())
         print(f"  {name:46s}{cells}   {spearman(lib, area[ok]):+.2f} ({np.nanmedian(lib):.2f})")
         if name.endswith("sharp"):
@@ -166,6 +169,9 @@ def fairness(cases: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> Non
             bar("animal-only model: |Spearman(bg_score, area)|", abs(rho), "< 0.20", abs(rho) < 0.2)
             rho = spearman(d["plain share"], area[ok])
             bar("  ... while |Spearman(bg_share, area)|", abs(rho), ">= 0.50 (share is unfair)", abs(rho) >= 0.5)
+        if name.startswith("layer3"):
+            rho = spearman(lib, area[ok])
+            bar("--cam-layer layer3: animal-only model: |Spearman|", abs(rho), "< 0.20", abs(rho) < 0.2)
 
 
 def constructed_maps(masks: np.ndarray) -> list[tuple[str, np.ndarray]]:
@@ -372,10 +378,16 @@ def definitions(cams: np.ndarray, masks: np.ndarray) -> dict[str, np.ndarray]:
                 "ideal map": np.clip(1 - on / ((c * c).sum(1) / c.sum(1)), 0, 1)}
 
 
-def scores_for(maps, pred, label, masks):
+def scores_for(maps, pred, label, masks, cells):
     rows = np.arange(len(maps))
     has = masks.any((1, 2))
-    return attention_scores(maps[rows, pred], masks, has), attention_scores(maps[rows, label], masks, has)
+    return (attention_scores(maps[rows, pred], masks, has, cells),
+            attention_scores(maps[rows, label], masks, has, cells))
+
+
+def measured_spread(net, x, layer="layer4") -> float:
+    """The maps' spread as the precompute measures it: on the first 32 photos."""
+    return spread(net, x[:32], layer)
 
 
 def rests_on_cue(truth: pd.DataFrame, pred: np.ndarray, classes: list[str]) -> np.ndarray:
@@ -405,13 +417,15 @@ def shortcut_and_agreement(net, sidecar, folder, truth, masks, auto):
     t = time.perf_counter()
     logits, maps = run(net, x, maps_layer4)
     pred = logits.argmax(1).numpy()
-    on_true, _ = scores_for(maps, pred, label, masks)
-    on_auto, _ = scores_for(maps, pred, label, auto)
+    cells = measured_spread(net, x)
+    on_true, _ = scores_for(maps, pred, label, masks, cells)
+    on_auto, _ = scores_for(maps, pred, label, auto, cells)
     cut = rests_on_cue(truth, pred, classes)
     own = truth["has_shortcut"].to_numpy()
     print(f"\ntest photos: {len(truth)}, accuracy {(pred == label).mean():.1%}; carrying their own species' planted "
           f"cue {own.sum()}; predicted as the species of a cue they carry {cut.sum()} "
-          f"({', '.join(f'{k}: {v}' for k, v in truth[cut].groupby('species').size().items())}, by label)")
+          f"({', '.join(f'{k}: {v}' for k, v in truth[cut].groupby('species').size().items())}, by label); "
+          f"the maps' measured spread {cells:.2f} cells")
     rho = spearman(on_auto["bg_score"], on_true["bg_score"])
     bar("score with auto foreground ranks like true mask: Spearman", rho, ">= 0.85", rho >= 0.85)
     value = auc(cut, on_true["bg_score"])
@@ -437,33 +451,60 @@ def shortcut_and_agreement(net, sidecar, folder, truth, masks, auto):
           f"{np.median(lift[cut]):.2f}, others {np.median(lift[~cut]):.2f}")
     bar("  ... lift over the flat photo: AUC", auc(cut, lift), "(reported)", True)
     seconds = time.perf_counter() - t
-    return dict(x=x, label=label, pred=pred, maps=maps, on_true=on_true, on_auto=on_auto, probs=probs, seconds=seconds)
+    return dict(x=x, label=label, pred=pred, maps=maps, on_true=on_true, on_auto=on_auto, probs=probs, seconds=seconds,
+                spread=cells)
 
 
 def resolution(net, sidecar, folder, truth, masks, auto, base):
-    """4x4 at 128 px against 8x8 (body at 256 px, or Grad-CAM at layer3)."""
+    """4x4 at 128 px against 8x8 maps: the body at 256 px, the body sampled twice as densely, Grad-CAM at layer3.
+    Each is scored with its own measured spread."""
     area = truth["animal_area"].to_numpy()
-    variants = {"4x4: layer4 at 128 px": (base["x"], maps_layer4),
-                "8x8: layer4 at 256 px": (batch(folder, truth, 256, sidecar), maps_layer4),
-                "8x8: Grad-CAM layer3, 128 px": (base["x"], maps_layer3)}
+    dense = denser(net)
+    variants = {"4x4: layer4 at 128 px": (net, base["x"], "layer4"),
+                "8x8: layer4 at 256 px": (net, batch(folder, truth, 256, sidecar), "layer4"),
+                "8x8: layer4 sampled densely": (dense, base["x"], "layer4"),
+                "8x8: Grad-CAM layer3, 128 px": (net, base["x"], "layer3")}
     print("\nresolution (test set; AUC against rests_on_cue; 'clean' = correctly classified photos without a "
-          "planted cue of their species):")
-    print(f"  {'map':30s} {'acc':>5s} {'AUC true':>8s} {'AUC auto':>8s} {'rho auto~true':>13s} "
-          f"{'clean: score':>12s} {'point':>6s} {'rho(score,area)':>15s} {'s/img':>7s}")
-    for name, (x, how) in variants.items():
+          "planted cue of their species; spread: measured, in the map's cells; rho~causal: Spearman of the score "
+          "and prob_without_animal where the prediction is the 4x4 model's):")
+    print(f"  {'map':30s} {'acc':>5s} {'spread':>6s} {'AUC true':>8s} {'AUC auto':>8s} {'rho auto~true':>13s} "
+          f"{'rho~causal':>10s} {'clean: score':>12s} {'point':>6s} {'rho(score,area)':>15s} {'s/img':>7s}")
+    for name, (model, x, layer) in variants.items():
         t = time.perf_counter()
-        logits, maps = run(net, x, how)
+        logits, maps = run(model, x, maps_layer3 if layer == "layer3" else maps_layer4)
         seconds = (time.perf_counter() - t) / len(x)
-        pred = logits.argmax(1).numpy()
-        on_true, _ = scores_for(maps, pred, base["label"], masks)
-        on_auto, _ = scores_for(maps, pred, base["label"], auto)
+        pred = base["pred"] if model is dense else logits.argmax(1).numpy()   # the same model's answers
+        cells = measured_spread(model, x, layer)
+        on_true, _ = scores_for(maps, pred, base["label"], masks, cells)
+        on_auto, _ = scores_for(maps, pred, base["label"], auto, cells)
         cut = rests_on_cue(truth, pred, sidecar["classes"])
         clean = ~cut & (pred == base["label"])
-        print(f"  {name:30s} {(pred == base['label']).mean():5.1%} {auc(cut, on_true['bg_score']):8.3f} "
+        same = pred == base["pred"]
+        agree = spearman(on_true["bg_score"][same], base["probs"]["prob_without_animal"][same])
+        if layer == "layer3":
+            value = auc(cut, on_true["bg_score"])
+            bar("--cam-layer layer3: photos resting on a cue on top: AUC", value, ">= 0.90", value >= 0.9)
+        print(f"  {name:30s} {(pred == base['label']).mean():5.1%} {cells:6.2f} {auc(cut, on_true['bg_score']):8.3f} "
               f"{auc(cut, on_auto['bg_score']):8.3f} "
-              f"{spearman(on_auto['bg_score'], on_true['bg_score']):13.2f} {np.nanmedian(on_true['bg_score'][clean]):12.2f} "
+              f"{spearman(on_auto['bg_score'], on_true['bg_score']):13.2f} {agree:10.2f} "
+              f"{np.nanmedian(on_true['bg_score'][clean]):12.2f} "
               f"{np.nanmean(on_true['peak_on_animal'][clean]):6.2f} {spearman(on_true['bg_score'][clean], area[clean]):15.2f} "
               f"{seconds * 1e3:5.1f}ms")
+
+
+def denser(net: nn.Sequential) -> nn.Sequential:
+    """The same network with its last stage run at stride 1 and dilated by 2 ("a trous"): an 8x8 map at 128 px
+    whose every other cell equals the 4x4 map's; the cells between sample the same features half a cell over.
+    Its cells are twice as fine, but each reaches as far into the photo as before. Its mean is not the logit, so
+    its maps are read for the classes the model itself predicts."""
+    dense = copy.deepcopy(net)
+    strided = False
+    for conv in (m for m in dense[0][-1].modules() if isinstance(m, nn.Conv2d)):
+        if conv.stride == (2, 2):
+            conv.stride, strided = (1, 1), True
+        elif strided and conv.kernel_size == (3, 3):
+            conv.dilation, conv.padding = (2, 2), (2, 2)
+    return dense.eval()
 
 
 # ---------------------------------------------------------------- real photos and the README figure
@@ -556,7 +597,7 @@ def main() -> None:
     area = truth["animal_area"].to_numpy()
     auto = foreground(folder, truth, masks)
     ranking_without_model(masks, auto)
-    cases = [(name, cams, masks, area) for name, cams in constructed_maps(masks)]
+    cases = [(name, cams, masks, area, 1.0) for name, cams in constructed_maps(masks)]   # no model to measure
     if args.no_model:
         fairness(cases)
     else:
@@ -567,15 +608,16 @@ def main() -> None:
         pred = logits.argmax(1).numpy()
         right = pred == base["label"]
         print(f"control model on the test photos: accuracy {right.mean():.1%}")
-        cases.append(("control model (no planted cue), correct photos", maps[right, pred[right]], masks[right], area[right]))
+        cases.append(("control model (no planted cue), correct photos", maps[right, pred[right]], masks[right],
+                      area[right], measured_spread(control, base["x"])))
         clean = (base["pred"] == base["label"]) & ~truth["has_shortcut"].to_numpy()
         cases.append(("shortcut model, correct photos without the cue", base["maps"][clean, base["pred"][clean]],
-                      masks[clean], area[clean]))
+                      masks[clean], area[clean], base["spread"]))
         logits, maps = run(control, base["x"], maps_layer3)
         pred = logits.argmax(1).numpy()
         right = pred == base["label"]
         cases.append(("layer3 maps: control model, correct photos", maps[right, pred[right]], masks[right],
-                      area[right]))
+                      area[right], measured_spread(control, base["x"], "layer3")))
         fairness(cases)
         resolution(net, sidecar, folder, truth, masks, auto, base)
         if args.figure:

@@ -75,7 +75,7 @@ def make_audit(root: Path, name: str = "small", n: int = 36, seed: int = 0, cam_
     manifest = {"classes": CLASSES, "dataset": {"image_root": str(image_root), "label_file": None, "n_images": n},
                 "model": {"arch": "resnet18", "head": "cam", "pretrained": False}, "input_size": 128,
                 "cam": {"method": "exact-cam", "layer": "layer4", "shape": list(cam_shape)} if cam_shape == (4, 4)
-                else {"method": "grad-cam", "layer": "layer3", "shape": list(cam_shape)}}
+                else {"method": "grad-cam", "layer": "layer3", "shape": list(cam_shape), "spread": 1.3}}
     store = write_store(root / "audits" / name, frame.assign(idx=0)[IMAGE_COLUMNS], probs, cams, masks, manifest,
                         mask_size=MASK_SIZE)
     (image_root / f"{VANISHED}.png").unlink()

@@ -112,10 +112,11 @@ def test_heatmap_explains_the_score_of_a_finer_layer3_map(tmp_path, monkeypatch)
     monkeypatch.setenv("WHALEAUDIT_AUDITS", str(store.parent))
     at = start("heatmap", image="img_005")
     audit = open_audit(store)
-    parts = views.explain_score(audit.cam(5, int(audit.images["pred_idx"][5])), audit.mask(5))  # img_005's map
-    assert parts["evidence"].shape == (8, 8)
+    parts = views.explain_score(audit.cam(5, int(audit.images["pred_idx"][5])), audit.mask(5),
+                                audit.spread)  # img_005's map
+    assert parts["evidence"].shape == (8, 8) and audit.spread == 1.3
     assert any("each of the map's 64 cells" in m.value and f"**{parts['bg_score']:.3f}**" in m.value
-               for m in at.markdown)
+               and "about 1.30 cells (measured on this model)" in m.value for m in at.markdown)
 
 
 def test_top_losses_worst_first_and_filtered_by_a_confusion_cell(audit):

@@ -1,12 +1,14 @@
 """Maps: the exact CAM averages to the logits; Grad-CAM equals plain autograd; bf16 stays within 1%."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from _helpers_engine import SIZE, draw, tiny_model
-from whaleaudit.cam import BF16_HEADS, fast_dtype, for_inference, head_kind, predict_with_maps
+from whaleaudit.cam import BF16_HEADS, fast_dtype, for_inference, head_kind, predict_with_maps, spread
 from whaleaudit.errors import ModelError
 from whaleaudit.model import build_model, load_model
 
@@ -109,3 +111,28 @@ def test_head_kind_reads_the_head_and_refuses_other_layouts():
         head_kind(nn.Linear(3, 3))
     with pytest.raises(ModelError, match="eval"):
         predict_with_maps(build_model("cam", 3).train(), batch(2))
+
+
+def test_spread_is_the_receptive_field_of_a_map_cell():
+    """A map cell that sums a 9 x 9 box of pixels (stride 8) spreads by that box's standard deviation, in cells,
+    wherever the map is read from and on any photos."""
+    box = nn.Conv2d(3, 1, 9, stride=8, padding=4, bias=False)
+    nn.init.ones_(box.weight)
+    later = nn.Conv2d(1, 1, 3, stride=2, padding=1)
+    for body, layer in [(nn.Sequential(box), "layer4"), (nn.Sequential(box, later), "layer3")]:
+        model = nn.Sequential(body, nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1, 2))).eval()
+        for x in (torch.rand(4, 3, 64, 64), torch.zeros(1, 3, 64, 64)):
+            assert spread(model, x, layer) == round(math.sqrt((9 ** 2 - 1) / 12) / 8, 2)
+    dead = nn.Conv2d(3, 1, 1)
+    nn.init.zeros_(dead.weight)
+    with pytest.raises(ModelError, match="does not depend on the input photos"):
+        spread(nn.Sequential(nn.Sequential(dead), model[1]), torch.rand(2, 3, 8, 8))
+
+
+@pytest.mark.parametrize("layer", ["layer4", "layer3"])
+def test_spread_of_a_trained_model_is_the_same_folded_and_inside_inference_mode(layer):
+    model = trained("cam").eval()
+    folded = for_inference(model, torch.device("cpu"))
+    with torch.inference_mode():
+        inside = spread(folded, batch(), layer)
+    assert spread(model, batch(), layer) == inside > 0

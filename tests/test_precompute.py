@@ -69,7 +69,8 @@ def test_layer3_maps_are_the_finer_grad_cam_of_each_photo(head, tmp_path):
     dataset = load_dataset(tiny_dataset())
     audit = open_audit(precompute(dataset, weights, tmp_path / "audit", workers=0, progress=False, cam_layer="layer3"))
     m = audit.manifest
-    assert m["cam"] == {"method": "grad-cam", "layer": "layer3", "shape": [4, 4], "mean_equals_logit": False}
+    assert m["cam"] == {"method": "grad-cam", "layer": "layer3", "shape": [4, 4], "mean_equals_logit": False,
+                        "spread": m["cam"]["spread"]} and m["cam"]["spread"] > 0
     assert m["parameters"]["cam_layer"] == "layer3" and audit.cams.shape == (len(dataset.frame), 2, 4, 4)
     model, sidecar = load_model(weights)
     photos = AuditImages(dataset.frame, dataset.image_root, 64, ForegroundProvider(dataset.image_root))
@@ -82,6 +83,36 @@ def test_layer3_maps_are_the_finer_grad_cam_of_each_photo(head, tmp_path):
     assert len(scored) and scored["bg_score"].notna().all()
     with pytest.raises(WhaleAuditError, match="cam_layer='layer5'"):
         precompute(dataset, weights, tmp_path / "other", workers=0, progress=False, cam_layer="layer5")
+
+
+def test_scores_soften_by_the_spread_measured_on_the_first_readable_photos(tmp_path):
+    from whaleaudit.cam import spread
+    from whaleaudit.foreground import ForegroundProvider
+    from whaleaudit.images import resolve_image
+    from whaleaudit.model import load_model
+    from whaleaudit.precompute import AuditImages, _stats, normalised
+    from whaleaudit.score import attention_scores
+    from whaleaudit.store import unpack_masks
+
+    dataset = load_dataset(make_dataset(tmp_path, n_per_species=4, species=SPECIES[:2]))
+    resolve_image(dataset.image_root, dataset.frame["path"].iloc[0]).write_bytes(b"not a photo")
+    weights = tiny_model("cam").with_suffix(".pth")
+    audit = open_audit(precompute(dataset, weights, tmp_path / "audit", workers=0, progress=False))
+    model, sidecar = load_model(weights)
+    photos = AuditImages(dataset.frame, dataset.image_root, int(sidecar["size"]),
+                         ForegroundProvider(dataset.image_root))
+    readable = torch.stack([photos[i]["pixels"] for i in range(1, len(photos))])
+    measured = spread(model.eval(), normalised(readable, *_stats(sidecar["normalize"], "cpu")))
+    assert audit.spread == audit.manifest["cam"]["spread"] == measured > 0
+    rows = np.flatnonzero(audit.images["fg_source"] != "none")
+    masks = unpack_masks(audit.masks_packed[rows], audit.manifest["mask_size"])
+    cams = audit.cams[rows, audit.images["pred_idx"].to_numpy()[rows]].astype(np.float32)
+    has = np.ones(len(rows), bool)
+    stored = audit.images["bg_score"].to_numpy()[rows]
+    np.testing.assert_allclose(stored, attention_scores(cams, masks, has, measured)["bg_score"], atol=2e-3)
+    assert np.abs(stored - attention_scores(cams, masks, has, 2 * measured)["bg_score"]).max() > 0.01
+    unreadable = AuditImages(dataset.frame.iloc[:1], dataset.image_root, 16, ForegroundProvider(dataset.image_root))
+    assert (unreadable.first_readable() == 128).all() and unreadable.first_readable().shape == (1, 16, 16, 3)
 
 
 def test_unreadable_images_and_unknown_species_get_rows_not_failures(tmp_path):

@@ -61,6 +61,16 @@ def test_evidence_next_to_the_animal_counts_less_than_evidence_far_away():
     assert s["bg_share"][0] == s["bg_share"][1] == 1
 
 
+def test_the_softening_is_as_wide_as_the_maps_spread():
+    """A network that spreads evidence less has its evidence beside the animal counted as off it sooner."""
+    fin = _mask(20, 24, 20, 24)                       # cell (1, 1)
+    beside = np.zeros((4, 4)); beside[1, 2] = 1
+    cams, masks, has = np.stack([beside]), np.stack([fin]), np.ones(1, bool)
+    by_spread = [attention_scores(cams, masks, has, spread)["bg_score"][0] for spread in (0.5, 1.0, 1.5)]
+    assert by_spread[0] > 0.5 and by_spread[0] > by_spread[1] > by_spread[2]
+    assert attention_scores(cams, masks, has)["bg_score"][0] == by_spread[1]    # one cell unless measured
+
+
 def test_score_does_not_depend_on_the_maps_scale_and_a_floor_of_evidence_raises_it():
     fin = _mask(14, 18, 30, 36)                       # straddles four cells
     cams = cell_coverage(fin[None], (4, 4))

@@ -172,7 +172,7 @@ def test_explained_score_shows_its_parts_and_adds_up():
     cam = np.array([[4.0, -1.0], [1.0, 0.0]])
     mask = np.zeros((8, 8), bool)
     mask[:4, :2] = True  # covers half of the top-left cell
-    parts = views.explain_score(cam, mask)
+    parts = views.explain_score(cam, mask, 1.0)
     assert parts["evidence"].tolist() == [[0.8, 0.0], [0.2, 0.0]]
     assert parts["coverage"].tolist() == [[0.5, 0.0], [0.0, 0.0]]
     assert parts["bg_share"] == pytest.approx(1 - 0.8 * 0.5)
@@ -182,6 +182,8 @@ def test_explained_score_shows_its_parts_and_adds_up():
     assert parts["ideal"] == pytest.approx((soft ** 2).sum() / soft.sum())
     assert parts["bg_score"] == pytest.approx(max(0.0, 1 - parts["on"] / parts["ideal"]))
     assert parts["peak_on_animal"] == 1.0
+    narrow = views.explain_score(cam, mask, 0.25)                     # the audit's measured spread
+    assert narrow["soft"][0, 1] < soft[0, 1] and narrow["bg_score"] > parts["bg_score"]
 
 
 def test_upsampling_is_smooth_and_keeps_the_cells_values():

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import __version__
-from .cam import LAYERS, cam_method, fast_dtype, for_inference, predict_with_maps, split, stages
+from .cam import LAYERS, cam_method, fast_dtype, for_inference, predict_with_maps, split, spread, stages
 from .causal import EDITS, edit_probabilities
 from .dataset import Dataset
 from .errors import ImageError, WhaleAuditError
@@ -47,6 +47,9 @@ from .store import IMAGE_COLUMNS, StoreWriter
 log = logging.getLogger(__name__)
 
 CHUNK_IMAGES = 1024
+#: Photos the maps' spread (:func:`whaleaudit.cam.spread`) is measured on: it varied by 0.01-0.04 cells between
+#: sets of 32 photos in the measurements behind that docstring.
+SPREAD_PHOTOS = 32
 
 
 def precompute(dataset: Dataset, model_path: Path, out: Path, *, trust: bool = False,
@@ -86,11 +89,15 @@ def precompute(dataset: Dataset, model_path: Path, out: Path, *, trust: bool = F
     labels = label_indices(frame["species"], info["classes"])
     size = int(info["size"])
     cam_shape = _cam_shape(model, size, cam_layer)
+    images = AuditImages(frame, dataset.image_root, size, foreground)
+    first = normalised(torch.from_numpy(images.first_readable()), *_stats(info["normalize"], "cpu"))
+    map_spread = spread(model, first, cam_layer)   # before the fingerprint: a resumed run must score alike
     chunk_images = max(bs, chunk_images // bs * bs)  # whole batches only: a resumed run sees the same batches
     parameters = {"bs": bs, "chunk_images": chunk_images, "causal": causal, "precision": str(dtype).split(".")[-1],
                   "device": dev.type, "foreground": foreground.describe(), "cam_layer": cam_layer}
     fingerprint = {"dataset": dataset.fingerprint(), "model": info["sha256"], "size": size, **parameters,
-                   "boxes": file_sha256(foreground.boxes_csv) if foreground.boxes_csv else None}
+                   "boxes": file_sha256(foreground.boxes_csv) if foreground.boxes_csv else None,
+                   "spread": map_spread}
     writer = StoreWriter(out, n_images=n, classes=info["classes"], cam_shape=cam_shape, mask_size=MASK_SIZE,
                          fingerprint=fingerprint)
     chunks = [(k, start, min(start + chunk_images, n)) for k, start in enumerate(range(0, n, chunk_images))]
@@ -99,7 +106,6 @@ def precompute(dataset: Dataset, model_path: Path, out: Path, *, trust: bool = F
     in_causal = causal_sample(frame["image"], causal)
     split_of = _split_lookup(info)
 
-    images = AuditImages(frame, dataset.image_root, size, foreground)
     stats = _stats(info["normalize"], dev)
     loader = torch.utils.data.DataLoader(images, batch_sampler=batches, num_workers=workers,
                                          persistent_workers=workers > 0, collate_fn=_collate)
@@ -113,7 +119,7 @@ def precompute(dataset: Dataset, model_path: Path, out: Path, *, trust: bool = F
             parts = []
             for _ in range(-(-(stop - start) // bs)):
                 parts.append(_audit_batch(model, next(batch_iter), dev, dtype, stats, labels, in_causal, size,
-                                          cam_layer))
+                                          cam_layer, map_spread))
                 bar.update(len(parts[-1]["idx"]))
             result = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
             rows = _rows(frame, result, labels, info["classes"], split_of)
@@ -123,12 +129,12 @@ def precompute(dataset: Dataset, model_path: Path, out: Path, *, trust: bool = F
     timings = {"seconds_total": round(time.perf_counter() - started, 2), "images_computed": remaining,
                "seconds_computing": round(time.perf_counter() - computed_from, 2)}
     timings["images_per_second"] = round(remaining / timings["seconds_computing"], 1) if remaining else None
-    return writer.finish(_manifest(dataset, info, labels, cam_shape, parameters, fingerprint["dataset"], workers,
-                                   timings))
+    return writer.finish(_manifest(dataset, info, labels, cam_shape, map_spread, parameters, fingerprint["dataset"],
+                                   workers, timings))
 
 
-def _manifest(dataset: Dataset, info: dict, labels: np.ndarray, cam_shape, parameters: dict, fingerprint: str,
-              workers: int, timings: dict) -> dict:
+def _manifest(dataset: Dataset, info: dict, labels: np.ndarray, cam_shape, map_spread: float, parameters: dict,
+              fingerprint: str, workers: int, timings: dict) -> dict:
     species = dataset.frame["species"]
     counts = species.value_counts()
     method = cam_method(info["head"], parameters["cam_layer"])
@@ -141,7 +147,7 @@ def _manifest(dataset: Dataset, info: dict, labels: np.ndarray, cam_shape, param
         | {"valid_accuracy": info.get("training", {}).get("valid_accuracy"),
            "trained_on": info.get("dataset", {}).get("fingerprint")},
         "cam": {"method": method, "layer": parameters["cam_layer"], "shape": list(cam_shape),
-                "mean_equals_logit": method == "exact-cam"},
+                "mean_equals_logit": method == "exact-cam", "spread": map_spread},
         "input_size": int(info["size"]), "normalize": info["normalize"], "parameters": parameters,
         "whaleaudit_version": __version__,
         "environment": {"torch": torch.__version__, "python": platform.python_version(),
@@ -201,7 +207,7 @@ class AuditImages(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         try:
-            rgb = load_rgb(resolve_image(self.image_root, self.paths[i]))
+            rgb = self._photo(i)
         except ImageError as e:
             return self._item(i, np.zeros((self.size, self.size, 3), np.uint8), None, "none", str(e))
         try:
@@ -210,6 +216,22 @@ class AuditImages(torch.utils.data.Dataset):
             warnings.warn(f"{self.ids[i]}: {e} It is audited without a foreground.", stacklevel=2)
             mask, source = None, "none"
         return self._item(i, squished(rgb, self.size), mask, source, "")
+
+    def _photo(self, i) -> np.ndarray:
+        return load_rgb(resolve_image(self.image_root, self.paths[i]))
+
+    def first_readable(self, n: int = SPREAD_PHOTOS, among: int = 8 * SPREAD_PHOTOS) -> np.ndarray:
+        """uint8 ``[<= n, size, size, 3]``: the first ``n`` readable photos among the first ``among``, to measure
+        the maps' spread on (one grey photo if none of them can be read). The same photos on every run."""
+        photos = []
+        for i in range(min(among, len(self))):
+            try:
+                photos.append(squished(self._photo(i), self.size))
+            except ImageError:
+                continue
+            if len(photos) == n:
+                break
+        return np.stack(photos) if photos else np.full((1, self.size, self.size, 3), 128, np.uint8)
 
     @staticmethod
     def _item(i, pixels, mask, source, error) -> dict:
@@ -251,7 +273,7 @@ def _collate(items: list[dict]) -> dict:
 
 
 def _audit_batch(model, batch: dict, device, dtype, stats, labels: np.ndarray, in_causal: np.ndarray,
-                 size: int, cam_layer: str) -> dict:
+                 size: int, cam_layer: str, map_spread: float) -> dict:
     """All numbers for one batch, as numpy arrays of batch length (maps: [B, C, h, w])."""
     idx = batch["idx"].numpy()
     x = normalised(batch["pixels"].to(device), *stats)
@@ -270,7 +292,8 @@ def _audit_batch(model, batch: dict, device, dtype, stats, labels: np.ndarray, i
     maps_np = maps.cpu().numpy()
     pred_np, label_np = pred.cpu().numpy(), labels[idx]
     rows_np = np.arange(len(idx))[:, None]
-    both = attention_scores(maps_np[rows_np, np.stack([pred_np, label_np.clip(min=0)], axis=1)], masks, has_mask)
+    both = attention_scores(maps_np[rows_np, np.stack([pred_np, label_np.clip(min=0)], axis=1)], masks, has_mask,
+                            map_spread)
     on_pred = {name: v[:, 0] for name, v in both.items()}
     on_true = {name: np.where(label_np >= 0, v[:, 1], np.nan) for name, v in both.items()}
 

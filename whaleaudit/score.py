@@ -5,9 +5,10 @@ image) and ``P = max(A, 0)`` its positive evidence. Two coverages of each cell b
 
 - ``c``: the share of the cell's area that the mask covers (area average, so a fin that fills a tenth of a
   cell gives 0.1, not 0 or 1);
-- ``s``: the same for the mask *softened* by a Gaussian whose sigma is one map cell. A cell's evidence cannot
-  be placed finer than the cell, and a network spreads it about a cell further (its receptive field), so
-  evidence within about a cell of the animal is, at this resolution, evidence on or at the animal.
+- ``s``: the same for the mask *softened* by a Gaussian as wide as the map's measured spread (sigma in map
+  cells, :func:`whaleaudit.cam.spread`: the effective receptive field of a map cell, 0.85-1.0 cells at layer4,
+  1.3-1.4 at layer3). A cell's evidence cannot be placed finer than the cell, and a network spreads it about
+  that far, so evidence that close to the animal is, at this resolution, evidence on or at the animal.
 
 Then
 
@@ -20,10 +21,10 @@ Then
 ``bg_share`` punishes small animals: a map whose evidence all sits in the cell of a distant fin still has
 ``bg_share = 1 - c_fin``, close to 1. ``bg_score`` measures the map against what a map of this resolution
 shows for a model that attends only to this animal, however small: 0 when the evidence is at least as
-concentrated on the animal as that, 1 when all of it lies well away (more than a cell or two) from the
+concentrated on the animal as that, 1 when all of it lies well away (two spreads or more) from the
 animal, in proportion between. Measured in ``bench/score.py``: maps built from the true masks score 0 at
 every size, and a network trained where only the animal tells the species (and that water alone is no
-species) scores a median of about 0.07 with little trend over the animal's size (Spearman +0.11; +0.04 on a
+species) scores a median of about 0.16 with no trend over the animal's size (Spearman +0.01; +0.03 on a
 second model's clean photos), while its ``bg_share`` is about 0.94 and falls with size (about -0.9). Both are
 NaN without a mask, with an empty mask, or with no positive evidence.
 
@@ -65,11 +66,12 @@ def cell_coverage(masks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
                      optimize=True)
 
 
-def soft_coverage(masks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Coverage per cell of the mask softened by a Gaussian of one cell's size (see the module docstring)."""
+def soft_coverage(masks: np.ndarray, shape: tuple[int, int], spread: float = 1.0) -> np.ndarray:
+    """Coverage per cell of the mask softened by a Gaussian whose sigma is ``spread`` map cells (see the module
+    docstring)."""
     masks = np.asarray(masks, dtype=np.float64)
     h, w = shape
-    sigma = (0, masks.shape[1] / h, masks.shape[2] / w)
+    sigma = (0, spread * masks.shape[1] / h, spread * masks.shape[2] / w)
     return cell_coverage(ndimage.gaussian_filter(masks, sigma, mode="constant", truncate=3.0), shape)
 
 
@@ -82,13 +84,16 @@ def ideal_on(soft: np.ndarray) -> np.ndarray:
         return (soft * soft).sum(axis=-1) / soft.sum(axis=-1)
 
 
-def attention_scores(cams: np.ndarray, masks: np.ndarray, has_mask: np.ndarray) -> dict[str, np.ndarray]:
+def attention_scores(cams: np.ndarray, masks: np.ndarray, has_mask: np.ndarray,
+                     spread: float = 1.0) -> dict[str, np.ndarray]:
     """Background attention of a batch of maps (see the module docstring for the formulas).
 
     ``cams``: float ``[B, h, w]`` raw maps, one class per image, or ``[B, K, h, w]``, K classes per image (the
     mask's coverages, most of the cost, are then computed once for all K). ``masks``: bool ``[B, M, M]``
-    foreground. ``has_mask``: bool ``[B]``; where False the mask-based numbers are NaN. Returns float arrays of
-    shape ``[B]`` (or ``[B, K]``): ``bg_share``, ``bg_score``, ``peak_on_animal``, ``cam_entropy``.
+    foreground. ``has_mask``: bool ``[B]``; where False the mask-based numbers are NaN. ``spread``: the maps'
+    measured spread in cells (:func:`whaleaudit.cam.spread`; audits from before it was measured used 1).
+    Returns float arrays of shape ``[B]`` (or ``[B, K]``): ``bg_share``, ``bg_score``, ``peak_on_animal``,
+    ``cam_entropy``.
     """
     cams = np.asarray(cams, dtype=np.float64)
     per_class = cams.ndim == 4
@@ -97,7 +102,7 @@ def attention_scores(cams: np.ndarray, masks: np.ndarray, has_mask: np.ndarray) 
     b, k, h, w = cams.shape
     has_mask = np.asarray(has_mask, dtype=bool).reshape(b, 1)
     cover = cell_coverage(masks, (h, w)).reshape(b, 1, -1)
-    soft = soft_coverage(masks, (h, w)).reshape(b, 1, -1)
+    soft = soft_coverage(masks, (h, w), spread).reshape(b, 1, -1)
     flat = cams.reshape(b, k, -1)
     positive = np.maximum(flat, 0.0)
     total = positive.sum(axis=-1)

@@ -2,7 +2,7 @@
 
 One folder per audit::
 
-    manifest.json    schema version, dataset, model, CAM method, classes, counts, timings (written last)
+    manifest.json    schema version, dataset, model, CAM method and spread, classes, counts, timings (written last)
     images.parquet   one row per image (columns: IMAGE_COLUMNS)
     probs.npy        float32 [N, classes]   class probabilities
     cams.npy         float16 [N, classes, h, w]   raw class activation maps, never rescaled per image
@@ -244,6 +244,12 @@ class Audit:
     @property
     def review_path(self) -> Path:
         return self.path / REVIEW
+
+    @property
+    def spread(self) -> float:
+        """The maps' measured spread in cells, which the scores soften the foreground by; audits made before it
+        was measured used one cell."""
+        return float(self.manifest.get("cam", {}).get("spread", 1.0))
 
     def cam(self, idx: int, class_idx: int) -> np.ndarray:
         """Raw float32 map of one class for one image."""

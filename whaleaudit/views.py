@@ -389,12 +389,13 @@ def _text(value) -> str:
     return "n/a" if pd.isna(value) else f"{value:.3f}"
 
 
-def explain_score(cam: np.ndarray, mask: np.ndarray) -> dict:
+def explain_score(cam: np.ndarray, mask: np.ndarray, spread: float) -> dict:
     """The background-attention score of one map, with the parts it is computed from (see :mod:`.score`).
 
     ``evidence``: each cell's share of the positive evidence; ``coverage``: the share of each cell the
-    foreground covers; ``soft``: the same for the foreground softened by one cell; ``on``: evidence-weighted
-    softened coverage; ``ideal``: the same for a model that looks only at the animal; and the scores
+    foreground covers; ``soft``: the same for the foreground softened by ``spread`` cells (the audit's
+    :attr:`.store.Audit.spread`); ``on``: evidence-weighted softened coverage; ``ideal``: the same for a
+    model that looks only at the animal; and the scores
     themselves (``bg_share = 1 - sum(evidence * coverage)``, ``bg_score = 1 - on / ideal``, ``peak_on_animal``,
     ``cam_entropy``), computed by :func:`.score.attention_scores` as the precompute does, for any class.
     """
@@ -406,8 +407,8 @@ def explain_score(cam: np.ndarray, mask: np.ndarray) -> dict:
     total = positive.sum()
     evidence = positive / total if total > 0 else np.zeros_like(positive)
     coverage = cell_coverage(mask[None], cam.shape)[0]
-    soft = soft_coverage(mask[None], cam.shape)[0]
-    scores = {k: float(v[0]) for k, v in attention_scores(cam[None], mask[None], np.array([True])).items()}
+    soft = soft_coverage(mask[None], cam.shape, spread)[0]
+    scores = {k: float(v[0]) for k, v in attention_scores(cam[None], mask[None], np.array([True]), spread).items()}
     return dict(scores, evidence=evidence, coverage=coverage, soft=soft, on=float((evidence * soft).sum()),
                 ideal=float(ideal_on(soft.reshape(1, -1))[0]))
 
