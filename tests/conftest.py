@@ -1,10 +1,13 @@
 """Shared test set-up: caches go to a temporary folder, never the home folder."""
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
+
+from _helpers_engine import workdir
 
 _CACHE = Path(tempfile.mkdtemp(prefix="whaleaudit-test-cache-"))
 for var in ("TORCH_HOME", "FASTAI_HOME", "MPLCONFIGDIR", "TORCHINDUCTOR_CACHE_DIR", "XDG_CACHE_HOME"):
@@ -13,6 +16,16 @@ for var in ("TORCH_HOME", "FASTAI_HOME", "MPLCONFIGDIR", "TORCHINDUCTOR_CACHE_DI
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REAL_PHOTOS = SHARED_DATA / "happywhale128"
 REAL_LABELS = SHARED_DATA / "happywhale_train.csv"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _leave_no_temporary_folders():
+    """The caches and the engine tests' tiny models and datasets (about 90-180 MB a run) go when the run ends;
+    a run that is killed leaves them in the system's temporary folder, which the system clears."""
+    yield
+    shutil.rmtree(_CACHE, ignore_errors=True)
+    if workdir.cache_info().currsize:
+        shutil.rmtree(workdir(), ignore_errors=True)
 
 
 @pytest.fixture
