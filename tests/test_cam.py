@@ -125,7 +125,7 @@ def test_spread_is_the_receptive_field_of_a_map_cell():
             assert spread(model, x, layer) == round(math.sqrt((9 ** 2 - 1) / 12) / 8, 2)
     dead = nn.Conv2d(3, 1, 1)
     nn.init.zeros_(dead.weight)
-    with pytest.raises(ModelError, match="does not depend on the input photos"):
+    with pytest.raises(ModelError, match="the same for every photo"):
         spread(nn.Sequential(nn.Sequential(dead), model[1]), torch.rand(2, 3, 8, 8))
 
 

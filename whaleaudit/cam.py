@@ -197,7 +197,8 @@ def spread(model: nn.Module, x: torch.Tensor, layer: str = "layer4") -> float:
     field = grad.abs().sum(dim=(0, 1)).double().cpu()   # [H, W]
     total = field.sum()
     if not total > 0:
-        raise ModelError(f"the map at {layer} does not depend on the input photos; its spread cannot be measured.")
+        raise ModelError(f"the maps at {layer} are the same for every photo (they do not depend on the input), so "
+                         "they cannot show where the evidence lies. Check that the model file holds trained weights.")
 
     def std(weights: torch.Tensor, cell: float) -> float:
         at = torch.arange(len(weights), dtype=torch.float64)
