@@ -116,7 +116,7 @@ def test_heatmap_explains_the_score_of_a_finer_layer3_map(tmp_path, monkeypatch)
                                 audit.spread)  # img_005's map
     assert parts["evidence"].shape == (8, 8) and audit.spread == 1.3
     assert any("each of the map's 64 cells" in m.value and f"**{parts['bg_score']:.3f}**" in m.value
-               and "about 1.30 cells (measured on this model)" in m.value for m in at.markdown)
+               and "reaches about 1.30 cells beyond where it comes from" in m.value for m in at.markdown)
 
 
 def test_top_losses_worst_first_and_filtered_by_a_confusion_cell(audit):
