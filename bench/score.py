@@ -146,7 +146,7 @@ def ranking_without_model(masks: np.ndarray, auto: np.ndarray) -> None:
     bar("auto foreground ranks like true mask, no model: Spearman", rho, "(reported)", True)
 
 
-def fairness(cases: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> None:
+def fairness(cases: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, float]]) -> None:
     """Does the score grow with the animal's size when the evidence lies only on the animal?
 
     ``cases``: (name, maps [N, h, w], masks, animal area, the maps' spread in cells). Each definition's Spearman
@@ -160,8 +160,8 @@ def fairness(cases: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> Non
         ok = masks.any((1, 2))
         d = definitions(cams[ok], masks[ok])
         lib = attention_scores(cams[ok], masks[ok], np.ones(ok.sum(), bool), cells)["bg_score"]
-        cells = "".join(f"{spearman(v, area[ok]):+12.2f} ({np.nanmedian(v):.2f})" for v in d.values())
-        print(f"  {name:46s}{cells}   {spearman(lib, area[ok]):+.2f} ({np.nanmedian(lib):.2f})")
+        columns = "".join(f"{spearman(v, area[ok]):+12.2f} ({np.nanmedian(v):.2f})" for v in d.values())
+        print(f"  {name:46s}{columns}   {spearman(lib, area[ok]):+.2f} ({np.nanmedian(lib):.2f})")
         if name.endswith("sharp"):
             bar("maps from the true masks: largest bg_score, any size", np.nanmax(lib), "<= 0.05", np.nanmax(lib) <= 0.05)
         if name.startswith("control"):
