@@ -85,7 +85,7 @@ def test_layer3_maps_are_the_finer_grad_cam_of_each_photo(head, tmp_path):
         precompute(dataset, weights, tmp_path / "other", workers=0, progress=False, cam_layer="layer5")
 
 
-def test_scores_soften_by_the_spread_measured_on_the_first_readable_photos(tmp_path):
+def test_scores_soften_by_the_spread_measured_on_the_readable_photos(tmp_path):
     from whaleaudit.cam import spread
     from whaleaudit.foreground import ForegroundProvider
     from whaleaudit.images import resolve_image
@@ -111,8 +111,20 @@ def test_scores_soften_by_the_spread_measured_on_the_first_readable_photos(tmp_p
     stored = audit.images["bg_score"].to_numpy()[rows]
     np.testing.assert_allclose(stored, attention_scores(cams, masks, has, measured)["bg_score"], atol=2e-3)
     assert np.abs(stored - attention_scores(cams, masks, has, 2 * measured)["bg_score"]).max() > 0.01
-    unreadable = AuditImages(dataset.frame.iloc[:1], dataset.image_root, 16, ForegroundProvider(dataset.image_root))
-    assert (unreadable.first_readable() == 128).all() and unreadable.first_readable().shape == (1, 16, 16, 3)
+
+
+def test_the_spread_is_measured_on_photos_spread_through_the_dataset(tmp_path):
+    from whaleaudit.foreground import ForegroundProvider
+    from whaleaudit.images import resolve_image
+    from whaleaudit.precompute import AuditImages
+
+    dataset = load_dataset(make_dataset(tmp_path, n_per_species=12, species=SPECIES[:2]))   # 24 photos
+    resolve_image(dataset.image_root, dataset.frame["path"].iloc[8]).write_bytes(b"not a photo")
+    photos = AuditImages(dataset.frame, dataset.image_root, 16, ForegroundProvider(dataset.image_root))
+    spaced = [0, 9, 15, 23]   # 0, 8, 15, 23 evenly spaced; 8 is unreadable, so the next one
+    np.testing.assert_array_equal(photos.spread_photos(4), np.stack([photos[i]["pixels"].numpy() for i in spaced]))
+    unreadable = AuditImages(dataset.frame.iloc[8:9], dataset.image_root, 16, ForegroundProvider(dataset.image_root))
+    assert (unreadable.spread_photos() == 128).all() and unreadable.spread_photos().shape == (1, 16, 16, 3)
 
 
 def test_unreadable_images_and_unknown_species_get_rows_not_failures(tmp_path):

@@ -91,8 +91,8 @@ def precompute(dataset: Dataset, model_path: Path, out: Path, *, trust: bool = F
     size = int(info["size"])
     cam_shape = _cam_shape(model, size, cam_layer)
     images = AuditImages(frame, dataset.image_root, size, foreground)
-    first = normalised(torch.from_numpy(images.first_readable()), *_stats(info["normalize"], "cpu"))
-    map_spread = spread(model, first, cam_layer)   # before the fingerprint: a resumed run must score alike
+    sample = normalised(torch.from_numpy(images.spread_photos()), *_stats(info["normalize"], "cpu"))
+    map_spread = spread(model, sample, cam_layer)   # before the fingerprint: a resumed run must score alike
     chunk_images = max(bs, chunk_images // bs * bs)  # whole batches only: a resumed run sees the same batches
     parameters = {"bs": bs, "chunk_images": chunk_images, "causal": causal, "precision": str(dtype).split(".")[-1],
                   "device": dev.type, "foreground": foreground.describe(), "cam_layer": cam_layer}
@@ -221,17 +221,21 @@ class AuditImages(torch.utils.data.Dataset):
     def _photo(self, i) -> np.ndarray:
         return load_rgb(resolve_image(self.image_root, self.paths[i]))
 
-    def first_readable(self, n: int = SPREAD_PHOTOS, among: int = 8 * SPREAD_PHOTOS) -> np.ndarray:
-        """uint8 ``[<= n, size, size, 3]``: the first ``n`` readable photos among the first ``among``, to measure
-        the maps' spread on (one grey photo if none of them can be read). The same photos on every run."""
-        photos = []
-        for i in range(min(among, len(self))):
-            try:
-                photos.append(squished(self._photo(i), self.size))
-            except ImageError:
-                continue
-            if len(photos) == n:
-                break
+    def spread_photos(self, n: int = SPREAD_PHOTOS, tries: int = 8) -> np.ndarray:
+        """uint8 ``[<= n, size, size, 3]``: ``n`` photos evenly spaced through the dataset (where one cannot be
+        read, the next of up to ``tries``), to measure the maps' spread on; the same photos on every run, and
+        not all of one species where the label file is sorted. One grey photo if none can be read."""
+        photos, taken = [], set()
+        for start in np.linspace(0, len(self) - 1, n).round().astype(int):
+            for i in range(start, min(start + tries, len(self))):
+                if i in taken:
+                    continue
+                taken.add(i)
+                try:
+                    photos.append(squished(self._photo(i), self.size))
+                    break
+                except ImageError:
+                    continue
         return np.stack(photos) if photos else np.full((1, self.size, self.size, 3), 128, np.uint8)
 
     @staticmethod
