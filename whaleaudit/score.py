@@ -6,8 +6,8 @@ image) and ``P = max(A, 0)`` its positive evidence. Two coverages of each cell b
 - ``c``: the share of the cell's area that the mask covers (area average, so a fin that fills a tenth of a
   cell gives 0.1, not 0 or 1);
 - ``s``: the same for the mask *softened* by a Gaussian as wide as the map's measured spread (sigma in map
-  cells, :func:`whaleaudit.cam.spread`: the effective receptive field of a map cell, 0.85-1.0 cells at layer4,
-  1.3-1.4 at layer3). A cell's evidence cannot be placed finer than the cell, and a network spreads it about
+  cells, :func:`whaleaudit.cam.spread`: the effective receptive field of a map cell, 0.83-0.97 cells at layer4,
+  1.26-1.36 at layer3). A cell's evidence cannot be placed finer than the cell, and a network spreads it about
   that far, so evidence that close to the animal is, at this resolution, evidence on or at the animal.
 
 Then
