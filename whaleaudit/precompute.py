@@ -91,8 +91,9 @@ def precompute(dataset: Dataset, model_path: Path, out: Path, *, trust: bool = F
     size = int(info["size"])
     cam_shape = _cam_shape(model, size, cam_layer)
     images = AuditImages(frame, dataset.image_root, size, foreground)
-    sample = normalised(torch.from_numpy(images.spread_photos()), *_stats(info["normalize"], "cpu"))
-    map_spread = spread(model, sample, cam_layer)   # before the fingerprint: a resumed run must score alike
+    stats = _stats(info["normalize"], dev)
+    sample = normalised(torch.from_numpy(images.spread_photos()).to(dev), *stats)
+    map_spread = spread(model.to(dev), sample, cam_layer)   # before the fingerprint: a resumed run scores alike
     chunk_images = max(bs, chunk_images // bs * bs)  # whole batches only: a resumed run sees the same batches
     parameters = {"bs": bs, "chunk_images": chunk_images, "causal": causal, "precision": str(dtype).split(".")[-1],
                   "device": dev.type, "foreground": foreground.describe(), "cam_layer": cam_layer}
@@ -107,7 +108,6 @@ def precompute(dataset: Dataset, model_path: Path, out: Path, *, trust: bool = F
     in_causal = causal_sample(frame["image"], causal)
     split_of = _split_lookup(info)
 
-    stats = _stats(info["normalize"], dev)
     loader = torch.utils.data.DataLoader(images, batch_sampler=batches, num_workers=workers,
                                          persistent_workers=workers > 0, collate_fn=_collate)
     remaining = sum(stop - start for _, start, stop in todo)
