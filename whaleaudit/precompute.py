@@ -92,8 +92,9 @@ def precompute(dataset: Dataset, model_path: Path, out: Path, *, trust: bool = F
     cam_shape = _cam_shape(model, size, cam_layer)
     images = AuditImages(frame, dataset.image_root, size, foreground)
     stats = _stats(info["normalize"], dev)
+    model = model.to(dev)
     sample = normalised(torch.from_numpy(images.spread_photos()).to(dev), *stats)
-    map_spread = spread(model.to(dev), sample, cam_layer)   # before the fingerprint: a resumed run scores alike
+    map_spread = spread(model, sample, cam_layer)   # before the fingerprint: a resumed run scores alike
     chunk_images = max(bs, chunk_images // bs * bs)  # whole batches only: a resumed run sees the same batches
     parameters = {"bs": bs, "chunk_images": chunk_images, "causal": causal, "precision": str(dtype).split(".")[-1],
                   "device": dev.type, "foreground": foreground.describe(), "cam_layer": cam_layer}
