@@ -23,6 +23,16 @@ pytestmark = pytest.mark.slow  # trains the tiny models on first use
 REPO = Path(__file__).resolve().parents[1]
 
 
+def fed_to_the_model(dataset, sidecar: dict, rows) -> torch.Tensor:
+    """The photos ``rows`` of ``dataset`` as the precompute feeds them to the model: squished, normalised."""
+    from whaleaudit.foreground import ForegroundProvider
+    from whaleaudit.precompute import AuditImages, _stats, normalised
+
+    size = int(sidecar["size"])
+    photos = AuditImages(dataset.frame, dataset.image_root, size, ForegroundProvider(dataset.image_root))
+    return normalised(torch.stack([photos[i]["pixels"] for i in rows]), *_stats(sidecar["normalize"], "cpu"))
+
+
 @pytest.mark.parametrize("head", ["cam", "fastai"])
 def test_store_says_what_the_learner_says(head, tmp_path):
     from fastai.learner import load_learner
@@ -61,9 +71,7 @@ def test_layer3_maps_are_the_finer_grad_cam_of_each_photo(head, tmp_path):
     """``cam_layer="layer3"`` stores Grad-CAM at the body's second-to-last stage (4 x 4 here, 2 x 2 at the body's
     output), the same maps as :func:`predict_with_maps` gives for the photos as the precompute feeds them."""
     from whaleaudit.cam import predict_with_maps
-    from whaleaudit.foreground import ForegroundProvider
     from whaleaudit.model import load_model
-    from whaleaudit.precompute import AuditImages, _stats, normalised
 
     weights = tiny_model(head).with_suffix(".pth")
     dataset = load_dataset(tiny_dataset())
@@ -73,9 +81,7 @@ def test_layer3_maps_are_the_finer_grad_cam_of_each_photo(head, tmp_path):
                         "spread": m["cam"]["spread"]} and m["cam"]["spread"] > 0
     assert m["parameters"]["cam_layer"] == "layer3" and audit.cams.shape == (len(dataset.frame), 2, 4, 4)
     model, sidecar = load_model(weights)
-    photos = AuditImages(dataset.frame, dataset.image_root, 64, ForegroundProvider(dataset.image_root))
-    pixels = torch.stack([photos[i]["pixels"] for i in range(len(photos))])
-    logits, maps = predict_with_maps(model.eval(), normalised(pixels, *_stats(sidecar["normalize"], "cpu")),
+    logits, maps = predict_with_maps(model.eval(), fed_to_the_model(dataset, sidecar, range(len(dataset.frame))),
                                      layer="layer3")
     np.testing.assert_allclose(audit.cams.astype(np.float32), maps.numpy(), rtol=2e-3, atol=2e-3)
     np.testing.assert_allclose(audit.probs, torch.softmax(logits, 1).numpy(), atol=1e-4)
@@ -87,10 +93,8 @@ def test_layer3_maps_are_the_finer_grad_cam_of_each_photo(head, tmp_path):
 
 def test_scores_soften_by_the_spread_measured_on_the_readable_photos(tmp_path):
     from whaleaudit.cam import spread
-    from whaleaudit.foreground import ForegroundProvider
     from whaleaudit.images import resolve_image
     from whaleaudit.model import load_model
-    from whaleaudit.precompute import AuditImages, _stats, normalised
     from whaleaudit.score import attention_scores
     from whaleaudit.store import unpack_masks
 
@@ -99,10 +103,7 @@ def test_scores_soften_by_the_spread_measured_on_the_readable_photos(tmp_path):
     weights = tiny_model("cam").with_suffix(".pth")
     audit = open_audit(precompute(dataset, weights, tmp_path / "audit", workers=0, progress=False))
     model, sidecar = load_model(weights)
-    photos = AuditImages(dataset.frame, dataset.image_root, int(sidecar["size"]),
-                         ForegroundProvider(dataset.image_root))
-    readable = torch.stack([photos[i]["pixels"] for i in range(1, len(photos))])
-    measured = spread(model.eval(), normalised(readable, *_stats(sidecar["normalize"], "cpu")))
+    measured = spread(model.eval(), fed_to_the_model(dataset, sidecar, range(1, len(dataset.frame))))  # readable
     assert audit.spread == audit.manifest["cam"]["spread"] == measured > 0
     rows = np.flatnonzero(audit.images["fg_source"] != "none")
     masks = unpack_masks(audit.masks_packed[rows], audit.manifest["mask_size"])
