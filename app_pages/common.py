@@ -18,10 +18,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from whaleaudit import export, views
+from whaleaudit import views
+from whaleaudit.audit import export
+from whaleaudit.audit.review import Review
+from whaleaudit.audit.store import MANIFEST, Audit, open_audit
 from whaleaudit.errors import ImageError, StoreError
-from whaleaudit.review import Review
-from whaleaudit.store import MANIFEST, Audit, open_audit
 
 AUDITS_ENV = "WHALEAUDIT_AUDITS"
 PAGES = {name: f"app_pages/{name}.py" for name in ("overview", "species", "top_losses", "heatmap", "review")}
@@ -168,7 +169,7 @@ def offer_demo(folder: Path) -> None:
         st.warning("The demo is already being built for another browser tab; reload this page in a minute.")
         return
     try:
-        from whaleaudit.demo import build_demo
+        from whaleaudit.demo.build import build_demo
 
         bar = st.progress(0.0, text="Building the demo audit...")
         build_demo(folder / "demo", progress=lambda share, text="": bar.progress(min(max(float(share), 0.0), 1.0),

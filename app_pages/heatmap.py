@@ -6,7 +6,7 @@ import streamlit as st
 
 from app_pages import common
 from whaleaudit import views
-from whaleaudit.review import REASONS
+from whaleaudit.audit.review import REASONS
 
 LARGE = 512
 CLASS_CHOICES = ["predicted", "actual", "another class"]

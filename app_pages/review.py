@@ -3,8 +3,9 @@
 import streamlit as st
 
 from app_pages import common
-from whaleaudit import export, views
-from whaleaudit.review import REASONS
+from whaleaudit import views
+from whaleaudit.audit import export
+from whaleaudit.audit.review import REASONS
 
 TABLE_COLUMNS = ["image", "species", "prediction", "correct", "bg_score", "loss", "prob_pred", "flagged", "reason",
                  "note", "status", "error"]

@@ -17,8 +17,8 @@ import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from bench._util import DATA, OUT  # noqa: E402
-from whaleaudit.dataset import load_dataset, stratified_split  # noqa: E402
-from whaleaudit.images import load_rgb_resized, resolve_image  # noqa: E402
+from whaleaudit.data.dataset import load_dataset, stratified_split  # noqa: E402
+from whaleaudit.data.images import load_rgb_resized, resolve_image  # noqa: E402
 
 
 def best(fn, repeat):

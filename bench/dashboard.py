@@ -59,7 +59,7 @@ def store_path(n: int) -> Path:
 
 def ensure_store(n: int) -> Path:
     """The synthetic audit of ``n`` rows, built unless a complete one with the same recipe is cached."""
-    from whaleaudit.store import is_complete
+    from whaleaudit.audit.store import is_complete
 
     store = store_path(n)
     if is_complete(store) and json.loads((store / "manifest.json").read_text()).get("synthetic") == dict(RECIPE, n=n):
@@ -72,9 +72,9 @@ def ensure_store(n: int) -> Path:
 
 def build_store(n: int, store: Path) -> None:
     """Write the store chunk by chunk through StoreWriter, so memory stays flat whatever ``n``."""
-    from whaleaudit.dataset import load_dataset
-    from whaleaudit.review import REASONS, Review
-    from whaleaudit.store import StoreWriter
+    from whaleaudit.audit.review import REASONS, Review
+    from whaleaudit.audit.store import StoreWriter
+    from whaleaudit.data.dataset import load_dataset
 
     photos = DATA / "happywhale128" / "images"
     labels = load_dataset(DATA / "happywhale_train.csv", images=photos).frame
@@ -106,7 +106,7 @@ def build_store(n: int, store: Path) -> None:
 
 def synthetic_chunk(labels: pd.DataFrame, classes: list[str], files: np.ndarray, start: int, stop: int, side: int):
     """Rows ``start..stop`` of a synthetic audit: the label file's rows in order, repeated with new ids."""
-    from whaleaudit.store import IMAGE_COLUMNS
+    from whaleaudit.columns import IMAGE_COLUMNS
 
     rng = np.random.default_rng([RECIPE["seed"], start])
     i = np.arange(start, stop)

@@ -35,7 +35,7 @@ def main(keep: bool) -> None:
         if not marks or marks[-1][0] != text:
             marks.append((text, time.perf_counter() - started))
 
-    from whaleaudit.demo import FULL, build_demo  # noqa: E402  (timed: importing torch is part of the cost)
+    from whaleaudit.demo.build import FULL, build_demo  # noqa: E402  (timed: importing torch is part of the cost)
 
     out = build_demo(root=root, progress=progress)
     total = time.perf_counter() - started
@@ -52,8 +52,8 @@ def _bars(root: Path, out: Path, total: float) -> None:
     import numpy as np
     import pandas as pd
 
-    from whaleaudit.store import open_audit
-    from whaleaudit.synth import SHORTCUTS
+    from whaleaudit.audit.store import open_audit
+    from whaleaudit.demo.synth import SHORTCUTS
 
     audit = open_audit(out)
     sidecar = json.loads((root / "models" / "demo.json").read_text())

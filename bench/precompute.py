@@ -6,7 +6,7 @@ The real 128 px photos of ../shared/data/happywhale128, repeated to ``--images``
 the 26 classes of the full Happywhale label file (random weights: speed does not depend on them), batch 64:
 
 - baseline: plain fp32 ``model(x)`` over batches already decoded into tensors, what anyone writes first;
-- WhaleAudit's precompute end to end (``whaleaudit.precompute.precompute``): decode, predict, every class's
+- WhaleAudit's precompute end to end (``whaleaudit.audit.precompute.precompute``): decode, predict, every class's
   map, foreground estimate, scores, write the store; once without the causal check (the goal's scope) and
   once with it on every image (the CLI default: two more forward passes per image), and once with the finer
   layer3 maps (``--cam-layer layer3``: Grad-CAM through layer4 for each of the 26 classes);
@@ -39,15 +39,17 @@ from bench._util import DATA, OUT, PeakMemory, load, machine, mib, quiet_caches,
 
 quiet_caches(OUT)
 
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from whaleaudit.dataset import Dataset, load_dataset  # noqa: E402
-from whaleaudit.images import load_rgb, resolve_image  # noqa: E402
-from whaleaudit.model import IMAGENET_STATS, build_model, file_sha256, load_model  # noqa: E402
-from whaleaudit.precompute import model_input, precompute  # noqa: E402
-from whaleaudit.store import write_json  # noqa: E402
+from whaleaudit.audit.precompute import model_input, precompute  # noqa: E402
+from whaleaudit.data.dataset import Dataset, load_dataset  # noqa: E402
+from whaleaudit.data.images import load_rgb, resolve_image  # noqa: E402
+from whaleaudit.files import (
+    file_sha256,  # noqa: E402
+    write_json,  # noqa: E402
+)
+from whaleaudit.model.load import IMAGENET_STATS, build_model, load_model
 
 BS = 64
 SIZE = 128
@@ -112,8 +114,7 @@ def whaleaudit_precompute(ds: Dataset, pth: Path, causal: float, workers: int | 
 
 def notebook_learner(ds: Dataset, model):
     """The notebook's set-up: a fastai Learner whose DataLoaders preprocess one image at a time."""
-    from fastai.vision.all import (ImageDataLoaders, Normalize, Resize, imagenet_stats, resnet18,
-                                   vision_learner)
+    from fastai.vision.all import ImageDataLoaders, Normalize, Resize, imagenet_stats, resnet18, vision_learner
 
     dls = ImageDataLoaders.from_df(ds.frame, path=ds.image_root, fn_col="path", label_col="species",
                                    item_tfms=Resize(SIZE, method="squish"), bs=BS, num_workers=0,

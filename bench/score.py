@@ -2,7 +2,7 @@
 
 Steps (everything lands in bench/out/score; data and the model are cached there and reused when present):
 
-1. Draws two synthetic sets with :mod:`whaleaudit.synth` (true animal masks, planted shortcuts: belugas
+1. Draws two synthetic sets with :mod:`whaleaudit.demo.synth` (true animal masks, planted shortcuts: belugas
    mostly with pack ice in the distance, humpbacks mostly with a watermark): ``train`` for a model, ``test`` to measure.
 2. Foreground: :func:`auto_foreground` on every test photo against the true mask (IoU, time per photo
    next to decoding the same JPEG in this process), and how well the score from it ranks like the score
@@ -15,7 +15,7 @@ Steps (everything lands in bench/out/score; data and the model are cached there 
    (:func:`rests_on_cue`) must top the ranking; the score from the automatic foreground must rank like the score
    from the true mask; the causal check must agree.
 5. Resolution: the 4x4 map at 128 px against 8x8 maps (the body run at 256 px; the same body sampled twice as
-   densely; Grad-CAM at layer3), each scored with its own measured spread (:func:`whaleaudit.cam.spread`).
+   densely; Grad-CAM at layer3), each scored with its own measured spread (:func:`whaleaudit.explain.cam.spread`).
 6. Real photos: the automatic foreground on 100 of the Happywhale photos, as contact sheets to inspect,
    and the tally of a by-eye review of them when one was written for the current method.
 
@@ -44,16 +44,16 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-from torch import nn  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
+from torch import nn  # noqa: E402
 
-from whaleaudit import synth  # noqa: E402
-from whaleaudit.cam import predict_with_maps, spread  # noqa: E402
-from whaleaudit.causal import EDITS, edit_probabilities  # noqa: E402
-from whaleaudit.foreground import MASK_SIZE, METHOD, auto_foreground  # noqa: E402
-from whaleaudit.images import load_rgb, load_rgb_resized  # noqa: E402
-from whaleaudit.score import attention_scores, cell_coverage  # noqa: E402
+from whaleaudit.data.images import load_rgb, load_rgb_resized  # noqa: E402
+from whaleaudit.demo import synth  # noqa: E402
+from whaleaudit.explain.cam import predict_with_maps, spread  # noqa: E402
+from whaleaudit.explain.causal import EDITS, edit_probabilities  # noqa: E402
+from whaleaudit.explain.foreground import MASK_SIZE, METHOD, auto_foreground  # noqa: E402
+from whaleaudit.explain.score import attention_scores, cell_coverage  # noqa: E402
 
 TRAIN = dict(n_per_species=100, size=128, seed=101)   # the cue-only set, see cue_only_set
 CONTROL = dict(n_per_species=100, size=128, seed=303, shortcut=False)   # no planted cue: only the animal tells

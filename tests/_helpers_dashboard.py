@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from whaleaudit.store import IMAGE_COLUMNS, write_store
+from whaleaudit.audit.store import write_store
+from whaleaudit.columns import IMAGE_COLUMNS
 
 CLASSES = ["beluga", "bottlenose_dolphin", "killer_whale"]
 MASK_SIZE = 16
@@ -87,7 +88,7 @@ def review_worker(path, worker: int, n_ops: int, seed: int, shared: list[str]) -
     what it did, in order, so a test can replay it."""
     import random
 
-    from whaleaudit.review import REASONS, Review
+    from whaleaudit.audit.review import REASONS, Review
 
     rng = random.Random(seed)
     review = path if isinstance(path, Review) else Review(path)

@@ -60,8 +60,8 @@ def tiny_dataset() -> Path:
 @functools.cache
 def tiny_model(head: str = "cam") -> Path:
     """Train a resnet18 with ``head`` on the tiny dataset for one epoch; returns the exported .pkl."""
-    from whaleaudit.dataset import load_dataset
-    from whaleaudit.model import train
+    from whaleaudit.data.dataset import load_dataset
+    from whaleaudit.model.train import train
 
     out = workdir() / "models" / f"tiny-{head}.pkl"
     train(load_dataset(tiny_dataset()), out=out, epochs=1, lr=1e-2, bs=8, size=SIZE, head=head,

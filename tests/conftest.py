@@ -6,7 +6,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from _helpers_engine import workdir
 
 _CACHE = Path(tempfile.mkdtemp(prefix="whaleaudit-test-cache-"))

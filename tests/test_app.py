@@ -11,14 +11,13 @@ import types
 from pathlib import Path
 
 import pytest
+from _helpers_dashboard import UNREADABLE, VANISHED, make_audit
 from streamlit.testing.v1 import AppTest
 
 from whaleaudit import views
-from whaleaudit.export import flagged_csv
-from whaleaudit.review import Review
-from whaleaudit.store import open_audit
-
-from _helpers_dashboard import UNREADABLE, VANISHED, make_audit
+from whaleaudit.audit.export import flagged_csv
+from whaleaudit.audit.review import Review
+from whaleaudit.audit.store import open_audit
 
 APP = Path(__file__).resolve().parents[1] / "streamlit_app.py"
 IMAGE_ID = re.compile(r"\*\*(img_\w+)\*\*")
@@ -241,7 +240,7 @@ def test_no_audit_offers_to_build_the_demo_with_a_progress_bar(tmp_path, monkeyp
         calls.append(out)
         return make_audit(tmp_path, name=Path(out).name)
 
-    monkeypatch.setitem(sys.modules, "whaleaudit.demo", types.SimpleNamespace(build_demo=build_demo))
+    monkeypatch.setitem(sys.modules, "whaleaudit.demo.build", types.SimpleNamespace(build_demo=build_demo))
     at = start()
     assert "No audit found" in at.info[0].value
     at.button[0].click().run()

@@ -5,12 +5,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from _helpers_engine import SIZE, draw, tiny_model
 from torch import nn
 
-from _helpers_engine import SIZE, draw, tiny_model
-from whaleaudit.cam import BF16_HEADS, fast_dtype, for_inference, head_kind, predict_with_maps, spread
 from whaleaudit.errors import ModelError
-from whaleaudit.model import build_model, load_model
+from whaleaudit.explain.cam import for_inference, head_kind, predict_with_maps, spread
+from whaleaudit.model.load import build_model, load_model
 
 pytestmark = pytest.mark.slow  # trains the tiny models on first use
 
@@ -84,21 +84,6 @@ def test_folding_batchnorm_for_inference_keeps_the_maps_and_logits(head, layer):
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
     with pytest.raises(ModelError, match="eval mode"):
         for_inference(model.train(), torch.device("cpu"))
-
-
-@pytest.mark.parametrize("head", ["cam", "fastai"])
-def test_bf16_runs_only_where_maps_and_logits_stay_within_one_percent(head):
-    """A head may run in bf16 (cam.fast_dtype) only if every image's maps and logits stay within 1% of fp32."""
-    model, x = trained(head).to(memory_format=torch.channels_last), batch(8)
-    x = x.contiguous(memory_format=torch.channels_last)
-    exact = predict_with_maps(model, x)
-    fast = predict_with_maps(model, x, dtype=torch.bfloat16)
-    worst = max(((f - e).flatten(1).norm(dim=1) / e.flatten(1).norm(dim=1)).max().item() for e, f in zip(exact, fast))
-    print(f"{head}: bf16 worst relative error {worst:.2%}")
-    if head in BF16_HEADS:
-        assert worst < 0.01, f"{head} runs in bf16 but its maps are off by {worst:.2%} of float32"
-    else:
-        assert all(fast_dtype(head, torch.device(d)) == torch.float32 for d in ("cpu", "cuda"))
 
 
 def test_head_kind_reads_the_head_and_refuses_other_layouts():

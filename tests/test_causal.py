@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from whaleaudit.causal import GROW, animal_only, without_animal
+from whaleaudit.explain.causal import GROW, animal_only, without_animal
 
 
 def _scene(b=2, size=64, seed=0):

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from _helpers_engine import tiny_dataset, tiny_model
-from whaleaudit import cli
-from whaleaudit.store import IMAGE_COLUMNS, open_audit, write_store
+
+from whaleaudit import cli, workspace
+from whaleaudit.audit.store import open_audit, write_store
+from whaleaudit.columns import IMAGE_COLUMNS
 
 COMMANDS = ["train", "precompute", "audit", "export", "demo", "info"]
 
@@ -42,11 +43,12 @@ def test_a_whaleaudit_error_exits_1_with_its_message_and_no_traceback(tmp_path):
     assert "Traceback" not in done.stderr and done.stdout == ""
 
 
-def test_the_cache_goes_into_the_project_unless_set(monkeypatch):
+def test_the_cache_goes_into_the_workspace_unless_set(monkeypatch, tmp_path):
     monkeypatch.delenv("FASTAI_HOME", raising=False)
     monkeypatch.setenv("TORCH_HOME", "/somewhere/else")
-    cli.use_project_cache()
-    assert os.environ["FASTAI_HOME"] == str(cli.PROJECT / ".cache" / "fastai_home")
+    monkeypatch.setenv("WHALEAUDIT_HOME", str(tmp_path))
+    workspace.use_cache()
+    assert os.environ["FASTAI_HOME"] == str(tmp_path / ".cache" / "fastai_home")
     assert os.environ["TORCH_HOME"] == "/somewhere/else"
 
 

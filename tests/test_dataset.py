@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from whaleaudit.dataset import COLUMNS, Dataset, load_dataset, stratified_split
+from whaleaudit.data.dataset import COLUMNS, Dataset, load_dataset, stratified_split
 from whaleaudit.errors import DatasetError
 
 GOOD = "image,species,individual_id\na.jpg,killer_whale,k1\nb.jpg,bottlenose_dolpin,b1\nc.jpg,Killer Whale,k2\n"

@@ -5,8 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from whaleaudit.demo import TINY, build_demo
-from whaleaudit.store import MANIFEST, open_audit
+from whaleaudit.audit.store import MANIFEST, open_audit
+from whaleaudit.demo.build import TINY, build_demo
 
 
 @pytest.mark.slow

@@ -18,12 +18,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from _helpers_dashboard import make_audit
 
 from whaleaudit import views
-from whaleaudit.review import Review
-from whaleaudit.store import open_audit
-
-from _helpers_dashboard import make_audit
+from whaleaudit.audit.review import Review
+from whaleaudit.audit.store import open_audit
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")

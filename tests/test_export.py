@@ -4,12 +4,11 @@ import csv
 import io
 
 import pytest
-
-from whaleaudit.export import EXPORT_COLUMNS, flagged_csv, neutralise
-from whaleaudit.review import Review
-from whaleaudit.store import open_audit
-
 from _helpers_dashboard import MALICIOUS_INDIVIDUAL, MALICIOUS_SPECIES_RAW, make_audit
+
+from whaleaudit.audit.export import EXPORT_COLUMNS, flagged_csv, neutralise
+from whaleaudit.audit.review import Review
+from whaleaudit.audit.store import open_audit
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from whaleaudit.errors import DatasetError, ImageError
-from whaleaudit.foreground import MASK_SIZE, ForegroundProvider, auto_foreground, boxes_to_mask, read_boxes
+from whaleaudit.explain.foreground import MASK_SIZE, ForegroundProvider, auto_foreground, boxes_to_mask, read_boxes
 
 
 def _sea(seed=0, size=128, colour=(40, 90, 140)):

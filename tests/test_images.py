@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, JpegImagePlugin
 
+from whaleaudit.data.images import load_rgb, load_rgb_resized, resolve_image
 from whaleaudit.errors import ImageError
-from whaleaudit.images import load_rgb, load_rgb_resized, resolve_image
 
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
 

@@ -9,12 +9,13 @@ import pandas as pd
 import pytest
 import torch
 import torchvision
-
 from _helpers_engine import SIZE, make_dataset, tiny_dataset, tiny_model
-from whaleaudit import model as model_module
-from whaleaudit.dataset import load_dataset, stratified_split
+
+from whaleaudit.data.dataset import load_dataset, stratified_split
 from whaleaudit.errors import ModelError
-from whaleaudit.model import file_sha256, load_model, readable_rows, train
+from whaleaudit.files import file_sha256
+from whaleaudit.model.load import load_model
+from whaleaudit.model.train import readable_rows, train
 
 pytestmark = pytest.mark.slow  # trains the tiny models on first use
 
@@ -42,7 +43,7 @@ def test_train_exports_learner_weights_and_sidecar(head):
 @pytest.mark.parametrize("head", ["cam", "fastai"])
 def test_weights_file_and_pickle_load_the_same_network(head, monkeypatch):
     pkl = tiny_model(head)
-    monkeypatch.setattr(model_module, "MODELS_DIR", pkl.parent)
+    monkeypatch.setenv("WHALEAUDIT_HOME", str(pkl.parent.parent))
     x = torch.rand(3, 3, SIZE, SIZE)
     outputs = []
     for path in (pkl.with_suffix(".pth"), pkl):

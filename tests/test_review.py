@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from whaleaudit.errors import StoreError
-from whaleaudit.export import flagged_csv
-from whaleaudit.review import REASONS, Review
-from whaleaudit.store import open_audit
-
 from _helpers_dashboard import make_audit, review_worker
+
+from whaleaudit.audit.export import flagged_csv
+from whaleaudit.audit.review import REASONS, Review
+from whaleaudit.audit.store import open_audit
+from whaleaudit.errors import StoreError
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -88,7 +87,7 @@ def test_the_version_changes_with_every_change_whoever_makes_it(tmp_path):
     after_flag = review.version()
     Review(tmp_path / "review.sqlite").note("a", "by another connection")
     after_note = review.version()
-    subprocess.run([sys.executable, "-c", "import sys; from whaleaudit.review import Review; "
+    subprocess.run([sys.executable, "-c", "import sys; from whaleaudit.audit.review import Review; "
                     "Review(sys.argv[1]).unflag(['a'])", str(tmp_path / "review.sqlite")], check=True, cwd=REPO)
     assert len({start, after_flag, after_note, review.version()}) == 4
 
@@ -103,7 +102,7 @@ def test_the_last_changes_of_the_history(tmp_path):
 
 def test_a_flag_reported_saved_survives_the_process_being_killed(tmp_path):
     """The server is killed (no clean shutdown) right after it reported a flag saved."""
-    code = ("import os, signal, sys; sys.path.insert(0, sys.argv[1]); from whaleaudit.review import Review; "
+    code = ("import os, signal, sys; sys.path.insert(0, sys.argv[1]); from whaleaudit.audit.review import Review; "
             "r = Review(sys.argv[2]); r.flag(['fin_1'], 'attention on ice', 'saved'); print('saved', flush=True); "
             "os.kill(os.getpid(), signal.SIGKILL)")
     done = subprocess.run([sys.executable, "-c", code, str(REPO), str(tmp_path / "review.sqlite")],

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from whaleaudit.foreground import MASK_SIZE
-from whaleaudit.score import attention_scores, cell_coverage
+from whaleaudit.explain.foreground import MASK_SIZE
+from whaleaudit.explain.score import attention_scores, cell_coverage
 
 
 def _mask(y0, y1, x0, x1):

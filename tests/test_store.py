@@ -12,9 +12,23 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from whaleaudit.audit.store import (
+    CAMS,
+    IMAGES,
+    MANIFEST,
+    MASKS,
+    PROBS,
+    REVIEW,
+    StoreWriter,
+    is_complete,
+    open_audit,
+    pack_masks,
+    partial_dir,
+    unpack_masks,
+    write_store,
+)
+from whaleaudit.columns import IMAGE_COLUMNS
 from whaleaudit.errors import StoreError
-from whaleaudit.store import (CAMS, IMAGE_COLUMNS, IMAGES, MANIFEST, MASKS, PROBS, REVIEW, StoreWriter, is_complete,
-                              open_audit, pack_masks, partial_dir, unpack_masks, write_store)
 
 CLASSES = ["bottlenose_dolphin", "killer_whale"]
 MASK = 8
@@ -151,7 +165,7 @@ def test_missing_folder_and_missing_file(tmp_path):
 def test_an_audit_written_before_a_later_column_reads_it_as_not_computed(tmp_path):
     import pyarrow.parquet as pq
 
-    from whaleaudit.store import LATER_COLUMNS
+    from whaleaudit.columns import LATER_COLUMNS
 
     store = write(tmp_path / "audit")
     older = pq.read_table(store / IMAGES).to_pandas().drop(columns=list(LATER_COLUMNS))

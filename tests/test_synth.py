@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from whaleaudit import synth
-from whaleaudit.dataset import load_dataset
+from whaleaudit.data.dataset import load_dataset
+from whaleaudit.demo import synth
 
 
 @pytest.fixture(scope="module")

@@ -6,14 +6,13 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+from _helpers_dashboard import CLASSES, UNREADABLE, VANISHED, make_audit
 from PIL import Image
 
 from whaleaudit import views
+from whaleaudit.audit.review import Review
+from whaleaudit.audit.store import open_audit
 from whaleaudit.errors import ImageError
-from whaleaudit.review import Review
-from whaleaudit.store import open_audit
-
-from _helpers_dashboard import CLASSES, UNREADABLE, VANISHED, make_audit
 
 
 @pytest.fixture

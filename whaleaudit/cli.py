@@ -10,25 +10,17 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
+from . import workspace
 from .errors import WhaleAuditError
 
-PROJECT = Path(__file__).resolve().parents[1]
-CACHE_VARIABLES = ("TORCH_HOME", "FASTAI_HOME", "MPLCONFIGDIR", "TORCHINDUCTOR_CACHE_DIR")
 log = logging.getLogger("whaleaudit.cli")
 
 
-def use_project_cache() -> None:
-    """Point the libraries' caches into ``<project>/.cache`` where the environment leaves them unset."""
-    for var in CACHE_VARIABLES:
-        os.environ.setdefault(var, str(PROJECT / ".cache" / var.lower()))
-
-
 def main(argv: list[str] | None = None) -> int:
-    use_project_cache()
+    workspace.use_cache()
     args = parser().parse_args(argv)
     _log_to_stderr()
     try:
@@ -56,7 +48,7 @@ def _log_to_stderr() -> None:
 
 
 def cmd_train(args, dataset=None) -> Path:
-    from .model import default_model_path, train
+    from .model.train import default_model_path, train
 
     dataset = dataset or _dataset(args)
     out = Path(args.model_out or default_model_path(dataset, args.head))
@@ -66,15 +58,15 @@ def cmd_train(args, dataset=None) -> Path:
 
 
 def cmd_precompute(args, dataset=None) -> Path:
-    from .foreground import ForegroundProvider
-    from .precompute import precompute
+    from .audit.precompute import precompute
+    from .explain.foreground import ForegroundProvider
 
     dataset = dataset or _dataset(args)
-    out = args.out or PROJECT / "audits" / _dataset_name(dataset)
+    out = args.out or workspace.audits() / _dataset_name(dataset)
     foreground = ForegroundProvider(dataset.image_root, boxes_csv=args.boxes, masks_dir=args.masks,
                                     auto=not args.no_auto_foreground)
     store = precompute(dataset, args.model, out, trust=args.trust, classes=args.classes, bs=args.bs,
-                       workers=args.workers, foreground=foreground, causal=args.causal, precision=args.precision,
+                       workers=args.workers, foreground=foreground, causal=args.causal,
                        cam_layer=args.cam_layer, progress=not args.quiet)
     log.info(f"audit written: {store}  (browse it: streamlit run streamlit_app.py; summary: "
              f"python -m whaleaudit info {store})")
@@ -85,7 +77,7 @@ def cmd_audit(args) -> Path:
     """Train (or reuse a model trained with the same data and settings), then precompute."""
     dataset = _dataset(args)
     if args.model is None:
-        from .model import default_model_path, trained_alike, training_options
+        from .model.train import default_model_path, trained_alike, training_options
 
         model_out = Path(args.model_out or default_model_path(dataset, args.head))
         if trained_alike(model_out, dataset, training_options(**_train_options(args))):
@@ -98,9 +90,9 @@ def cmd_audit(args) -> Path:
 
 
 def cmd_export(args) -> None:
-    from .export import flagged_csv
-    from .review import Review
-    from .store import open_audit
+    from .audit.export import flagged_csv
+    from .audit.review import Review
+    from .audit.store import open_audit
 
     audit = open_audit(args.audit)
     data = flagged_csv(audit, Review(audit.review_path))
@@ -112,7 +104,7 @@ def cmd_export(args) -> None:
 
 
 def cmd_demo(args) -> Path:
-    from .demo import build_demo
+    from .demo.build import build_demo
 
     store = build_demo(args.out)
     log.info(f"demo audit ready: {store}  (streamlit run streamlit_app.py)")
@@ -125,7 +117,7 @@ def cmd_info(args) -> None:
 
 def summary(store: Path) -> str:
     """A few lines on an audit: images, failures, classes, accuracy, CAM method, model."""
-    from .store import open_audit
+    from .audit.store import open_audit
 
     audit = open_audit(store)
     m, images = audit.manifest, audit.images
@@ -154,7 +146,7 @@ def summary(store: Path) -> str:
 
 
 def _dataset(args):
-    from .dataset import load_dataset
+    from .data.dataset import load_dataset
 
     return load_dataset(args.labels, args.images)
 
@@ -220,12 +212,10 @@ def _precompute_arguments(p, model_required: bool) -> None:
     g.add_argument("--no-auto-foreground", action="store_true", help="no automatic animal estimate where no box or mask")
     g.add_argument("--causal", type=_share, default=1.0,
                    help="share of images checked with the animal painted out / left alone (default 1)")
-    g.add_argument("--precision", choices=["auto", "fp32"], default="auto",
-                   help="auto: bf16 where the hardware has it natively; fp32: always float32")
     g.add_argument("--cam-layer", choices=["layer4", "layer3"], default="layer4",
                    help="where the maps are read: layer4, the body's output (4x4 at 128 px, default), or "
                         "layer3 (8x8 Grad-CAM: places a cue beside the animal better; several times slower with "
-                        "many classes)")  # whaleaudit.cam.LAYERS, written out so that --help needs no torch
+                        "many classes)")  # whaleaudit.explain.cam.LAYERS, written out so that --help needs no torch
 
 
 def parser() -> argparse.ArgumentParser:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .store import CAUSAL_COLUMNS
+from ..columns import CAUSAL_COLUMNS
 
 GROW = 2  # pixels at the model's input size
 
@@ -93,12 +93,9 @@ def edits(x: Tensor, masks: Tensor) -> Tensor:
     return torch.cat([without_animal(x, masks), animal_only(x, masks), flat_photo(x)])
 
 
-def edit_probabilities(model: nn.Module, x: Tensor, masks: Tensor, classes: Tensor, *,
-                       dtype: torch.dtype = torch.float32) -> Tensor:
+def edit_probabilities(model: nn.Module, x: Tensor, masks: Tensor, classes: Tensor) -> Tensor:
     """``[len(EDITS), B]``: the model's probability of ``classes`` (one index per photo) on each edit of each
-    photo, in one forward pass over the stacked edits (bf16 autocast where ``dtype`` asks for it). Call it
-    inside ``torch.inference_mode``."""
+    photo, in one forward pass over the stacked edits. Call it inside ``torch.inference_mode``."""
     edited = edits(x, masks).contiguous(memory_format=torch.channels_last)
-    with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
-        p = torch.softmax(model(edited).float(), dim=1)
+    p = torch.softmax(model(edited), dim=1)
     return p[torch.arange(len(p), device=p.device), classes.repeat(len(EDITS))].view(len(EDITS), -1)

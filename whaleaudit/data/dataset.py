@@ -8,7 +8,7 @@ Two layouts:
 
 Every problem with the label file raises :class:`DatasetError` naming the file, the row as a spreadsheet shows
 it (the header is row 1), the value and the fix. A missing or unreadable image file is *not* a dataset error:
-it is reported per image when the image is read (see :mod:`whaleaudit.images`), so one bad photo never stops an
+it is reported per image when the image is read (see :mod:`whaleaudit.data.images`), so one bad photo never stops an
 audit of 50,000. Nothing here touches the image files, which keeps loading the full Happywhale list fast.
 """
 
@@ -25,8 +25,8 @@ from pathlib import Path, PureWindowsPath
 import numpy as np
 import pandas as pd
 
-from .errors import DatasetError
-from .species import normalise_species
+from ..data.species import normalise_species
+from ..errors import DatasetError
 
 REQUIRED = ("image", "species")
 OPTIONAL = ("individual_id",)

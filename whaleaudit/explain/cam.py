@@ -22,10 +22,10 @@ against 0.60 for the demo's resnet18). It costs 5-6 times the default precompute
 cores, so the body's output stays the default.
 
 How far a map cell's evidence reaches (:func:`spread`) is measured on the model itself: the softening of the
-background-attention score (:mod:`whaleaudit.score`) is this wide.
+background-attention score (:mod:`whaleaudit.explain.score`) is this wide.
 
-Everything returned is float32 on the input's device. ``dtype=torch.bfloat16`` runs the body under bf16
-autocast (the head and the maps stay float32); :func:`fast_dtype` says where that is worth it and allowed.
+Everything is computed and returned in float32 on the input's device: bf16 moved the maps by more than the
+1% they are allowed (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -35,16 +35,10 @@ import logging
 import torch
 from torch import nn
 
-from .errors import ModelError
+from ..errors import ModelError
 
 log = logging.getLogger(__name__)
 
-#: Heads for which bf16 autocast keeps every image's maps and logits within 1% of float32 (relative L2 error
-#: per image; tests/test_cam.py holds any head listed here to it). Neither passes, so both run in float32.
-#: Measured on 512 of the real photos through resnet18s trained on them (10 epochs, valid accuracy 0.935),
-#: bf16 vs fp32 on an H200 and on a CPU with native bf16: exact CAM maps median 0.5%, p95 1.1%, worst 1.7%
-#: (9% of images over 1%), logits worst 3.3%; Grad-CAM maps median 1.1%, worst 30% (53% of images over 1%).
-BF16_HEADS: frozenset[str] = frozenset()
 #: Where the maps are read: the body's output (the default) or the stage before it (see the module docstring).
 LAYERS = ("layer4", "layer3")
 _PASS_THROUGH = (nn.Dropout, nn.Flatten, nn.Identity)
@@ -114,24 +108,7 @@ def stages(body: nn.Module, layer: str) -> tuple[nn.Module, nn.Module]:
     return body[:-1], body[-1]
 
 
-def fast_dtype(head: str, device: torch.device) -> torch.dtype:
-    """bf16 where the hardware runs it natively and the head passed the accuracy test, else float32.
-
-    A CPU without native bf16 (no AVX-512 BF16 / AMX) emulates it and runs resnet18 several times *slower*
-    than float32 (measured: 6 vs 17 img/s on the 2-core AVX2 development machine), so it gets float32.
-    """
-    if head not in BF16_HEADS:
-        return torch.float32
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    if device.type == "cpu":
-        native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)()
-        return torch.bfloat16 if native else torch.float32
-    return torch.float32
-
-
-def predict_with_maps(model: nn.Module, x: torch.Tensor, *, dtype: torch.dtype = torch.float32,
-                      layer: str = "layer4"):
+def predict_with_maps(model: nn.Module, x: torch.Tensor, *, layer: str = "layer4"):
     """``(logits [B, C], maps [B, C, h, w])``, float32, for every class at ``layer`` (see :data:`LAYERS`); the
     model must be in eval mode.
 
@@ -141,31 +118,28 @@ def predict_with_maps(model: nn.Module, x: torch.Tensor, *, dtype: torch.dtype =
         raise ModelError("predict_with_maps needs the model in eval mode (model.eval()): dropout and "
                          "batch statistics would make the maps random.")
     body, head = split(model)
-    autocast = torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32)
     if layer != "layer4":
         front, rest = stages(body, layer)
-        return _grad_cam(front, nn.Sequential(rest, head), x, autocast)
+        return _grad_cam(front, nn.Sequential(rest, head), x)
     if head_kind(model) == "cam":
         linear = [m for m in head.modules() if isinstance(m, nn.Linear)][0]
         with torch.inference_mode():
-            with autocast:
-                act = body(x)
-            act = act.float()
+            act = body(x)
             logits = head(act)
-            maps = torch.einsum("ck,bkhw->bchw", linear.weight.float(), act)
+            maps = torch.einsum("ck,bkhw->bchw", linear.weight, act)
             if linear.bias is not None:
-                maps = maps + linear.bias.float()[None, :, None, None]
+                maps = maps + linear.bias[None, :, None, None]
         return logits, maps
-    return _grad_cam(body, head, x, autocast)
+    return _grad_cam(body, head, x)
 
 
-def _grad_cam(body: nn.Module, head: nn.Module, x: torch.Tensor, autocast):
+def _grad_cam(body: nn.Module, head: nn.Module, x: torch.Tensor):
     with torch.inference_mode(False):
         if x.is_inference():
             x = x.clone()  # a tensor made in inference mode cannot enter autograd
-        with torch.no_grad(), autocast:
+        with torch.no_grad():
             act = body(x)
-        act = act.float().detach().requires_grad_(True)
+        act = act.detach().requires_grad_(True)
         with torch.enable_grad():
             logits = head(act)
             n_classes = logits.shape[1]

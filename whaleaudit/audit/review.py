@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import StoreError
+from ..errors import StoreError
 
 REASONS = ["attention on water", "attention on ice", "attention on another object", "label wrong",
            "image unusable", "other"]

@@ -1,8 +1,8 @@
 """The demo audit: drawn whales with planted shortcuts, a model trained on them here, and its precomputed maps.
 
-It needs no download and no data of the user's: :mod:`whaleaudit.synth` draws the photos (belugas mostly
-with pack ice in the distance, humpbacks mostly with a watermark), :func:`whaleaudit.model.train` trains the exact-CAM
-resnet18 from random weights, and :func:`whaleaudit.precompute.precompute` writes the audit, scored against
+It needs no download and no data of the user's: :mod:`whaleaudit.demo.synth` draws the photos (belugas mostly
+with pack ice in the distance, humpbacks mostly with a watermark), :func:`whaleaudit.model.train.train` trains the exact-CAM
+resnet18 from random weights, and :func:`whaleaudit.audit.precompute.precompute` writes the audit, scored against
 the true animal masks the drawing produced. The audit then has something real to find: the species whose
 photos share a background cue are the ones whose evidence spills off the animal.
 
@@ -22,16 +22,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import workspace
+from ..audit.store import MANIFEST, is_complete
 from . import synth
-from .model import MODELS_DIR
-from .store import MANIFEST, is_complete
 
 log = logging.getLogger(__name__)
 
-PROJECT = Path(__file__).resolve().parents[1]
-DEMO_DATA = PROJECT / "demo_data"
-DEMO_MODEL = MODELS_DIR / "demo.pkl"
-DEMO_AUDIT = PROJECT / "audits" / "demo"
 
 
 @dataclass(frozen=True)
@@ -67,17 +63,19 @@ def build_demo(out: Path | None = None, *, root: Path | None = None, recipe: Rec
     """Build (or finish) the demo audit and return its folder.
 
     ``out`` is the audit folder (default ``<root>/audits/demo``). ``root`` holds ``demo_data/`` and
-    ``models/demo.pkl`` (default: the project folder, the same as :data:`DEMO_DATA` and :data:`DEMO_MODEL`).
+    ``models/demo.pkl`` (default: the workspace, :mod:`whaleaudit.workspace`).
     ``progress`` is an optional ``callable(fraction, text)`` for a progress bar; without it, steps are logged.
     """
-    from .dataset import load_dataset
-    from .foreground import ForegroundProvider
-    from .model import file_sha256, train, trained_alike, training_options
-    from .precompute import precompute
+    from ..audit.precompute import precompute
+    from ..data.dataset import load_dataset
+    from ..explain.foreground import ForegroundProvider
+    from ..files import file_sha256
+    from ..model.train import train, trained_alike, training_options
 
-    data = DEMO_DATA if root is None else Path(root) / "demo_data"
-    model_path = DEMO_MODEL if root is None else Path(root) / "models" / "demo.pkl"
-    out = Path(out) if out is not None else (DEMO_AUDIT if root is None else Path(root) / "audits" / "demo")
+    root = Path(root) if root is not None else workspace.root()
+    data = root / "demo_data"
+    model_path = root / "models" / "demo.pkl"
+    out = Path(out) if out is not None else root / "audits" / "demo"
     report = _Progress(progress)
 
     report.step("data", f"Drawing {recipe.n_per_species * len(synth.SPECIES)} whale photos")

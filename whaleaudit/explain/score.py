@@ -6,7 +6,7 @@ image) and ``P = max(A, 0)`` its positive evidence. Two coverages of each cell b
 - ``c``: the share of the cell's area that the mask covers (area average, so a fin that fills a tenth of a
   cell gives 0.1, not 0 or 1);
 - ``s``: the same for the mask *softened* by a Gaussian as wide as the map's measured spread (sigma in map
-  cells, :func:`whaleaudit.cam.spread`: the effective receptive field of a map cell, 0.83-0.97 cells at layer4,
+  cells, :func:`whaleaudit.explain.cam.spread`: the effective receptive field of a map cell, 0.83-0.97 cells at layer4,
   1.26-1.36 at layer3). A cell's evidence cannot be placed finer than the cell, and a network spreads it about
   that far, so evidence that close to the animal is, at this resolution, evidence on or at the animal.
 
@@ -91,7 +91,7 @@ def attention_scores(cams: np.ndarray, masks: np.ndarray, has_mask: np.ndarray,
     ``cams``: float ``[B, h, w]`` raw maps, one class per image, or ``[B, K, h, w]``, K classes per image (the
     mask's coverages, most of the cost, are then computed once for all K). ``masks``: bool ``[B, M, M]``
     foreground. ``has_mask``: bool ``[B]``; where False the mask-based numbers are NaN. ``spread``: the maps'
-    measured spread in cells (:func:`whaleaudit.cam.spread`; audits from before it was measured used 1).
+    measured spread in cells (:func:`whaleaudit.explain.cam.spread`; audits from before it was measured used 1).
     Returns float arrays of shape ``[B]`` (or ``[B, K]``): ``bg_share``, ``bg_score``, ``peak_on_animal``,
     ``cam_entropy``.
     """

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .store import CAUSAL_COLUMNS
+from ..columns import CAUSAL_COLUMNS
 
 SCORE = "bg_score"
 #: Gallery orderings: label -> (column, worst first?). "Worst" is high attention, high loss, low confidence.
@@ -81,7 +81,7 @@ def summary(frame: pd.DataFrame) -> dict:
 
 def model_line(manifest: dict) -> str:
     """What the maps on screen are, in one line: an exact CAM and a Grad-CAM, or a 4 x 4 and an 8 x 8 map, are
-    read differently (:mod:`whaleaudit.cam`). Keys an older or hand-made audit lacks read as unknown."""
+    read differently (:mod:`whaleaudit.explain.cam`). Keys an older or hand-made audit lacks read as unknown."""
     model, cam = manifest.get("model", {}), manifest.get("cam", {})
     shape = cam.get("shape") or manifest.get("cam_shape")
     weights = {True: "ImageNet weights", False: "trained from random weights"}.get(model.get("pretrained"))
@@ -196,7 +196,7 @@ class Table:
 
     What needs every row is worked out once per audit: the score range, the species, the orderings, integer
     codes for the text columns the filters compare. The review's flags are joined once per review state
-    (:meth:`Review.version <whaleaudit.review.Review.version>`). At 500k images each of these costs 20-100 ms,
+    (:meth:`Review.version <whaleaudit.audit.review.Review.version>`). At 500k images each of these costs 20-100 ms,
     which every rerun of every page paid before (bench/dashboard.py). A filter is then a few comparisons of
     numbers and a sorted list is a subset of a ready ordering, a millisecond or two each.
     """
@@ -399,7 +399,7 @@ def explain_score(cam: np.ndarray, mask: np.ndarray, spread: float) -> dict:
     themselves (``bg_share = 1 - sum(evidence * coverage)``, ``bg_score = 1 - on / ideal``, ``peak_on_animal``,
     ``cam_entropy``), computed by :func:`.score.attention_scores` as the precompute does, for any class.
     """
-    from .score import attention_scores, cell_coverage, ideal_on, soft_coverage
+    from ..explain.score import attention_scores, cell_coverage, ideal_on, soft_coverage
 
     cam = np.asarray(cam, dtype=np.float64)
     mask = np.asarray(mask, dtype=bool)
@@ -502,7 +502,7 @@ class Overlays:
     """
 
     def __init__(self, audit, cache_size: int = 2048):
-        from .images import load_rgb, resolve_image  # the data engineer's loader: confined to the image root
+        from ..data.images import load_rgb, resolve_image  # the data engineer's loader: confined to the image root
 
         self.audit = audit
         self._resolve, self._load = resolve_image, load_rgb

@@ -1,28 +1,17 @@
-"""Train the species classifier with fastai, export it in a form that loads safely, and load it back.
-
-The classifier is a resnet18 with one of two heads:
-
-- ``"cam"`` (default): avg-pool -> Dropout -> Linear(512, n). The map ``W·A + b`` over the body's output is
-  then an exact class activation map whose spatial mean *is* the logit (see :mod:`whaleaudit.cam`).
-- ``"fastai"``: fastai's default head (concat-pool, BN, two linear layers). The audit explains it with
-  Grad-CAM instead.
+"""Train the species classifier with fastai and export it in a form that loads safely.
 
 :func:`train` writes three files next to each other, e.g. ``models/happywhale128-resnet18-cam.*``:
 
-- ``.pkl``: ``learn.export()``, the whole learner, pickled. Unpickling runs code, so :func:`load_model`
-  opens a pickle only from the project's ``models/`` folder or when the caller says it trusts the file.
-- ``.pth``: the weights alone (a state dict), loaded with ``torch.load(weights_only=True)``: always safe.
+- ``.pkl``: ``learn.export()``, the whole learner, pickled (see :mod:`whaleaudit.model.load` for why it
+  loads only from trusted places);
+- ``.pth``: the weights alone (a state dict);
 - ``.json``: the sidecar that makes the ``.pth`` usable: classes, head, input size, normalisation, how it
   was trained (per-epoch validation accuracy and loss, time), which dataset and split, file hashes.
-
-fastai is imported inside the functions that need it: loading a ``.pth`` with the exact-CAM head needs
-only torch and torchvision, which keeps a precompute process quick to start.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -32,25 +21,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
-from . import __version__
-from .dataset import Dataset, stratified_split
-from .errors import ImageError, ModelError
-from .images import check_image, load_rgb, resolve_image
-from .store import write_json
+from .. import __version__, workspace
+from ..data.dataset import Dataset, stratified_split
+from ..data.images import check_image, load_rgb, resolve_image
+from ..errors import ImageError, ModelError
+from ..files import file_sha256, write_json
+from .load import ARCH, HEADS, IMAGENET_STATS, _body, _read_state_dict, quiet_import
 
 log = logging.getLogger(__name__)
 
-ARCH = "resnet18"
-HEADS = ("cam", "fastai")
 #: fastai's vision_learner arguments per head: "cam" makes the head avgpool -> Dropout -> Linear(512, n).
 HEAD_ARGS = {"cam": dict(concat_pool=False, lin_ftrs=[], first_bn=False), "fastai": {}}
-IMAGENET_STATS = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-#: Pickled learners load without ``trust`` only from here.
-MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
-#: Input size assumed for a plain state dict that comes without a sidecar.
-DEFAULT_SIZE = 128
 SIDECAR_FORMAT = "whaleaudit-model/1"
 
 
@@ -76,9 +58,23 @@ def train(dataset: Dataset, *, out: Path | None = None, epochs: int = 10, lr: fl
     """
     with quiet_import():
         from fastai.callback.channelslast import ChannelsLast
-        from fastai.vision.all import (Callback, CategoryBlock, ColReader, DataBlock, ImageBlock, IndexSplitter,
-                                       Normalize, Recorder, Resize, ResizeMethod, accuracy, aug_transforms,
-                                       resnet18, set_seed, vision_learner)
+        from fastai.vision.all import (
+            Callback,
+            CategoryBlock,
+            ColReader,
+            DataBlock,
+            ImageBlock,
+            IndexSplitter,
+            Normalize,
+            Recorder,
+            Resize,
+            ResizeMethod,
+            accuracy,
+            aug_transforms,
+            resnet18,
+            set_seed,
+            vision_learner,
+        )
 
     if head not in HEADS:
         raise ModelError(f"head={head!r}: choose one of {list(HEADS)} ('cam' gives exact class activation maps).")
@@ -184,21 +180,13 @@ def trained_alike(out: Path, dataset: Dataset, options: dict) -> bool:
             and sidecar.get("dataset", {}).get("fingerprint") == dataset.fingerprint())
 
 
-@contextlib.contextmanager
-def quiet_import():
-    """Import fastai without its import-time FutureWarning (torch.jit.script), which a user cannot act on."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        yield
-
-
 def default_model_path(dataset: Dataset, head: str) -> Path:
     source = dataset.label_file.parent if dataset.label_file is not None else dataset.image_root
-    return MODELS_DIR / f"{source.name or 'dataset'}-{ARCH}-{head}.pkl"
+    return workspace.models() / f"{source.name or 'dataset'}-{ARCH}-{head}.pkl"
 
 
 class ReadImage:
-    """fastai item getter: a dataset row -> PILImage through :func:`whaleaudit.images.load_rgb`.
+    """fastai item getter: a dataset row -> PILImage through :func:`whaleaudit.data.images.load_rgb`.
 
     A class rather than a lambda so the exported learner can be unpickled wherever whaleaudit is installed.
     A file that passed the quick check in :func:`readable_rows` but fails to decode (truncated, say) becomes
@@ -270,34 +258,6 @@ def _body_weights(pretrained: bool, weights: Path | None):
     return _body(tv).state_dict(), source
 
 
-def _body(tv_resnet: nn.Module) -> nn.Sequential:
-    """fastai's body of a torchvision resnet: everything before the global pool and fc (``cut=-2``)."""
-    return nn.Sequential(*list(tv_resnet.children())[:-2])
-
-
-def _read_state_dict(path: Path) -> dict:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ModelError(f"{path}: no such weights file.") from None
-    except Exception as e:  # torch raises many types for a damaged or foreign file
-        raise ModelError(f"{path}: cannot be read as a weights-only PyTorch file ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''}). Give a file written by "
-                         "torch.save(model.state_dict(), path).") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelError(f"{path}: holds a {type(state).__name__}, not a state dict of tensors. Save "
-                         "model.state_dict() rather than a checkpoint dictionary or the model object.")
-    return state
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def export(learn, out: Path, sidecar: dict) -> None:
     """Write ``out`` (.pkl), its ``.pth`` and its ``.json``, each through a temporary file renamed into place."""
     out = Path(out).resolve()
@@ -309,137 +269,3 @@ def export(learn, out: Path, sidecar: dict) -> None:
         os.replace(tmp, path)
     files = {p.suffix[1:]: {"file": p.name, "sha256": file_sha256(p)} for p in (out, pth)}
     write_json(out.with_suffix(".json"), dict(sidecar, files=files))
-
-
-# --- loading ------------------------------------------------------------------------------------------------
-
-
-def load_model(path: Path, *, trust: bool = False, classes: list[str] | None = None):
-    """Load a model for the audit: ``(torch model in eval mode on the CPU, sidecar dict)``.
-
-    The sidecar always carries ``classes``, ``head`` ("cam" or "fastai"), ``size``, ``normalize``
-    (``{"mean", "std"}`` or None), ``arch``, ``pretrained``, ``path`` and ``sha256``, and, when the model was
-    trained by :func:`train`, the training record and the split.
-
-    - ``.pth``: weights only, loaded safely. With its ``.json`` sidecar everything is known; a plain state dict
-      needs ``classes`` (in the order of the output layer) and is assumed to take 128 px ImageNet-normalised input.
-    - ``.pkl``: a fastai learner from ``learn.export()``, any head. Unpickling runs code, so only files under
-      the project's ``models/`` folder load, unless ``trust=True``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{path}: no such model file. Train one with `python -m whaleaudit train ...`, or give "
-                         "the .pth (with its .json) or .pkl that a training run exported.")
-    suffix = path.suffix.lower()
-    if suffix == ".pkl":
-        model, sidecar = _load_pickle(path, trust)
-    elif suffix in (".pth", ".pt"):
-        model, sidecar = _load_weights(path, classes)
-    else:
-        raise ModelError(f"{path}: unknown model file type {suffix!r}; give a .pth (weights, safe) or a .pkl "
-                         "(fastai learn.export()).")
-    from .cam import head_kind
-
-    sidecar = dict(sidecar, head=head_kind(model), path=str(path.resolve()), sha256=file_sha256(path))
-    return model.eval(), sidecar
-
-
-def build_model(head: str, n_classes: int) -> nn.Sequential:
-    """The network :func:`train` makes, with random weights: ``Sequential(body, head)`` as fastai lays it out."""
-    import torchvision
-
-    body = _body(torchvision.models.resnet18())
-    if head == "cam":
-        top = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.5), nn.Linear(512, n_classes))
-    elif head == "fastai":
-        with quiet_import():
-            from fastai.vision.learner import create_head
-
-        top = create_head(512, n_classes)
-    else:
-        raise ModelError(f"head={head!r}: choose one of {list(HEADS)}.")
-    return nn.Sequential(body, top)
-
-
-def _load_weights(path: Path, classes):
-    state = _read_state_dict(path)
-    sidecar_path = path.with_suffix(".json")
-    if sidecar_path.is_file():
-        sidecar = _read_sidecar(sidecar_path, path)
-        heads = [sidecar["head"]]
-    else:
-        if not classes:
-            raise ModelError(f"{path}: a plain state dict without its sidecar {sidecar_path.name}; the class "
-                             "names are not in it. Pass them in output order (--classes a,b,c), or put the .json "
-                             "that was written with the weights beside them.")
-        sidecar = {"arch": ARCH, "classes": list(classes), "size": DEFAULT_SIZE, "pretrained": None,
-                   "normalize": {"mean": IMAGENET_STATS[0], "std": IMAGENET_STATS[1]}}
-        heads = list(HEADS)
-    matrices = [v for v in state.values() if v.dim() == 2]
-    n_out = matrices[-1].shape[0] if matrices else 0
-    if n_out != len(sidecar["classes"]):
-        raise ModelError(f"{path}: the weights have {n_out} outputs but {len(sidecar['classes'])} classes are named "
-                         f"({', '.join(sidecar['classes'][:5])}). Give the classes in the model's output order.")
-    errors = []
-    for head in heads:
-        with torch.device("meta"):  # no random initialisation to throw away: every tensor comes from the file
-            model = build_model(head, len(sidecar["classes"]))
-        try:
-            model.load_state_dict(state, assign=True)
-        except RuntimeError as e:
-            errors.append(f"{head} head: {str(e).splitlines()[-1].strip()[:200]}")
-            continue
-        if not sidecar_path.is_file():
-            warnings.warn(f"{path}: no sidecar; assuming {DEFAULT_SIZE} px ImageNet-normalised input.", stacklevel=3)
-        return model, sidecar
-    raise ModelError(f"{path}: the weights do not fit a resnet18 with {len(sidecar['classes'])} classes "
-                     f"({'; '.join(errors)}). Check the classes, or load the exported .pkl instead.")
-
-
-def _read_sidecar(sidecar_path: Path, weights_path: Path) -> dict:
-    try:
-        sidecar = json.loads(sidecar_path.read_text())
-        sidecar["classes"], sidecar["head"], sidecar["size"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ModelError(f"{sidecar_path}: unreadable model sidecar ({e}). Export the model again with "
-                         "`python -m whaleaudit train`.") from None
-    recorded = sidecar.get("files", {}).get(weights_path.suffix[1:], {})
-    if recorded.get("sha256") and recorded["sha256"] != file_sha256(weights_path):
-        raise ModelError(f"{sidecar_path} describes another version of {weights_path.name} (sha256 differs): "
-                         "the classes and input size it records may not fit. Keep the files of one export together.")
-    return sidecar
-
-
-def _load_pickle(path: Path, trust: bool):
-    models_dir = MODELS_DIR.resolve()
-    if not trust and not path.resolve().is_relative_to(models_dir):
-        raise ModelError(f"{path}: a pickled learner runs code while it loads, so WhaleAudit opens .pkl files only "
-                         f"from {models_dir}. If you trust this file, pass --trust (trust=True), or move it into "
-                         f"that folder; safer still, load the weights-only {path.with_suffix('.pth').name} with "
-                         "its .json sidecar.")
-    with quiet_import():
-        from fastai.learner import load_learner
-        from fastai.vision.all import Normalize, Resize, ResizeMethod  # also registers the types unpickling needs
-
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*insecure pickle.*")
-            learn = load_learner(path, cpu=True)
-    except Exception as e:  # unpickling raises whatever the pickled code raises
-        raise ModelError(f"{path}: cannot be loaded as a fastai learner ({type(e).__name__}: {e}).") from None
-    sidecar_path = path.with_suffix(".json")
-    if sidecar_path.is_file():
-        return learn.model, _read_sidecar(sidecar_path, path)
-    resizes = [t for t in learn.dls.after_item.fs if isinstance(t, Resize)]
-    if not resizes or resizes[0].size[0] != resizes[0].size[1]:
-        raise ModelError(f"{path}: the learner has no square Resize among its item transforms "
-                         f"({learn.dls.after_item}); WhaleAudit needs to know the input size.")
-    if resizes[0].method != ResizeMethod.Squish:
-        warnings.warn(f"{path}: the learner resizes with method {resizes[0].method!r}; the audit squashes the whole "
-                      "photo to the input size so the map covers all of it, so its predictions may differ a little "
-                      "from the learner's own.", stacklevel=3)
-    norms = [t for t in learn.dls.after_batch.fs if isinstance(t, Normalize)]
-    normalize = None if not norms else {"mean": norms[0].mean.flatten().tolist(), "std": norms[0].std.flatten().tolist()}
-    return learn.model, {"arch": getattr(getattr(learn, "arch", None), "__name__", ARCH),
-                         "classes": [str(c) for c in learn.dls.vocab], "size": int(resizes[0].size[0]),
-                         "pretrained": getattr(learn, "pretrained", None), "normalize": normalize}

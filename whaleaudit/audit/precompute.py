@@ -1,19 +1,19 @@
 """Build an audit: every image through the model once, in whole batches, into the audit store.
 
-Per image: prediction, probabilities, loss, the raw map of every class (:mod:`whaleaudit.cam`), the foreground
-estimate, the background-attention scores of the predicted and the labelled class (:mod:`whaleaudit.score`)
-and, for a deterministic share of the images, the causal check (:mod:`whaleaudit.causal`): the predicted
+Per image: prediction, probabilities, loss, the raw map of every class (:mod:`whaleaudit.explain.cam`), the foreground
+estimate, the background-attention scores of the predicted and the labelled class (:mod:`whaleaudit.explain.score`)
+and, for a deterministic share of the images, the causal check (:mod:`whaleaudit.explain.causal`): the predicted
 class's probability with the animal painted out, with only the animal left, and for the photo reduced to its
 mean colour (the model's default, the reference for the first).
 
 Resumable: the images are cut into fixed chunks of whole batches, and each chunk is written through
-:class:`whaleaudit.store.StoreWriter` once complete. A run killed anywhere restarts at the first unfinished
+:class:`whaleaudit.audit.store.StoreWriter` once complete. A run killed anywhere restarts at the first unfinished
 chunk with the same batches, so its store is the same, number for number, as that of an uninterrupted run.
 Memory stays flat in the number of images: only one chunk's results are held at a time.
 
 An image that cannot be read is a row with ``status="error"``, its reason, NaN numbers and zero maps; the run
 goes on. Preprocessing repeats the training pipeline's validation path: decode with
-:func:`whaleaudit.images.load_rgb`, squash to the input size with bilinear filtering (fastai's ``Resize``),
+:func:`whaleaudit.data.images.load_rgb`, squash to the input size with bilinear filtering (fastai's ``Resize``),
 scale to 0..1, normalise with the model's statistics.
 """
 
@@ -33,21 +33,23 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import __version__
-from .cam import LAYERS, cam_method, fast_dtype, for_inference, predict_with_maps, split, spread, stages
-from .causal import EDITS, edit_probabilities
-from .dataset import Dataset
-from .errors import ImageError, WhaleAuditError
-from .foreground import MASK_SIZE, ForegroundProvider
-from .images import load_rgb, resolve_image
-from .model import file_sha256, load_model
-from .score import attention_scores
-from .store import IMAGE_COLUMNS, StoreWriter
+from .. import __version__
+from ..audit.store import StoreWriter
+from ..columns import IMAGE_COLUMNS
+from ..data.dataset import Dataset
+from ..data.images import load_rgb, resolve_image
+from ..errors import ImageError, WhaleAuditError
+from ..explain.cam import LAYERS, cam_method, for_inference, predict_with_maps, split, spread, stages
+from ..explain.causal import EDITS, edit_probabilities
+from ..explain.foreground import MASK_SIZE, ForegroundProvider
+from ..explain.score import attention_scores
+from ..files import file_sha256
+from ..model.load import load_model
 
 log = logging.getLogger(__name__)
 
 CHUNK_IMAGES = 1024
-#: Photos the maps' spread (:func:`whaleaudit.cam.spread`) is measured on. Eight sets of 32 photos gave 0.90-0.95
+#: Photos the maps' spread (:func:`whaleaudit.explain.cam.spread`) is measured on. Eight sets of 32 photos gave 0.90-0.95
 #: cells for the demo's resnet18 and 0.92-0.97 for bench/score.py's model (sets of 16: 0.83-0.98); 32 photos
 #: cost about 1 s on two CPU cores for resnet18 at 128 px, once per audit.
 SPREAD_PHOTOS = 32
@@ -56,15 +58,14 @@ SPREAD_PHOTOS = 32
 def precompute(dataset: Dataset, model_path: Path, out: Path, *, trust: bool = False,
                classes: list[str] | None = None, bs: int = 64, workers: int | None = None,
                foreground: ForegroundProvider | None = None, causal: float = 1.0, chunk_images: int = CHUNK_IMAGES,
-               precision: str = "auto", device: str | None = None, cam_layer: str = "layer4", progress=True) -> Path:
+               device: str | None = None, cam_layer: str = "layer4", progress=True) -> Path:
     """Audit ``dataset`` through the model at ``model_path`` into the store folder ``out``; returns ``out``.
 
     ``foreground`` defaults to the automatic estimate (``ForegroundProvider(dataset.image_root)``).
     ``causal`` is the share of images (0..1) that get the causal check, picked by a hash of the image id.
-    ``precision``: "auto" (bf16 where :func:`whaleaudit.cam.fast_dtype` allows it) or "fp32".
     ``workers`` defaults to min(4, CPU count) loader processes; 0 loads in this process.
     ``cam_layer``: where the maps are read, "layer4" (the body's output, 4 x 4 at 128 px) or "layer3" (8 x 8,
-    Grad-CAM; finer, and several times the cost with many classes: see :mod:`whaleaudit.cam`).
+    Grad-CAM; finer, and several times the cost with many classes: see :mod:`whaleaudit.explain.cam`).
     A ``<out>.partial`` folder left by a killed run with the same inputs and parameters is resumed.
     ``progress``: True (a bar on the terminal), False, or a callable taking the fraction of images done.
     """
@@ -72,14 +73,11 @@ def precompute(dataset: Dataset, model_path: Path, out: Path, *, trust: bool = F
         raise WhaleAuditError(f"bs={bs}: the batch size must be at least 1.")
     if not 0 <= causal <= 1:
         raise WhaleAuditError(f"causal={causal}: the share of images for the causal check must be between 0 and 1.")
-    if precision not in ("auto", "fp32"):
-        raise WhaleAuditError(f"precision={precision!r}: choose 'auto' or 'fp32'.")
     if cam_layer not in LAYERS:
         raise WhaleAuditError(f"cam_layer={cam_layer!r}: choose one of {list(LAYERS)}.")
     started = time.perf_counter()
     model, info = load_model(model_path, trust=trust, classes=classes)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = fast_dtype(info["head"], dev) if precision == "auto" else torch.float32
     foreground = foreground or ForegroundProvider(dataset.image_root)
     workers = min(4, os.cpu_count() or 1) if workers is None else workers
 
@@ -96,8 +94,8 @@ def precompute(dataset: Dataset, model_path: Path, out: Path, *, trust: bool = F
     sample = normalised(torch.from_numpy(images.spread_photos()).to(dev), *stats)
     map_spread = spread(model, sample, cam_layer)   # before the fingerprint: a resumed run scores alike
     chunk_images = max(bs, chunk_images // bs * bs)  # whole batches only: a resumed run sees the same batches
-    parameters = {"bs": bs, "chunk_images": chunk_images, "causal": causal, "precision": str(dtype).split(".")[-1],
-                  "device": dev.type, "foreground": foreground.describe(), "cam_layer": cam_layer}
+    parameters = {"bs": bs, "chunk_images": chunk_images, "causal": causal, "device": dev.type,
+                  "foreground": foreground.describe(), "cam_layer": cam_layer}
     fingerprint = {"dataset": dataset.fingerprint(), "model": info["sha256"], "size": size, **parameters,
                    "boxes": file_sha256(foreground.boxes_csv) if foreground.boxes_csv else None,
                    "spread": map_spread}
@@ -120,7 +118,7 @@ def precompute(dataset: Dataset, model_path: Path, out: Path, *, trust: bool = F
         for k, start, stop in todo:
             parts = []
             for _ in range(-(-(stop - start) // bs)):
-                parts.append(_audit_batch(model, next(batch_iter), dev, dtype, stats, labels, in_causal, size,
+                parts.append(_audit_batch(model, next(batch_iter), dev, stats, labels, in_causal, size,
                                           cam_layer, map_spread))
                 bar.update(len(parts[-1]["idx"]))
             result = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
@@ -278,13 +276,13 @@ def _collate(items: list[dict]) -> dict:
             "fg_source": [it["fg_source"] for it in items], "error": [it["error"] for it in items]}
 
 
-def _audit_batch(model, batch: dict, device, dtype, stats, labels: np.ndarray, in_causal: np.ndarray,
+def _audit_batch(model, batch: dict, device, stats, labels: np.ndarray, in_causal: np.ndarray,
                  size: int, cam_layer: str, map_spread: float) -> dict:
     """All numbers for one batch, as numpy arrays of batch length (maps: [B, C, h, w])."""
     idx = batch["idx"].numpy()
     x = normalised(batch["pixels"].to(device), *stats)
     ok = np.array([e == "" for e in batch["error"]])
-    logits, maps = predict_with_maps(model, x, dtype=dtype, layer=cam_layer)
+    logits, maps = predict_with_maps(model, x, layer=cam_layer)
     logp = torch.log_softmax(logits.float(), dim=1)
     probs = logp.exp()
     pred = probs.argmax(dim=1)
@@ -308,7 +306,7 @@ def _audit_batch(model, batch: dict, device, dtype, stats, labels: np.ndarray, i
     if check.any():
         sel = torch.as_tensor(np.flatnonzero(check), device=device)
         fg = F.interpolate(batch["mask"][check].float()[:, None].to(device), size=(size, size), mode="nearest")
-        p_pred = edit_probabilities(model, x[sel], fg, pred[sel], dtype=dtype).cpu().numpy()
+        p_pred = edit_probabilities(model, x[sel], fg, pred[sel]).cpu().numpy()
         for name, values in zip(EDITS, p_pred):
             causal[name][check] = values
 

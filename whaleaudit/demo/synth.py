@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .store import write_json
+from ..files import write_json
 
 SYNTH_VERSION = 3
 SPECIES = ["killer_whale", "bottlenose_dolphin", "humpback_whale", "beluga"]

@@ -1,6 +1,6 @@
 """Where the animal is, per image: the user's boxes or masks where given, else an automatic estimate.
 
-The background-attention score (:mod:`whaleaudit.score`) needs a foreground mask for every image. Sources,
+The background-attention score (:mod:`whaleaudit.explain.score`) needs a foreground mask for every image. Sources,
 in order of preference, recorded per image as ``fg_source``:
 
 - ``"mask"``: a PNG mask the user supplies (``masks_dir/<image stem>.png``, any non-zero pixel is animal);
@@ -60,7 +60,7 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
-from .errors import DatasetError, ImageError
+from ..errors import DatasetError, ImageError
 
 MASK_SIZE = 64
 WORK_SIZE = 128          # the automatic estimate's working resolution

@@ -24,7 +24,7 @@ from pathlib import Path, PureWindowsPath
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError
+from ..errors import ImageError
 
 WHITE = (255, 255, 255, 255)
 

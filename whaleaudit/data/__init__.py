@@ -1,0 +1,1 @@
+"""Label files, image decoding and species names: what comes in is checked at the door."""

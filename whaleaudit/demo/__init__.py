@@ -1,0 +1,1 @@
+"""The drawn demo dataset and the one call that builds its audit."""

@@ -1,0 +1,1 @@
+"""The species classifier: training it with fastai and loading it (weights-only by default)."""
