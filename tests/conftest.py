@@ -15,6 +15,18 @@ for var in ("TORCH_HOME", "FASTAI_HOME", "MPLCONFIGDIR", "TORCHINDUCTOR_CACHE_DI
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REAL_PHOTOS = SHARED_DATA / "happywhale128"
 REAL_LABELS = SHARED_DATA / "happywhale_train.csv"
+#: Set in CI, where ../shared/data is always there: a missing file then fails the test instead of skipping it.
+REQUIRE_DATA = os.environ.get("WHALEAUDIT_REQUIRE_DATA") == "1"
+
+
+def need_shared(path: Path, what: str) -> Path:
+    """``path``, or a skip where the shared data is absent (a user's machine); a failure where it must be there."""
+    if not path.exists():
+        message = f"{what} not found at {path} (only on the developers' and CI machines)"
+        if REQUIRE_DATA:
+            pytest.fail(f"{message}; WHALEAUDIT_REQUIRE_DATA=1 says it must be there")
+        pytest.skip(message)
+    return path
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -30,13 +42,10 @@ def _leave_no_temporary_folders():
 @pytest.fixture
 def real_photos():
     """The 3,000 real Happywhale photos, or a skip where they are not (a user's machine)."""
-    if not (REAL_PHOTOS / "labels.csv").exists():
-        pytest.skip(f"real photos not found at {REAL_PHOTOS} (only on the developers' and CI machines)")
+    need_shared(REAL_PHOTOS / "labels.csv", "the real photos")
     return REAL_PHOTOS
 
 
 @pytest.fixture
 def real_labels():
-    if not REAL_LABELS.exists():
-        pytest.skip(f"Happywhale train.csv not found at {REAL_LABELS}")
-    return REAL_LABELS
+    return need_shared(REAL_LABELS, "Happywhale train.csv")
