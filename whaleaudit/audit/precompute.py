@@ -49,9 +49,8 @@ from ..model.load import load_model
 log = logging.getLogger(__name__)
 
 CHUNK_IMAGES = 1024
-#: Photos the maps' spread (:func:`whaleaudit.explain.cam.spread`) is measured on. Eight sets of 32 photos gave 0.90-0.95
-#: cells for the demo's resnet18 and 0.92-0.97 for bench/score.py's model (sets of 16: 0.83-0.98); 32 photos
-#: cost about 1 s on two CPU cores for resnet18 at 128 px, once per audit.
+#: Photos the maps' spread (:func:`whaleaudit.explain.cam.spread`) is measured on, once per audit: enough for a
+#: value that varies little between sets of photos (docs/performance.md), few enough to cost about a second.
 SPREAD_PHOTOS = 32
 
 

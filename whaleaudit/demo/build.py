@@ -43,13 +43,10 @@ class Recipe:
     seed: int = 0
 
 
-#: Measured by ``bench/demo.py`` on the 2-core development machine with nothing else running: 183-198 s in all
-#: over three runs (training 157-172 s, the audit 19 s), validation accuracy 0.930, the ice species (belugas) on
-#: top of background attention and the watermark species (humpbacks) second. Training is deterministic for a
-#: given drawing; 6 epochs gave 0.935 in 238 s, 4 epochs 0.865. The accuracy owes much to this drawing: two other
-#: drawings reached 0.83 and 0.86 (docs/performance.md). The causal check runs on a quarter of the
-#: photos (on all of them the audit takes 36 s instead of 19). 100 px is the smallest input that still gives
-#: resnet18 a 4 x 4 map (100 -> 50 -> 25 -> 13 -> 7 -> 4) and costs 0.6x of 128 px.
+#: The demo: small and quick enough to build on a laptop's CPU in a few minutes (``bench/demo.py`` times it; the
+#: figures are in the README), accurate enough for the planted cues to show. The causal check runs on a quarter
+#: of the photos to halve the audit's time. 100 px is the smallest input that still gives resnet18 a 4 x 4 map
+#: (100 -> 50 -> 25 -> 13 -> 7 -> 4).
 FULL = Recipe(n_per_species=250, size=100, epochs=5, lr=3e-3, bs=32, causal=0.25)
 #: A demo small enough for a test: every step runs, nothing is learnt.
 TINY = Recipe(n_per_species=6, size=32, epochs=1, lr=1e-3, bs=8)

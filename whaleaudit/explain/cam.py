@@ -14,12 +14,9 @@ The model is laid out as fastai lays it out, ``Sequential(body, head)``; the map
 
 Finer maps (``layer="layer3"``): Grad-CAM at the output of the body's second-to-last stage (resnet18's
 layer3, 8 x 8 at 128 px), differentiating the last stage and the head for every class (one batched backward
-of K classes through layer4: several forward passes' worth of work at 26 classes). ``bench/score.py`` measured
-it against the 4 x 4 map on drawn photos with planted cues, each scored with its measured spread: for its narrow
-resnet a cue beside the animal is ranked better (shortcut AUC 0.93 against 0.87), the score stays fair to the
-animal's size (Spearman -0.18 against +0.01) and follows the causal check more closely (0.72 against 0.62; 0.67
-against 0.60 for the demo's resnet18). It costs 5-6 times the default precompute at 26 classes on two CPU
-cores, so the body's output stays the default.
+of K classes through layer4: several forward passes' worth of work at 26 classes). A cue beside the animal
+is placed better at 8 x 8, at several times the default precompute's cost with many classes, so the body's
+output stays the default (the README's "Known limits" gives the figures from ``bench/score.py``).
 
 How far a map cell's evidence reaches (:func:`spread`) is measured on the model itself: the softening of the
 background-attention score (:mod:`whaleaudit.explain.score`) is this wide.
@@ -158,9 +155,9 @@ def spread(model: nn.Module, x: torch.Tensor, layer: str = "layer4") -> float:
 
     That is the spread, about its centroid, of ``|d sum_k A_k(centre) / d x|`` (summed over colour channels
     and photos), where ``A`` is the feature map at ``layer`` and ``centre`` its central cell. A network puts
-    evidence about this far from what it comes from, so the score softens the foreground by it. Measured:
-    0.83-0.97 cells at layer4 and 1.26-1.36 at layer3 (the demo's resnet18 and ``bench/score.py``'s narrow
-    resnets). Rounded to 0.01 cell, so the same photos give the same value on any run.
+    evidence about this far from what it comes from, so the score softens the foreground by it (the values
+    measured on our models are in the README). Rounded to 0.01 cell, so the same photos give the same value on
+    any run.
     """
     front, _ = stages(split(model)[0], layer)
     with torch.inference_mode(False), torch.enable_grad():

@@ -22,11 +22,8 @@ Then
 ``bg_share = 1 - c_fin``, close to 1. ``bg_score`` measures the map against what a map of this resolution
 shows for a model that attends only to this animal, however small: 0 when the evidence is at least as
 concentrated on the animal as that, 1 when all of it lies well away (two spreads or more) from the
-animal, in proportion between. Measured in ``bench/score.py``: maps built from the true masks score 0 at
-every size, and a network trained where only the animal tells the species (and that water alone is no
-species) scores a median of about 0.16 with no trend over the animal's size (Spearman +0.01; +0.03 on a
-second model's clean photos), while its ``bg_share`` is about 0.94 and falls with size (about -0.9). Both are
-NaN without a mask, with an empty mask, or with no positive evidence.
+animal, in proportion between; ``bench/score.py`` checks both properties (the README's "What the score means"
+gives the figures). Both are NaN without a mask, with an empty mask, or with no positive evidence.
 
 Companions that analysts use:
 

@@ -46,14 +46,14 @@ def train(dataset: Dataset, *, out: Path | None = None, epochs: int = 10, lr: fl
     weights when they can be had (cached or downloadable) and falls back to random weights with a warning;
     ``weights`` names a local torchvision resnet18 state dict (``.pth``) to start from instead. From random
     weights the body learns at the full learning rate (``lr_mult=1``), not the 1/100 that suits a pretrained
-    body. The defaults were measured from random weights on the 3,000 real 128 px photos (two species): valid
-    accuracy 0.935 after 10 epochs at lr 3e-3 (0.935 at 1e-3, 0.917 at 1e-2; 0.91 after 5 epochs). On the way
-    accuracy swings between 0.5 and 0.85 for several epochs while BatchNorm settles: do not stop early.
+    body. The defaults were chosen by training from random weights on the real 128 px photos (the figures are
+    in docs/performance.md); on the way accuracy swings for several epochs while BatchNorm settles: do not stop
+    early.
     ``freeze_epochs`` is fine_tune's head-only warm-up; from random weights there is nothing worth keeping
     frozen, and 0 spends that epoch on the whole network (the demo does). ``progress`` is True (fastai's bars),
     False (silent) or a callable taking the fraction of training batches done (a dashboard's progress bar).
-    The network trains in channels_last memory layout (fastai's ``ChannelsLast``, still fp32): the demo's 6
-    epochs took 194 s instead of 207 s on the 2-core CPU.
+    The network trains in channels_last memory layout (fastai's ``ChannelsLast``, still fp32), which is faster
+    on the CPU.
     Returns the fastai Learner; the files land at ``out`` (default ``models/<dataset>-resnet18-<head>.pkl``).
     """
     with quiet_import():

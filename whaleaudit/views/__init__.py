@@ -196,9 +196,9 @@ class Table:
 
     What needs every row is worked out once per audit: the score range, the species, the orderings, integer
     codes for the text columns the filters compare. The review's flags are joined once per review state
-    (:meth:`Review.version <whaleaudit.audit.review.Review.version>`). At 500k images each of these costs 20-100 ms,
-    which every rerun of every page paid before (bench/dashboard.py). A filter is then a few comparisons of
-    numbers and a sorted list is a subset of a ready ordering, a millisecond or two each.
+    (:meth:`Review.version <whaleaudit.audit.review.Review.version>`), instead of on every rerun of every page
+    (bench/dashboard.py times them). A filter is then a few comparisons of numbers and a sorted list is a subset
+    of a ready ordering.
     """
 
     def __init__(self, images: pd.DataFrame):
@@ -249,8 +249,8 @@ class Table:
         return (self.images["status"] == "ok").to_numpy()
 
     def position(self, image: str) -> int | None:
-        """Row position of an image id (its first row, should ids repeat), or None. One scan costs 2 ms at 500k
-        rows; hashing every id for lookups would cost 0.4 s once per audit."""
+        """Row position of an image id (its first row, should ids repeat), or None. A scan per lookup: cheaper than
+        hashing every id once per audit for the one image a page looks up."""
         found = np.flatnonzero((self.images["image"] == image).to_numpy())
         return int(found[0]) if len(found) else None
 
@@ -479,8 +479,8 @@ def overlay(rgb: np.ndarray, cam: np.ndarray | None, *, vmax: float, colormap: s
 
 
 def to_jpeg(rgb: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
-    """JPEG, not PNG: a photo with a smooth map encodes about 50x faster and 6x smaller (bench: 256 px
-    overlay, 1.2 ms and 14 kB against 67 ms and 98 kB), which is what a gallery page costs."""
+    """JPEG, not PNG: a photo with a smooth map encodes many times faster and smaller, which is what a gallery
+    page costs (docs/performance.md)."""
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
