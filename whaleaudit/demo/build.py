@@ -59,8 +59,8 @@ def build_demo(out: Path | None = None, *, root: Path | None = None, recipe: Rec
                progress=None) -> Path:
     """Build (or finish) the demo audit and return its folder.
 
-    ``out`` is the audit folder (default ``<root>/audits/demo``). ``root`` holds ``demo_data/`` and
-    ``models/demo.pkl`` (default: the workspace, :mod:`whaleaudit.workspace`).
+    ``out`` is the audit folder (default: ``demo`` among the dashboard's audits, or ``<root>/audits/demo``).
+    ``root`` holds ``demo_data/`` and ``models/demo.pkl`` (default: the workspace, :mod:`whaleaudit.workspace`).
     ``progress`` is an optional ``callable(fraction, text)`` for a progress bar; without it, steps are logged.
     """
     from ..audit.precompute import precompute
@@ -69,10 +69,11 @@ def build_demo(out: Path | None = None, *, root: Path | None = None, recipe: Rec
     from ..files import file_sha256
     from ..model.train import train, trained_alike, training_options
 
+    audits = workspace.audits() if root is None else Path(root) / "audits"
     root = Path(root) if root is not None else workspace.root()
     data = root / "demo_data"
     model_path = root / "models" / "demo.pkl"
-    out = Path(out) if out is not None else root / "audits" / "demo"
+    out = Path(out) if out is not None else audits / "demo"
     report = _Progress(progress)
 
     report.step("data", f"Drawing {recipe.n_per_species * len(synth.SPECIES)} whale photos")
