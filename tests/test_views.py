@@ -1,4 +1,8 @@
-"""What the pages show, checked without Streamlit: filters, tables, orderings, overlays and their cache."""
+"""What the pages show, checked without Streamlit: filters, tables, orderings, overlays and their cache.
+
+The filters, orderings and counts are :class:`views.Table`'s, as the pages use them, checked against values
+worked out in the test or plain pandas (tests/_oracles.py), never against another function of ``views``.
+"""
 
 import io
 import os
@@ -7,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from _helpers_dashboard import CLASSES, UNREADABLE, VANISHED, make_audit
+from _oracles import confusion, filter_images, top_losses
+from matplotlib import colormaps
 from PIL import Image
 
 from whaleaudit import views
@@ -27,6 +33,12 @@ def frame(audit):
     return views.with_flags(audit.images, review.flags())
 
 
+@pytest.fixture
+def table(audit):
+    """As on a page: the audit's table, asked about the rows of ``frame`` (the table with the flags)."""
+    return views.Table(audit.images)
+
+
 def test_with_flags_adds_the_review_state(frame):
     assert frame.loc[frame["flagged"], "image"].tolist() == ["img_000", "img_004", "img_008"]
     assert set(frame.loc[frame["flagged"], "reason"]) == {"attention on ice"}
@@ -35,33 +47,41 @@ def test_with_flags_adds_the_review_state(frame):
 
 def test_the_table_joins_the_flags_again_only_when_the_review_changes(audit):
     table, review = views.Table(audit.images), Review(audit.review_path)
-    version, flags, frame = table.review_state(review)
+    version, _, frame = table.review_state(review)
     assert table.review_state(review)[2] is frame and not frame["flagged"].any()
     Review(audit.review_path).flag(["img_005"], "label wrong", "from another tab")  # another connection
     version2, flags2, frame2 = table.review_state(review)
     assert version2 != version and flags2["image"].tolist() == ["img_005"]
-    pd.testing.assert_frame_equal(frame2, views.with_flags(audit.images, review.flags()))
+    assert frame2["image"].tolist() == audit.images["image"].tolist()
+    pd.testing.assert_frame_equal(frame2[list(audit.images.columns)], audit.images)  # the audit's columns untouched
+    assert frame2.loc[frame2["flagged"], ["image", "reason", "note"]].values.tolist() == [
+        ["img_005", "label wrong", "from another tab"]]
+    assert (frame2.loc[~frame2["flagged"], ["reason", "note"]] == "").all().all()
 
 
-def test_table_lookups_and_summary_match_the_frame(frame):
+def test_table_lookups_and_species_order(frame):
     table = views.Table(frame)
-    assert table.position("img_007") == frame.index.get_loc(frame.index[frame["image"] == "img_007"][0])
+    assert table.position("img_007") == 7 and views.Table(frame.iloc[::-1]).position("img_007") == 28  # 35 - 7
     assert table.position("no_such_image") is None
-    assert table.species == views.species_names(frame) and table.summary == views.summary(frame)
-    assert table.score_range == views.score_range(frame)
+    assert table.species == ["beluga", "bottlenose_dolphin", "killer_whale"]  # 12 images each: by name
+    # from row 10 on: beluga 8 images (rows 12, 15, .., 33), the two others 9 each: most images first
+    assert views.Table(frame.iloc[10:]).species == ["bottlenose_dolphin", "killer_whale", "beluga"]
+    assert table.score_range == (frame["bg_score"].min(), frame["bg_score"].max())
     assert table.where("species", ["beluga", "nope"]).tolist() == (frame["species"] == "beluga").tolist()
 
 
 def test_summary_counts_validation_accuracy_on_the_held_out_readable_photos_alone(frame):
-    stats = views.summary(frame)
     readable = [r for r in frame.itertuples() if r.status == "ok"]
     held_out = [r for r in readable if r.split == "valid"]
-    assert stats["n_valid"] == len(held_out) > 0 and stats["unreadable"] == len(frame) - len(readable)
-    assert stats["valid_accuracy"] == pytest.approx(sum(r.correct for r in held_out) / len(held_out))
-    assert stats["accuracy"] == pytest.approx(sum(r.correct for r in readable) / len(readable))
-    assert stats["valid_accuracy"] != pytest.approx(stats["accuracy"])  # the fixture's two differ: a real check
+    for stats in (views.Table(frame).summary, views.summary(frame)):  # the pages read the table's
+        assert stats["images"] == 36 and stats["species"] == 3
+        assert stats["n_valid"] == len(held_out) > 0 and stats["unreadable"] == len(frame) - len(readable) == 1
+        assert stats["valid_accuracy"] == pytest.approx(sum(r.correct for r in held_out) / len(held_out))
+        assert stats["accuracy"] == pytest.approx(sum(r.correct for r in readable) / len(readable))
+        assert stats["valid_accuracy"] != pytest.approx(stats["accuracy"])  # the fixture's two differ: a real check
     unknown = views.summary(frame.assign(split=""))  # a model trained elsewhere: no split known
-    assert unknown["n_valid"] == 0 and np.isnan(unknown["valid_accuracy"]) and unknown["accuracy"] == stats["accuracy"]
+    assert unknown["n_valid"] == 0 and np.isnan(unknown["valid_accuracy"])
+    assert unknown["accuracy"] == pytest.approx(sum(r.correct for r in readable) / len(readable))
 
 
 def test_model_line_says_which_maps_are_on_screen():
@@ -73,32 +93,33 @@ def test_model_line_says_which_maps_are_on_screen():
                                                        "Maps: maps of unknown kind, 4 x 4 cells per photo.")
 
 
-def test_threshold_keeps_exactly_the_scores_at_or_above_it(frame):
+def test_threshold_keeps_exactly_the_scores_at_or_above_it(frame, table):
     threshold = float(frame["bg_score"].dropna().sort_values().iloc[20])
-    kept = views.filter_images(frame, threshold=threshold)
+    kept = frame[table.mask(frame, threshold=threshold)]
     assert set(kept["image"]) == {r.image for r in frame.itertuples() if r.bg_score >= threshold}
     assert len(kept) == int((frame["bg_score"].dropna() >= threshold).sum()) > 0
     assert kept["bg_score"].notna().all()  # no score, no pass
+    pd.testing.assert_frame_equal(kept, filter_images(frame, threshold=threshold))
 
 
-def test_filters_combine(frame):
-    kept = views.filter_images(frame, species=["beluga", "killer_whale"], correct=False, flagged=False)
+def test_filters_combine(frame, table):
+    kept = frame[table.mask(frame, species=["beluga", "killer_whale"], correct=False, flagged=False)]
     expected = frame[frame["species"].isin(["beluga", "killer_whale"]) & ~frame["correct"] & ~frame["flagged"]
                      & (frame["status"] == "ok")]
     assert kept["image"].tolist() == expected["image"].tolist() and len(kept) > 0
-    assert views.filter_images(frame, flagged=True)["image"].tolist() == ["img_000", "img_004", "img_008"]
-    assert UNREADABLE not in set(views.filter_images(frame, correct=False)["image"])
-    assert len(views.filter_images(frame)) == len(frame) == len(views.filter_images(frame, species=[]))
+    assert frame[table.mask(frame, flagged=True)]["image"].tolist() == ["img_000", "img_004", "img_008"]
+    assert UNREADABLE not in set(frame[table.mask(frame, correct=False)]["image"])
+    assert table.mask(frame).all() and table.mask(frame, species=[]).all() and len(table.mask(frame)) == len(frame)
 
 
-def test_split_filter_keeps_the_held_out_or_the_training_photos(frame):
-    table = views.Table(frame)
+def test_split_filter_keeps_the_held_out_or_the_training_photos(frame, table):
     assert table.has_split and not views.Table(frame.assign(split="")).has_split
-    held_out = views.filter_images(frame, split="valid")
-    assert held_out["image"].tolist() == frame.loc[frame["split"] == "valid", "image"].tolist() != []
-    trained_on = views.filter_images(frame, split="train")
+    held_out = frame[table.mask(frame, split="valid")]
+    assert held_out["image"].tolist() == [f"img_{i:03d}" for i in range(0, 34, 5)] + [VANISHED]  # every fifth row
+    trained_on = frame[table.mask(frame, split="train")]
+    assert trained_on["image"].tolist() == frame.loc[frame["split"] == "train", "image"].tolist()
     assert len(held_out) + len(trained_on) == len(frame)
-    wrong = views.filter_images(frame, split="valid", correct=False)
+    wrong = frame[table.mask(frame, split="valid", correct=False)]
     assert set(wrong["image"]) == {r.image for r in frame.itertuples()
                                    if r.split == "valid" and r.status == "ok" and not r.correct}
 
@@ -107,7 +128,10 @@ def test_species_table_counts_accuracy_scores_and_flags(frame):
     threshold = 0.5
     table = views.species_table(frame, threshold).set_index("species")
     assert sorted(table.index) == CLASSES and table["images"].sum() == len(frame)
-    assert list(table.index) == views.species_names(frame)
+    assert list(table.index) == CLASSES  # 12 images each: by name
+    fewer_belugas = views.species_table(frame.iloc[10:], threshold)  # beluga 8, the two others 9
+    assert fewer_belugas["species"].tolist() == ["bottlenose_dolphin", "killer_whale", "beluga"]
+    assert fewer_belugas["images"].tolist() == [9, 9, 8]
     for species, rows in frame.groupby("species"):
         ok = rows[rows["status"] == "ok"]
         assert table.loc[species, "accuracy"] == pytest.approx(ok["correct"].mean())
@@ -124,27 +148,33 @@ def test_species_table_leaves_validation_accuracy_empty_without_a_split(frame):
     assert table["validation accuracy"].isna().all() and table["accuracy"].notna().all()
 
 
-def test_confusion_matrix_counts_readable_images(frame):
-    matrix = views.confusion(frame)
+def test_confusion_matrix_counts_readable_images(frame, table):
+    matrix = table.confusion()
+    pd.testing.assert_frame_equal(matrix, confusion(frame))
     ok = frame[frame["status"] == "ok"]
-    assert matrix.values.sum() == len(ok)
+    assert matrix.values.sum() == len(ok) == len(frame) - 1
     assert sum(matrix.loc[s, s] for s in matrix.index if s in matrix.columns) == ok["correct"].sum()
+    flagged = frame["flagged"].to_numpy()
+    assert table.confusion(flagged).values.sum() == 3  # the matrix of the rows a page shows
+    pd.testing.assert_frame_equal(table.confusion(flagged), confusion(frame[flagged]))
 
 
-def test_top_losses_worst_first_and_per_cell(frame):
-    ordered = views.top_losses(frame)
-    assert ordered["loss"].is_monotonic_decreasing and ordered["loss"].notna().all()
-    cell = views.top_losses(frame, actual="beluga", predicted="killer_whale")
+def test_top_losses_worst_first_and_per_cell(frame, table):
+    ordered = frame.iloc[table.ranked("loss", table.with_loss())]
+    assert ordered["loss"].is_monotonic_decreasing and ordered["loss"].notna().all() and len(ordered) == 35
+    pd.testing.assert_frame_equal(ordered, top_losses(frame))
+    cell = frame.iloc[table.ranked("loss", table.with_loss(actual="beluga", predicted="killer_whale"))]
     expected = frame[(frame["species"] == "beluga") & (frame["prediction"] == "killer_whale")]
-    assert set(cell["image"]) == set(expected["image"]) and len(cell) == views.confusion(frame).loc[
-        "beluga", "killer_whale"]
+    assert set(cell["image"]) == set(expected["image"]) and len(cell) == len(expected) == 3
+    pd.testing.assert_frame_equal(cell, top_losses(frame, "beluga", "killer_whale"))
 
 
-def test_gallery_orders_worst_first_with_missing_numbers_last(frame):
-    by_bg = views.sort_images(frame, "background attention")
-    assert by_bg["bg_score"].dropna().is_monotonic_decreasing and by_bg["bg_score"].iloc[-1:].isna().all()
-    assert views.sort_images(frame, "confidence")["prob_pred"].dropna().is_monotonic_increasing
-    assert views.sort_images(frame, "loss")["loss"].dropna().is_monotonic_decreasing
+def test_gallery_orders_worst_first_with_missing_numbers_last(frame, table):
+    by_bg = frame.iloc[table.order("background attention")]
+    assert by_bg["bg_score"].dropna().is_monotonic_decreasing and by_bg["image"].iloc[-1] == "img_003"  # no score
+    assert frame.iloc[table.order("confidence")]["prob_pred"].dropna().is_monotonic_increasing
+    assert frame.iloc[table.order("loss")]["loss"].dropna().is_monotonic_decreasing
+    assert frame.iloc[table.order("loss")]["image"].iloc[-1] == UNREADABLE  # no loss
 
 
 def test_pages_and_neighbours():
@@ -158,10 +188,17 @@ def test_pages_and_neighbours():
 
 
 def test_histogram_and_threshold_defaults(frame):
-    hist = views.score_histogram(frame, bins=10)
-    assert hist["count"].sum() == frame["bg_score"].notna().sum() and len(hist) == 10
-    threshold = views.default_threshold(frame)
-    assert (frame["bg_score"] >= threshold).sum() == pytest.approx(0.1 * frame["bg_score"].notna().sum(), abs=1)
+    scores = frame["bg_score"].dropna()
+    for hist in (views.score_histogram(frame, bins=10), views.Table(frame).histogram):  # the page: the table's
+        assert hist["count"].sum() == len(scores) == 35
+        assert hist["left"].iloc[0] == scores.min() and hist["right"].iloc[-1] == scores.max()
+        assert np.allclose(hist["left"].iloc[1:], hist["right"].iloc[:-1])  # bins that touch
+        inside = [((scores >= left) & ((scores < right) if k < len(hist) - 1 else (scores <= right))).sum()
+                  for k, (left, right) in enumerate(zip(hist["left"], hist["right"]))]
+        assert hist["count"].tolist() == inside
+    assert len(views.score_histogram(frame, bins=10)) == 10 and len(views.Table(frame).histogram) == 50
+    for threshold in (views.default_threshold(frame), views.Table(frame).default_threshold):
+        assert (frame["bg_score"] >= threshold).sum() == pytest.approx(0.1 * len(scores), abs=1)
     low, high = views.score_range(frame)
     assert low == frame["bg_score"].min() and high == frame["bg_score"].max()
     assert views.score_range(frame.assign(bg_score=0.3)) == (0.3, 1.3)
@@ -199,9 +236,9 @@ def test_overlay_colour_scale_is_fixed_across_images_not_per_image():
     strong = views.overlay(photo, cam, vmax=2.0, opacity=1.0)
     weak = views.overlay(photo, cam / 4, vmax=2.0, opacity=1.0)
     assert not np.array_equal(strong, weak)  # min-max scaling per image would make them equal
-    lut = views.colormap_lut("turbo")
-    assert (strong[-1, -1] == lut[255]).all() and (weak[0, 0] == lut[0]).all()
-    assert (views.overlay(photo, -cam - 0.5, vmax=2.0, opacity=1.0) == lut[0]).all()  # negative: none
+    top, bottom = (np.round(np.array(colormaps["turbo"](end)[:3]) * 255) for end in (1.0, 0.0))  # matplotlib's own
+    assert (strong[-1, -1] == top).all() and (weak[0, 0] == bottom).all()
+    assert (views.overlay(photo, -cam - 0.5, vmax=2.0, opacity=1.0) == bottom).all()  # negative: none
     assert np.array_equal(views.overlay(photo, cam, vmax=2.0, opacity=0.0), photo)
 
 
