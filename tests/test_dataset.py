@@ -81,7 +81,10 @@ def test_individual_id_is_optional_and_extra_columns_ignored(tmp_path):
     lambda t: t.replace("a.jpg", '"a.jpg"').encode() + b"\n\n",  # quoted values, blank lines at the end
 ], ids=["bom", "semicolon", "tab", "crlf", "utf16", "quoted"])
 def test_common_spreadsheet_exports_read_the_same(tmp_path, encode):
-    expected = load_dataset(labels(tmp_path, GOOD, "plain.csv")).frame
+    expected = pd.DataFrame({"image": ["a.jpg", "b.jpg", "c.jpg"], "path": ["a.jpg", "b.jpg", "c.jpg"],
+                             "species_raw": ["killer_whale", "bottlenose_dolpin", "Killer Whale"],
+                             "species": ["killer_whale", "bottlenose_dolphin", "killer_whale"],
+                             "individual_id": ["k1", "b1", "k2"]})  # GOOD, read by hand
     pd.testing.assert_frame_equal(load_dataset(labels(tmp_path, encode(GOOD))).frame, expected)
 
 

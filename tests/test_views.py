@@ -214,6 +214,11 @@ def test_explained_score_shows_its_parts_and_adds_up():
     assert parts["bg_share"] == pytest.approx(1 - 0.8 * 0.5)
     soft = parts["soft"]
     assert soft[0, 0] > soft[0, 1] > 0 and soft[0, 0] < 0.5  # softened: spread to the neighbours
+    # the definition: the mask blurred by a Gaussian of sigma = 1 cell (4 of its 8 pixels), averaged per cell
+    offsets = np.arange(8)[:, None] - np.arange(8)[None, :]
+    gauss = np.exp(-offsets ** 2 / (2 * 4.0 ** 2)) / np.sqrt(2 * np.pi * 4.0 ** 2)
+    blurred = gauss @ mask.astype(float) @ gauss.T
+    np.testing.assert_allclose(soft, blurred.reshape(2, 4, 2, 4).mean(axis=(1, 3)), atol=1e-3)
     assert parts["on"] == pytest.approx(0.8 * soft[0, 0] + 0.2 * soft[1, 0])
     assert parts["ideal"] == pytest.approx((soft ** 2).sum() / soft.sum())
     assert parts["bg_score"] == pytest.approx(max(0.0, 1 - parts["on"] / parts["ideal"]))
