@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, JpegImagePlugin
 
-from whaleaudit.data.images import load_rgb, load_rgb_resized, resolve_image
+from whaleaudit.data.images import load_rgb, load_rgb_reduced, load_rgb_resized, resolve_image
 from whaleaudit.errors import ImageError
 
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
@@ -217,6 +217,33 @@ def test_large_jpeg_is_decoded_at_reduced_scale_then_resized(tmp_path, monkeypat
     assert decoded and set(decoded) == {(200, 100)}
     assert rgb.shape == (64, 64, 3)
     assert close(rgb[:, :28].mean((0, 1)), RED, 12) and close(rgb[:, 36:].mean((0, 1)), BLUE, 12)
+
+
+@pytest.mark.parametrize("full, size, decoded", [
+    ((2400, 1600), 128, (300, 200)),   # 1/8 keeps both sides >= 128
+    ((2400, 1600), 256, (600, 400)),   # 1/8 would leave the short side at 200: 1/4
+    ((1000, 250), 128, (1000, 250)),   # 1/2 would leave the short side at 125: full size
+    ((100, 80), 128, (100, 80)),       # smaller than wanted: as it is
+])
+def test_reduced_decode_is_the_smallest_scale_that_keeps_the_size(tmp_path, full, size, decoded):
+    """Decoded at the smallest JPEG scale whose sides both stay >= ``size``, with the photo's full size beside
+    it, and the same picture as the full decode shrunk to that size."""
+    path = save(halves(size=full), tmp_path / "photo.jpg", quality=90)
+    rgb, full_size = load_rgb_reduced(path, size)
+    assert full_size == full and rgb.shape == (decoded[1], decoded[0], 3) and rgb.dtype == np.uint8
+    shrunk = np.asarray(Image.fromarray(load_rgb(path)).resize(decoded, Image.Resampling.BOX)).astype(int)
+    assert np.abs(rgb.astype(int) - shrunk).mean() < 2
+
+
+def test_reduced_decode_of_a_turned_photo_is_upright_with_its_upright_size(tmp_path):
+    """A photo stored on its side (EXIF orientation 6): upright pixels, and the full size of the upright photo,
+    the frame in which a user's boxes are drawn."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = save(halves(size=(2400, 1600)), tmp_path / "turned.jpg", exif=exif, quality=90)
+    rgb, full_size = load_rgb_reduced(path, 128)
+    assert full_size == (1600, 2400) and rgb.shape == (300, 200, 3)
+    assert close(rgb[:100].mean((0, 1)), RED, 20) and close(rgb[-100:].mean((0, 1)), BLUE, 20)
 
 
 def test_real_photos_decode_exactly(real_photos):

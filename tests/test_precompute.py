@@ -127,6 +127,54 @@ def test_the_spread_is_measured_on_photos_spread_through_the_dataset(tmp_path):
     assert (unreadable.spread_photos() == 128).all() and unreadable.spread_photos().shape == (1, 16, 16, 3)
 
 
+def test_full_size_photos_are_decoded_small_and_their_boxes_land_where_drawn(tmp_path, monkeypatch):
+    """Two 2400 x 1600 photos, one stored on its side (EXIF orientation 6), with boxes in the upright photo's
+    own pixels: the precompute decodes each at 1/8 scale (never below the 64 px input), stores the boxes'
+    masks where they lie in the photo, and predicts what the model says of the full decode squashed."""
+    from PIL import Image, JpegImagePlugin
+
+    from whaleaudit.audit.precompute import _stats, model_input
+    from whaleaudit.data.images import load_rgb
+    from whaleaudit.explain.foreground import ForegroundProvider, boxes_to_mask
+    from whaleaudit.model.load import load_model
+
+    small = load_dataset(tiny_dataset())
+    (tmp_path / "images").mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # the viewer turns it 90 degrees clockwise
+    for name, row in (("flat.jpg", 0), ("turned.jpg", -1)):
+        with Image.open(small.image_root / small.frame["path"].iloc[row]) as im:
+            upright = im.resize((2400, 1600), Image.Resampling.BICUBIC)
+        if name == "turned.jpg":  # stored on its side, as a camera held upright writes it
+            upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "images" / name, quality=90, exif=exif)
+        else:
+            upright.save(tmp_path / "images" / name, quality=90)
+    species = small.frame["species"].iloc[[0, -1]].tolist()
+    (tmp_path / "labels.csv").write_text(f"image,species\nflat.jpg,{species[0]}\nturned.jpg,{species[1]}\n")
+    boxes = {"flat.jpg": (0, 0, 1200, 800), "turned.jpg": (1800, 400, 2400, 1600)}
+    (tmp_path / "boxes.csv").write_text("image,x0,y0,x1,y1\n" + "".join(f"{k},{','.join(map(str, b))}\n"
+                                                                         for k, b in boxes.items()))
+    dataset = load_dataset(tmp_path / "labels.csv")
+    weights = tiny_model("cam").with_suffix(".pth")
+    decoded = []
+    load = JpegImagePlugin.JpegImageFile.load
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "load", lambda im: decoded.append(im.size) or load(im))
+    provider = ForegroundProvider(dataset.image_root, boxes_csv=tmp_path / "boxes.csv", auto=False)
+    audit = open_audit(precompute(dataset, weights, tmp_path / "audit", foreground=provider, causal=0.0, workers=0,
+                                  progress=False))
+    assert decoded and set(decoded) <= {(300, 200), (200, 300)}
+    monkeypatch.undo()
+    images = audit.images
+    assert (images["status"] == "ok").all() and (images["fg_source"] == "box").all()
+    for i, name in enumerate(images["image"]):
+        np.testing.assert_array_equal(audit.mask(i), boxes_to_mask([boxes[name]], 2400, 1600, False), err_msg=name)
+    model, info = load_model(weights)
+    mean, std = _stats(info["normalize"], torch.device("cpu"))
+    x = torch.stack([model_input(load_rgb(dataset.image_root / p), info["size"], mean, std) for p in images["path"]])
+    with torch.no_grad():
+        np.testing.assert_allclose(audit.probs, torch.softmax(model(x), 1).numpy(), atol=0.02)
+
+
 def test_unreadable_images_and_unknown_species_get_rows_not_failures(tmp_path):
     labels = make_dataset(tmp_path, n_per_species=4, species=SPECIES)  # the model knows the first two only
     (tmp_path / "images" / "000001.jpg").write_bytes(b"\xff\xd8\xff truncated")

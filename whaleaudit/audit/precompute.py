@@ -12,9 +12,9 @@ chunk with the same batches, so its store is the same, number for number, as tha
 Memory stays flat in the number of images: only one chunk's results are held at a time.
 
 An image that cannot be read is a row with ``status="error"``, its reason, NaN numbers and zero maps; the run
-goes on. Preprocessing repeats the training pipeline's validation path: decode with
-:func:`whaleaudit.data.images.load_rgb`, squash to the input size with bilinear filtering (fastai's ``Resize``),
-scale to 0..1, normalise with the model's statistics.
+goes on. Preprocessing repeats the training pipeline's validation path: decode (a large JPEG at the smallest
+reduced scale still at least the input size, :func:`whaleaudit.data.images.load_rgb_reduced`), squash to the
+input size with bilinear filtering (fastai's ``Resize``), scale to 0..1, normalise with the model's statistics.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from .. import __version__
 from ..audit.store import StoreWriter
 from ..columns import IMAGE_COLUMNS
 from ..data.dataset import Dataset
-from ..data.images import load_rgb, resolve_image
+from ..data.images import load_rgb_reduced, resolve_image
 from ..errors import ImageError, WhaleAuditError
 from ..explain.cam import LAYERS, cam_method, for_inference, predict_with_maps, split, spread, stages
 from ..explain.causal import EDITS, edit_probabilities
@@ -192,6 +192,9 @@ def _cam_shape(model, size: int, layer: str) -> tuple[int, int]:
 class AuditImages(torch.utils.data.Dataset):
     """One image per item, squished to the input size as uint8 ``H x W x 3``, with its foreground.
 
+    A large JPEG is decoded at reduced scale, never below the input size; the foreground is found on that
+    decode, and boxes given in the photo's own pixels are scaled by its full size.
+
     Runs inside the loader's workers; scaling and normalisation happen once per batch in the main process
     (a quarter of the bytes between processes, and one vectorised operation instead of one per image).
     An image that cannot be read yields zero pixels and the reason in ``error``.
@@ -206,18 +209,18 @@ class AuditImages(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         try:
-            rgb = self._photo(i)
+            rgb, full_size = self._photo(i)
         except ImageError as e:
             return self._item(i, np.zeros((self.size, self.size, 3), np.uint8), None, "none", str(e))
         try:
-            mask, source = self.foreground(self.ids[i], rgb)
+            mask, source = self.foreground(self.ids[i], rgb, full_size)
         except ImageError as e:  # the user's mask for this photo is unreadable: score it without one
             warnings.warn(f"{self.ids[i]}: {e} It is audited without a foreground.", stacklevel=2)
             mask, source = None, "none"
         return self._item(i, squished(rgb, self.size), mask, source, "")
 
-    def _photo(self, i) -> np.ndarray:
-        return load_rgb(resolve_image(self.image_root, self.paths[i]))
+    def _photo(self, i) -> tuple[np.ndarray, tuple[int, int]]:
+        return load_rgb_reduced(resolve_image(self.image_root, self.paths[i]), self.size)
 
     def spread_photos(self, n: int = SPREAD_PHOTOS, tries: int = 8) -> np.ndarray:
         """uint8 ``[<= n, size, size, 3]``: ``n`` photos evenly spaced through the dataset (where one cannot be
@@ -230,7 +233,7 @@ class AuditImages(torch.utils.data.Dataset):
                     continue
                 taken.add(i)
                 try:
-                    photos.append(squished(self._photo(i), self.size))
+                    photos.append(squished(self._photo(i)[0], self.size))
                     break
                 except ImageError:
                     continue

@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path, PureWindowsPath
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageError
 
@@ -57,16 +57,31 @@ def _real_root(image_root: str) -> str:
 
 def load_rgb(path: Path) -> np.ndarray:
     """uint8 ``H x W x 3``, upright, whatever the file's colour mode."""
-    return _decode(Path(path), None)
+    return np.array(_decode(Path(path), None)[0])
+
+
+def load_rgb_reduced(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """(uint8 ``H x W x 3`` upright, the upright photo's full ``(width, height)``), decoded no larger than a
+    caller that shrinks the photo to ``size`` needs.
+
+    A JPEG is decoded at the smallest scale (1/8, 1/4 or 1/2; ``Image.draft``) whose sides both stay at least
+    ``size``, so a 3-megapixel photo wanted at 128 px costs a fraction of its full decode; other formats and
+    smaller JPEGs come at full size. The full size is what boxes given in the photo's own pixels refer to.
+    """
+    im, full = _decode(Path(path), size)
+    return np.array(im), full
 
 
 def load_rgb_resized(path: Path, size: int) -> np.ndarray:
     """uint8 ``size x size x 3``, squashed rather than cropped, so a map over it covers the whole photo.
 
-    A JPEG much larger than ``size`` is decoded at a reduced scale (``Image.draft``) before resizing;
-    the resize uses bilinear filtering with antialiasing, as fastai's ``Resize`` does for training.
+    Decoded as :func:`load_rgb_reduced` does, then resized with bilinear filtering and antialiasing, as
+    fastai's ``Resize`` does for training.
     """
-    return _decode(Path(path), size)
+    im, _ = _decode(Path(path), size)
+    if im.size != (size, size):
+        im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    return np.array(im)
 
 
 def check_image(path: Path) -> None:
@@ -77,16 +92,16 @@ def check_image(path: Path) -> None:
         pass
 
 
-def _decode(path: Path, size: int | None) -> np.ndarray:
+def _decode(path: Path, size: int | None) -> tuple[Image.Image, tuple[int, int]]:
+    """(RGB image, upright full (width, height)); a JPEG at the smallest draft scale >= ``size`` when given."""
     with _reading(path), Image.open(path) as im:
+        turned = im.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)  # a quarter turn to be upright
+        full = im.size[::-1] if turned else im.size
         if size:
             im.draft("RGB", (size, size))
         im.load()
         ImageOps.exif_transpose(im, in_place=True)
-        rgb = _to_rgb(im)
-        if size and rgb.size != (size, size):
-            rgb = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
-        return np.array(rgb)
+        return _to_rgb(im), full
 
 
 @contextlib.contextmanager

@@ -335,13 +335,18 @@ class ForegroundProvider:
         self.mask_files = ({p.relative_to(self.masks_dir).as_posix() for p in self.masks_dir.rglob("*.png")}
                            if self.masks_dir else set())
 
-    def __call__(self, image_id: str, rgb: np.ndarray) -> tuple[np.ndarray | None, str]:
-        """(bool ``MASK_SIZE x MASK_SIZE`` mask or None, source in {"mask", "box", "auto", "none"})."""
+    def __call__(self, image_id: str, rgb: np.ndarray, full_size: tuple[int, int] | None = None
+                 ) -> tuple[np.ndarray | None, str]:
+        """(bool ``MASK_SIZE x MASK_SIZE`` mask or None, source in {"mask", "box", "auto", "none"}).
+
+        ``full_size``: the photo's (width, height) in the pixels its boxes are given in, where ``rgb`` was
+        decoded smaller; default ``rgb``'s own."""
         name = Path(image_id).with_suffix(".png").as_posix()
         if name in self.mask_files:
             return read_mask_png(self.masks_dir / name), "mask"
         if image_id in self.boxes:
-            return boxes_to_mask(self.boxes[image_id], rgb.shape[1], rgb.shape[0], self.fractions), "box"
+            width, height = full_size or (rgb.shape[1], rgb.shape[0])
+            return boxes_to_mask(self.boxes[image_id], width, height, self.fractions), "box"
         if self.auto:
             mask = auto_foreground(rgb)
             if mask.any():
