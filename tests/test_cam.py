@@ -1,4 +1,5 @@
-"""Maps: the exact CAM averages to the logits; Grad-CAM equals plain autograd; bf16 stays within 1%."""
+"""Maps: the exact CAM averages to the logits; Grad-CAM equals plain autograd; folding and inference mode change
+neither; a map cell's spread is its receptive field."""
 
 import math
 
@@ -70,6 +71,10 @@ def test_maps_are_the_same_inside_inference_mode(head):
         got = predict_with_maps(model, x.clone())
     for e, g in zip(expected, got):
         torch.testing.assert_close(g, e, rtol=0, atol=0)
+    with torch.no_grad():  # and both are the network's own answer, not merely the same one
+        torch.testing.assert_close(got[0], model(x), rtol=0, atol=1e-5)
+    if head == "cam":
+        torch.testing.assert_close(got[1].mean(dim=(2, 3)), got[0], rtol=0, atol=1e-4)
 
 
 @pytest.mark.parametrize("head", ["cam", "fastai"])
