@@ -1,5 +1,6 @@
 """Precompute: the store says what the learner says, survives SIGKILL anywhere, and never stops for one image."""
 
+import hashlib
 import json
 import os
 import random
@@ -61,7 +62,8 @@ def test_store_says_what_the_learner_says(head, tmp_path):
     assert m["cam"]["method"] == {"cam": "exact-cam", "fastai": "grad-cam"}[head] and m["cam"]["layer"] == "layer4"
     assert m["cam"]["shape"] == m["cam_shape"] == [2, 2] and m["input_size"] == 64
     assert m["dataset"]["image_root"] == str(dataset.image_root) and Path(m["dataset"]["image_root"]).is_absolute()
-    assert m["model"]["sha256"] == sidecar["files"]["pth"]["sha256"] and m["model"]["head"] == head
+    assert m["model"]["sha256"] == hashlib.sha256(pkl.with_suffix(".pth").read_bytes()).hexdigest()
+    assert sidecar["files"]["pth"]["sha256"] == m["model"]["sha256"] and m["model"]["head"] == head
     assert m["model"]["classes"] == audit.classes and m["timings"]["images_per_second"] > 0
 
 
