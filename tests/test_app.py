@@ -1,5 +1,8 @@
 """Every dashboard page through Streamlit's AppTest, on a small audit the tests build: widgets change what
-is shown, flags set in the UI land in SQLite and in the CSV, and bad input gives a message, not a traceback."""
+is shown, flags set in the UI land in SQLite and in the CSV, and bad input gives a message, not a traceback.
+
+The lists the pages show are checked against pandas' own sorting and filtering of the image table, not
+against the ``views`` functions the pages call."""
 
 import csv
 import io
@@ -20,7 +23,14 @@ from whaleaudit.audit.review import Review
 from whaleaudit.audit.store import open_audit
 
 APP = Path(__file__).resolve().parents[1] / "streamlit_app.py"
+PAGES = ["species", "top_losses", "heatmap", "review"]
 IMAGE_ID = re.compile(r"\*\*(img_\w+)\*\*")
+
+
+@pytest.fixture(autouse=True)
+def _app_folder_importable(monkeypatch):
+    """The pages import the frame beside the entrypoint, on ``sys.path`` as ``streamlit run`` puts it."""
+    monkeypatch.syspath_prepend(str(APP.parent))
 
 
 @pytest.fixture
@@ -35,7 +45,7 @@ def start(page: str | None = None, **query) -> AppTest:
     at.query_params.update(query)
     at.run()
     if page:
-        at.switch_page(f"app_pages/{page}.py").run()
+        at.switch_page(f"pages/{page}.py").run()
     return ok(at)
 
 
@@ -48,12 +58,75 @@ def frame_of(audit):
     return views.with_flags(audit.images, Review(audit.review_path).flags())
 
 
+def worst_first(frame, by: str):
+    """The images in a gallery's order: worst first, images without the number last, ties by image id."""
+    column, descending = {"background attention": ("bg_score", True), "loss": ("loss", True),
+                          "confidence": ("prob_pred", False)}[by]
+    return frame.sort_values([column, "image"], ascending=[not descending, True], na_position="last")
+
+
+def top_losses(frame, actual: str | None = None, predicted: str | None = None):
+    """Readable images with a loss, in one cell of the confusion matrix if given, highest loss first."""
+    keep = (frame["status"] == "ok") & frame["loss"].notna()
+    if actual:
+        keep &= frame["species"] == actual
+    if predicted:
+        keep &= frame["prediction"] == predicted
+    return worst_first(frame[keep], "loss")
+
+
 def shown_ids(at: AppTest, elements) -> list[str]:
     return [m for e in elements for m in IMAGE_ID.findall(e.value)]
 
 
 def metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_a_page_run_first_draws_its_frame(audit, page):
+    """A deep link: the first run of a new session is the page itself, with nothing run before it."""
+    at = AppTest.from_file(str(APP), default_timeout=30)
+    at.query_params.update(audit="small", image="img_005")
+    at.switch_page(f"pages/{page}.py").run()
+    ok(at)
+    assert at.sidebar.selectbox(key="audit").value == "small"
+    assert at.sidebar.slider(key="threshold@small") and at.sidebar.radio(key="flagged@small")
+    links = [e.proto.label for e in at.sidebar.get("page_link")]
+    assert links == ["Overview", "Species", "Top losses", "Heatmap", "Review & export"]
+    assert at.query_params["audit"] == "small"
+
+
+def test_the_filters_and_the_audit_hold_from_page_to_page(tmp_path, monkeypatch):
+    """Set on the Overview, the audit, a filter and the colormap are what every other page shows in its first
+    run, and come back to the Overview."""
+    for name in ("alpha", "beta"):
+        store = make_audit(tmp_path, name=name, seed=len(name) + (name == "beta"))
+    monkeypatch.setenv("WHALEAUDIT_AUDITS", str(store.parent))
+    frame = frame_of(open_audit(store))  # beta
+    wrong = frame[(frame["status"] == "ok") & ~frame["correct"]]
+    first_species = sorted(frame["species"].unique())[0]
+    expected = {"species": (r"^(\d+) of \d+ images of", (wrong["species"] == first_species).sum()),
+                "top_losses": (r"^(\d+) of \d+ images", wrong["loss"].notna().sum()),
+                "heatmap": (r"of (\d+) in the current list", len(wrong)),
+                "review": (r"^(\d+) of \d+ images", len(wrong))}
+    at = start()
+    at.sidebar.selectbox(key="audit").set_value("beta").run()
+    at.sidebar.slider(key="threshold@beta").set_value(0.4)
+    at.sidebar.radio(key="correct@beta").set_value("wrong")
+    at.sidebar.selectbox(key="colormap").set_value("magma").run()
+    for page in [*PAGES, "../streamlit_app"]:
+        at.switch_page(f"pages/{page}.py").run()
+        ok(at)
+        assert (at.sidebar.selectbox(key="audit").value, at.sidebar.slider(key="threshold@beta").value,
+                at.sidebar.radio(key="correct@beta").value, at.sidebar.selectbox(key="colormap").value) == (
+            "beta", 0.4, "wrong", "magma"), page
+        assert at.query_params["audit"] == "beta"
+        if page in expected:  # what the page's first run drew: the list of the wrong predictions
+            pattern, count = expected[page]
+            shown = [int(m.group(1)) for c in at.caption if (m := re.search(pattern, c.value))]
+            assert shown == [count], (page, [c.value for c in at.caption])
+    assert metric(at, "At or above threshold") == str((frame["bg_score"] >= 0.4).sum())
 
 
 def test_overview_shows_the_audit_and_the_threshold_moves_the_counts(audit):
@@ -78,7 +151,7 @@ def test_choosing_a_species_opens_its_gallery(audit):
     at.button(key="open_species").click().run()
     ok(at)
     assert at.selectbox(key="species_focus").value == "killer_whale"
-    rows = views.sort_images(frame_of(audit).query("species == 'killer_whale'"), "background attention")
+    rows = worst_first(frame_of(audit).query("species == 'killer_whale'"), "background attention")
     assert shown_ids(at, at.caption) == rows["image"].tolist()[:12]
 
 
@@ -88,7 +161,7 @@ def test_gallery_sorts_restyles_and_reports_a_vanished_photo(audit):
     at.selectbox(key="species_focus").set_value(species).run()
     at.selectbox(key="species_sort").set_value("confidence").run()
     ok(at)
-    rows = views.sort_images(frame_of(audit).query("species == @species"), "confidence")
+    rows = worst_first(frame_of(audit).query("species == @species"), "confidence")
     assert shown_ids(at, at.caption) == rows["image"].tolist()[:12]
     assert any(VANISHED in w.value for w in at.warning)  # the vanished photo gets a message in its place
     before = [url for i in at.image for url in i.value]
@@ -101,7 +174,7 @@ def test_gallery_sorts_restyles_and_reports_a_vanished_photo(audit):
     gallery = shown_ids(at, at.caption)
     at.button(key=f"open_{gallery[0]}").click().run()
     assert ok(at).title[0].value == gallery[0] and at.query_params["image"] == gallery[0]
-    at.switch_page("app_pages/heatmap.py")  # AppTest would rerun the page start() switched to, a browser stays
+    at.switch_page("pages/heatmap.py")  # AppTest would rerun the page start() switched to, a browser stays
     at.button(key="heatmap_next").click().run()  # previous/next walk the gallery's order
     assert ok(at).title[0].value == gallery[1]
 
@@ -121,11 +194,11 @@ def test_heatmap_explains_the_score_of_a_finer_layer3_map(tmp_path, monkeypatch)
 def test_top_losses_worst_first_and_filtered_by_a_confusion_cell(audit):
     at = start("top_losses")
     frame = frame_of(audit)
-    assert shown_ids(at, at.markdown) == views.top_losses(frame)["image"].tolist()[:10]
+    assert shown_ids(at, at.markdown) == top_losses(frame)["image"].tolist()[:10]
     at.selectbox(key="loss_actual").set_value("beluga")
     at.selectbox(key="loss_predicted").set_value("killer_whale").run()
     ok(at)
-    expected = views.top_losses(frame, "beluga", "killer_whale")["image"].tolist()
+    expected = top_losses(frame, "beluga", "killer_whale")["image"].tolist()
     assert shown_ids(at, at.markdown) == expected[:10] and expected
 
 
@@ -136,7 +209,7 @@ def test_heatmap_from_a_shared_link_walks_the_list_and_flags(audit):
     at.selectbox(key="heatmap_class").set_value("beluga").run()
     assert [c for i in ok(at).image for c in i.captions][1].startswith("map for beluga")
 
-    listed = views.sort_images(frame_of(audit), "background attention")["image"].tolist()
+    listed = worst_first(frame_of(audit), "background attention")["image"].tolist()
     at.button(key="heatmap_next").click().run()
     current = listed[listed.index("img_005") + 1]
     assert ok(at).title[0].value == current and at.query_params["image"] == current
@@ -164,7 +237,8 @@ def test_review_threshold_filter_flags_all_matching_and_exports_them_neutralised
     at = start("review")
     at.sidebar.toggle(key="above@small").set_value(True)
     at.sidebar.slider(key="threshold@small").set_value(0.6).run()
-    expected = views.sort_images(views.filter_images(frame_of(audit), threshold=0.6), "background attention")
+    frame = frame_of(audit)
+    expected = worst_first(frame[frame["bg_score"] >= 0.6], "background attention")
     assert ok(at).dataframe[0].value["image"].tolist() == expected["image"].tolist()
 
     at.radio(key="review_target").set_value("all matching images")
@@ -186,7 +260,8 @@ def test_review_threshold_filter_flags_all_matching_and_exports_them_neutralised
 def test_review_lists_only_the_held_out_photos_when_asked(audit):
     at = start("review")
     at.sidebar.radio(key="split@small").set_value("validation").run()
-    expected = views.sort_images(views.filter_images(frame_of(audit), split="valid"), "background attention")
+    frame = frame_of(audit)
+    expected = worst_first(frame[frame["split"] == "valid"], "background attention")
     assert ok(at).dataframe[0].value["image"].tolist() == expected["image"].tolist()
     assert 0 < len(expected) < len(audit.images)
 
@@ -205,7 +280,7 @@ def test_the_review_table_pages_through_a_long_list(tmp_path, monkeypatch):
     """The browser gets a page of rows at a time; selecting and flagging work on the page shown."""
     store = make_audit(tmp_path, n=1030)
     monkeypatch.setenv("WHALEAUDIT_AUDITS", str(store.parent))
-    listed = views.sort_images(open_audit(store).images, "background attention")["image"].tolist()
+    listed = worst_first(open_audit(store).images, "background attention")["image"].tolist()
     at = start("review")
     assert at.dataframe[0].value["image"].tolist() == listed[:1000]
     assert any(c.value.startswith("Rows 1 to 1,000 of 1,030") for c in at.caption)
@@ -225,7 +300,7 @@ def test_a_flag_saved_elsewhere_shows_on_the_next_run(audit):
     Review(audit.review_path).flag(["img_003"], "other")
     at.run()
     assert metric(ok(at), "Flagged") == "1"
-    at.switch_page("app_pages/review.py").run()
+    at.switch_page("pages/review.py").run()
     assert ok(at).download_button[0].label.startswith("Download the flagged list (1 image,")
 
 
@@ -253,7 +328,7 @@ def test_a_corrupt_audit_is_a_message_not_a_traceback(tmp_path, monkeypatch):
     broken.mkdir(parents=True)
     (broken / "manifest.json").write_text("{not json")
     monkeypatch.setenv("WHALEAUDIT_AUDITS", str(broken.parent))
-    for page in (None, "species", "heatmap", "review"):
+    for page in (None, *PAGES):
         at = start(page)
         assert "manifest.json: unreadable" in at.error[0].value
 
@@ -275,8 +350,8 @@ def test_the_pages_never_import_torch_or_fastai(audit):
 import sys
 from streamlit.testing.v1 import AppTest
 at = AppTest.from_file({str(APP)!r}, default_timeout=60).run()
-for page in ("species", "top_losses", "heatmap", "review"):
-    at.switch_page(f"app_pages/{{page}}.py").run()
+for page in {PAGES!r}:
+    at.switch_page(f"pages/{{page}}.py").run()
     assert not at.exception, at.exception
 print(sorted(m for m in ("torch", "fastai", "torchvision") if m in sys.modules))
 """
@@ -286,11 +361,11 @@ print(sorted(m for m in ("torch", "fastai", "torchvision") if m in sys.modules))
     assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
-@pytest.mark.parametrize("page", ["species", "top_losses", "heatmap", "review"])
+@pytest.mark.parametrize("page", PAGES)
 def test_an_empty_filter_result_is_a_message(audit, page):
     at = start()
     at.sidebar.radio(key="flagged@small").set_value("flagged").run()  # nothing is flagged yet
-    at.switch_page(f"app_pages/{page}.py").run()
+    at.switch_page(f"pages/{page}.py").run()
     assert "No image" in ok(at).info[0].value
 
 

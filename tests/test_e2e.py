@@ -1,6 +1,7 @@
 """End to end: a real ``streamlit run`` server driven by headless Chromium (Debian's, never a downloaded one).
 
-Flags an image on the Review page, downloads the CSV, restarts the server and finds the flag still there,
+Opens every page as the first request of a fresh server (a shared link) and finds it inside its frame;
+flags an image on the Review page, downloads the CSV, restarts the server and finds the flag still there;
 and saves a screenshot of every page: into $WHALEAUDIT_SCREENSHOTS when set, else the test's temporary
 folder. With $WHALEAUDIT_E2E_AUDITS set (e.g. to the folder holding the demo audit) the screenshots show that
 audit instead of the small one the test builds, and $WHALEAUDIT_E2E_IMAGE picks the heatmap page's image.
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -60,7 +62,7 @@ def _free_port() -> int:
 def serve(audits: Path, log: Path):
     """``streamlit run`` on a free local port over ``audits``; yields the base URL once healthy."""
     port = _free_port()
-    env = dict(os.environ, WHALEAUDIT_AUDITS=str(audits), PYTHONPATH=str(REPO))
+    env = dict(os.environ, WHALEAUDIT_AUDITS=str(audits))
     with open(log, "ab") as out:
         server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port",
                                    str(port), "--server.headless", "true"], cwd=REPO, env=env, stdout=out,
@@ -101,6 +103,32 @@ def open_page(browser, base: str, path: str, text: str):
     page.goto(f"{base}/{path}")
     settle(page, text)
     return page
+
+
+@pytest.mark.parametrize("name", list(PAGES))
+def test_a_shared_link_is_the_first_request_and_opens_the_page_in_its_frame(browser, tmp_path, name):
+    """A fresh server for each page, whose first request is a link to that page and an image: the page shows
+    its own content inside the frame (page links, audit picker, filters), and the URL keeps the page and the
+    image and gains the audit."""
+    store = make_audit(tmp_path)
+    headings = {"overview": "Overview · small", "species": "Beluga", "top_losses": "Top losses",
+                "heatmap": "img_005", "review": "Review & export"}
+    path = "" if name == "overview" else name
+    with serve(store.parent, tmp_path / "streamlit.log") as base:
+        page = open_page(browser, base, f"{path}?image=img_005", PAGES[name][1])
+        page.get_by_role("heading", name=headings[name]).wait_for(timeout=60_000)
+        sidebar = page.get_by_test_id("stSidebar")
+        assert [sidebar.get_by_role("link", name=link).count() for link, _ in PAGES.values()] == [1] * len(PAGES)
+        assert sidebar.get_by_role("combobox", name="Audit").input_value() == "small"
+        for label in ("Background-attention threshold", "Prediction", "Flag", "Colormap"):
+            assert sidebar.get_by_text(label, exact=True).count() == 1, label
+        assert not page.locator('[data-testid="stException"]').count()
+        page.wait_for_function("() => new URLSearchParams(location.search).get('audit') === 'small'",
+                               timeout=60_000)
+        url = urllib.parse.urlsplit(page.url)
+        assert url.path == f"/{path}"
+        assert urllib.parse.parse_qs(url.query) == {"audit": ["small"], "image": ["img_005"]}
+        page.close()
 
 
 def test_flag_on_review_download_csv_and_survive_a_restart(browser, tmp_path):
@@ -150,9 +178,10 @@ def test_every_page_renders_and_is_photographed(browser, tmp_path):
     with serve(audits, tmp_path / "streamlit.log") as base:
         page = open_page(browser, base, "", PAGES["overview"][1])
         for name, (link, text) in PAGES.items():
-            page.get_by_test_id("stSidebarNav").get_by_role("link", name=link).click()
+            page.get_by_test_id("stSidebar").get_by_role("link", name=link).click()
             settle(page, text)
             assert page.url.split("?")[0].endswith("/" if name == "overview" else f"/{name}")
+            assert "audit=" in page.url
             assert not page.locator('[data-testid="stException"]').count(), f"{name}: a traceback is shown"
             if name == "top_losses":
                 click_first_confusion_cell(page)

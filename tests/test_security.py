@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = sorted([ROOT / "streamlit_app.py", *(ROOT / "whaleaudit").rglob("*.py"), *(ROOT / "app_pages").glob("*.py")])
+SOURCES = sorted([ROOT / "streamlit_app.py", ROOT / "app_frame.py", *(ROOT / "whaleaudit").rglob("*.py"),
+                  *(ROOT / "pages").glob("*.py")])
 
 
 def test_the_dashboard_listens_on_this_machine_only():

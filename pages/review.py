@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app_pages import common
+import app_frame as app
 from whaleaudit import views
 from whaleaudit.audit import export
 from whaleaudit.audit.review import REASONS
@@ -14,10 +14,10 @@ TARGETS = ["selected rows", "all matching images"]
 PER_PAGE = 1000
 HISTORY = 500
 
-ctx = common.context()
+ctx = app.frame("review")
 st.title("Review & export")
 ranked = ctx.table.ranked("background attention", ctx.matching())  # positions, worst first
-common.showing(len(ranked), len(ctx.frame))
+app.showing(len(ranked), len(ctx.frame))
 if "review_round" not in st.session_state:
     st.session_state["review_round"] = 0
 if message := st.session_state.pop("_review_message", None):
@@ -29,7 +29,7 @@ def new_round() -> None:
     st.session_state["review_round"] += 1
 
 
-def act(action: str, selected: list[str], seen: common.Context, matching) -> None:
+def act(action: str, selected: list[str], seen: app.Context, matching) -> None:
     """One click, one transaction. The images are the ones the analyst saw when clicking (the ``matching`` row
     positions of the page ``seen``); reason, note and target are read now, as a note typed just before the click
     arrives with the click."""
@@ -41,10 +41,10 @@ def act(action: str, selected: list[str], seen: common.Context, matching) -> Non
     if action == "flag":
         reason = st.session_state["review_reason"]
         seen.review.flag(images, reason, st.session_state["review_note"], seen.who)
-        done = f"Flagged {common.images(len(images))}: {reason}."
+        done = f"Flagged {app.images(len(images))}: {reason}."
     else:
         seen.review.unflag(images, seen.who)
-        done = f"Unflagged {common.images(len(images))}."
+        done = f"Unflagged {app.images(len(images))}."
     st.session_state["_review_message"] = done
     new_round()  # the rows selected may have moved
 
@@ -66,22 +66,22 @@ else:
     selected = table["image"].iloc[picked.selection.rows].tolist()
     left, middle, right = st.columns([1, 1, 2], vertical_alignment="bottom")
     left.radio("Apply to", TARGETS, key="review_target",
-               captions=[common.images(len(selected)), common.images(len(ranked))])
+               captions=[app.images(len(selected)), app.images(len(ranked))])
     middle.selectbox("Reason", REASONS, key="review_reason")
     right.text_input("Note", key="review_note", placeholder="optional, saved with each flag")
     flag_col, unflag_col, open_col, _ = st.columns([1, 1, 1, 3])
     flag_col.button("Flag", type="primary", key="review_flag", on_click=act, args=("flag", selected, ctx, ranked))
     unflag_col.button("Unflag", key="review_unflag", on_click=act, args=("unflag", selected, ctx, ranked))
     if open_col.button("Open first selected", key="review_open", disabled=not selected):
-        common.open_image(ctx, selected[0], ranked)
+        app.open_image(ctx, selected[0], ranked)
 
 st.subheader("Flagged")
-flagged = common.flagged_table(ctx)
+flagged = app.flagged_table(ctx)
 if flagged.empty:
     st.caption("Nothing flagged yet.")
 else:
     st.dataframe(flagged, hide_index=True, height=300)
-st.download_button(f"Download the flagged list ({common.images(len(flagged))}, CSV)",
+st.download_button(f"Download the flagged list ({app.images(len(flagged))}, CSV)",
                    data=lambda: export.flagged_csv(ctx.audit, ctx.review), file_name=f"{ctx.name}-flagged.csv",
                    mime="text/csv", on_click="ignore", key="review_download", disabled=flagged.empty)
 with st.expander("History of changes"):

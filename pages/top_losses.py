@@ -3,14 +3,14 @@
 import plotly.graph_objects as go
 import streamlit as st
 
-from app_pages import common
+import app_frame as app
 from whaleaudit import views
 
 ANY = "any"
 PER_PAGE = 10
 THUMB = 256
 
-ctx = common.context()
+ctx = app.frame("top_losses")
 st.title("Top losses")
 
 matching = ctx.matching()
@@ -48,7 +48,7 @@ predicted = right.selectbox("Predicted species", choices, key="loss_predicted", 
 # positions of the matching images, highest loss first: only the rows of the page shown are taken
 in_cell = ctx.table.with_loss(None if actual == ANY else actual, None if predicted == ANY else predicted)
 ranked = ctx.table.ranked("loss", matching & in_cell)
-common.showing(len(ranked), len(ctx.frame))
+app.showing(len(ranked), len(ctx.frame))
 if not len(ranked):
     st.info("No image matches this cell and the filters in the sidebar.")
     st.stop()
@@ -63,8 +63,8 @@ for _, row in ctx.frame.iloc[views.page(ranked, number, PER_PAGE)].iterrows():
                     f"p(actual) {row['prob_true']:.3f}  \nbg_score {row['bg_score']:.3f}"
                     + (" · flagged" if row["flagged"] else ""))
         if st.button("Open", key=f"open_{row['image']}"):
-            common.open_image(ctx, row["image"], ranked)
+            app.open_image(ctx, row["image"], ranked)
     with pred_map:
-        common.show_map(ctx, row, int(row["pred_idx"]), THUMB, caption=f"map for {row['prediction']} (predicted)")
+        app.show_map(ctx, row, int(row["pred_idx"]), THUMB, caption=f"map for {row['prediction']} (predicted)")
     with true_map:  # a loss exists only for species the model knows, so the actual class has a map
-        common.show_map(ctx, row, int(row["label_idx"]), THUMB, caption=f"map for {row['species']} (actual)")
+        app.show_map(ctx, row, int(row["label_idx"]), THUMB, caption=f"map for {row['species']} (actual)")

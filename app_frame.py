@@ -1,15 +1,21 @@
-"""Streamlit glue shared by the entrypoint and the pages: the open audit, its review, the shared filters.
+"""The frame of every dashboard page: page links, the audit picker, the shared filters, the map style and
+the reviewer in the sidebar, the audit and the image in the URL; and what the pages share to render.
 
-The entrypoint calls :func:`sidebar` on every rerun, before the page runs; it opens the chosen audit
-(cached per audit folder and manifest time, with its :class:`~whaleaudit.views.Table`, which keeps the
-whole-table work per audit and per review state), draws the shared filters and leaves a :class:`Context` in
-the session for the page to pick up with :func:`context`. Everything a page shows is computed in
-``whaleaudit.views``; this module only keeps state and renders.
+Streamlit runs the pages in its ``pages/`` convention: ``streamlit_app.py`` (the Overview) and each script in
+``pages/`` is run on its own, with nothing run before it, so a deep link on a fresh server is a run of that
+page alone. Each page therefore starts with one call, ``ctx = app_frame.frame("species")``, which draws the
+frame and hands the page a :class:`Context`. The frame's widgets keep their values for the whole session
+(``persist_state="session"``), so the filters hold from page to page.
+
+This module sits beside ``streamlit_app.py`` (Streamlit puts that folder on ``sys.path``), not in the
+``whaleaudit`` package, which never imports Streamlit, and not in ``streamlit_app.py`` itself: Streamlit runs
+the entrypoint as a fresh ``__main__`` module on every run, so pages importing it would hold a second copy of
+the caches (the audit opened twice) and of the demo build's lock. Everything a page shows is computed in
+``whaleaudit.views``; this module keeps state and renders.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,18 +24,26 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from whaleaudit import views
+from whaleaudit import views, workspace
 from whaleaudit.audit import export
 from whaleaudit.audit.review import Review
 from whaleaudit.audit.store import MANIFEST, Audit, open_audit
 from whaleaudit.errors import ImageError, StoreError
 
-AUDITS_ENV = "WHALEAUDIT_AUDITS"
-PAGES = {name: f"app_pages/{name}.py" for name in ("overview", "species", "top_losses", "heatmap", "review")}
+#: page -> (its script, relative to streamlit_app.py; its label and icon in the sidebar)
+PAGES = {"overview": ("streamlit_app.py", "Overview", ":material/dashboard:"),
+         "species": ("pages/species.py", "Species", ":material/photo_library:"),
+         "top_losses": ("pages/top_losses.py", "Top losses", ":material/trending_down:"),
+         "heatmap": ("pages/heatmap.py", "Heatmap", ":material/image_search:"),
+         "review": ("pages/review.py", "Review & export", ":material/flag:")}
 CORRECTNESS = {"all": None, "correct": True, "wrong": False}
 FLAG_STATES = {"all": None, "flagged": True, "not flagged": False}
 SPLITS = {"all": None, "validation": "valid", "training": "train"}
-_CONTEXT = "_whaleaudit_context"
+#: The frame's widgets keep their values when the user moves to another page.
+KEEP = "session"
+#: Keys of the frame's widgets; the filters' keys end in ``@<audit>``.
+FRAME_KEYS = ("audit", "colormap", "opacity", "who")
+FILTER_KEYS = ("threshold", "above", "species", "correct", "flagged", "split")
 
 
 @dataclass(frozen=True)
@@ -102,10 +116,6 @@ def species_table(ctx: Context) -> pd.DataFrame:
     return _species_table(str(ctx.audit.path), ctx.stamp, ctx.version, ctx.filters.threshold, ctx.frame)
 
 
-def audits_folder() -> Path:
-    return Path(os.environ.get(AUDITS_ENV, "audits")).resolve()
-
-
 def list_audits(folder: Path) -> list[str]:
     """Audit folders by name (unfinished ``.partial`` runs and ``.old`` leftovers excluded)."""
     if not folder.is_dir():
@@ -159,8 +169,8 @@ def sync_url() -> None:
 
 def offer_demo(folder: Path) -> None:
     """No audit yet: explain, and build the demo on request with a progress bar."""
-    st.info(f"No audit found in `{folder}` (set {AUDITS_ENV} to look elsewhere). Build one with "
-            "`python -m whaleaudit audit ...`, or build the demo audit here: synthetic whale photos with "
+    st.info(f"No audit found in `{folder}` (set {workspace.AUDITS_ENV} to look elsewhere). Build one with "
+            "`whaleaudit audit ...`, or build the demo audit here: synthetic whale photos with "
             "planted shortcuts, a small model trained on them, and its maps (a few minutes on a laptop).")
     if not st.button("Build the demo audit", type="primary"):
         return
@@ -175,13 +185,23 @@ def offer_demo(folder: Path) -> None:
         build_demo(folder / "demo", progress=lambda share, text="": bar.progress(min(max(float(share), 0.0), 1.0),
                                                                                text=text or None))
     except Exception as e:  # training can fail in many ways; the page says so instead of showing a traceback
-        st.error(f"The demo could not be built ({type(e).__name__}: {e}). Try `python -m whaleaudit demo` in a "
+        st.error(f"The demo could not be built ({type(e).__name__}: {e}). Try `whaleaudit demo` in a "
                  "terminal to see the whole story.")
         return
     finally:
         lock.release()
     st.session_state["audit"] = "demo"
     st.rerun()
+
+
+def _carry(keys) -> None:
+    """Hand the values the frame's widgets had on the previous page to this page's widgets. Each page has its
+    own copy of a widget; kept with ``persist_state="session"`` alone, the copy shows its default, or the value
+    it had when this page was last open, in its first run (Streamlit 1.67). Setting the key first makes every
+    copy take the session's value."""
+    for key in keys:
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
 
 
 def _threshold_step(low: float, high: float) -> float:
@@ -192,69 +212,71 @@ def _filters(name: str, table: views.Table) -> Filters:
     """The shared filters, keyed per audit so another audit's values never land out of range."""
     low, high = table.score_range
     step = _threshold_step(low, high)
+    _carry(f"{key}@{name}" for key in FILTER_KEYS)
     key = f"threshold@{name}"
     if key not in st.session_state:
         st.session_state[key] = float(np.clip(round(table.default_threshold / step) * step, low, high))
     st.sidebar.subheader("Filters")
     threshold = st.sidebar.slider("Background-attention threshold", low, high, step=step, key=key,
+                                  persist_state=KEEP,
                                   help="bg_score at or above this counts as attention on the background.")
-    above_only = st.sidebar.toggle("Only images at or above the threshold", key=f"above@{name}")
-    species = st.sidebar.multiselect("Species", sorted(table.species), key=f"species@{name}",
+    above_only = st.sidebar.toggle("Only images at or above the threshold", key=f"above@{name}", persist_state=KEEP)
+    species = st.sidebar.multiselect("Species", sorted(table.species), key=f"species@{name}", persist_state=KEEP,
                                      placeholder="all species")
-    correct = st.sidebar.radio("Prediction", list(CORRECTNESS), horizontal=True, key=f"correct@{name}")
-    flagged = st.sidebar.radio("Flag", list(FLAG_STATES), horizontal=True, key=f"flagged@{name}")
+    correct = st.sidebar.radio("Prediction", list(CORRECTNESS), horizontal=True, key=f"correct@{name}",
+                               persist_state=KEEP)
+    flagged = st.sidebar.radio("Flag", list(FLAG_STATES), horizontal=True, key=f"flagged@{name}",
+                               persist_state=KEEP)
     split = "all"
     if table.has_split:  # only an audit of a model WhaleAudit trained knows which photos were held out
-        split = st.sidebar.radio("Photos", list(SPLITS), horizontal=True, key=f"split@{name}",
+        split = st.sidebar.radio("Photos", list(SPLITS), horizontal=True, key=f"split@{name}", persist_state=KEEP,
                                  help="validation: the photos held out from training, where the model's errors "
                                       "are honest ones; training: the photos it learnt from.")
     return Filters(threshold, above_only, tuple(species), CORRECTNESS[correct], FLAG_STATES[flagged], SPLITS[split])
 
 
-def sidebar() -> None:
-    """Audit picker, shared filters, overlay style and reviewer; leaves the page's Context in the session."""
-    st.session_state.pop(_CONTEXT, None)
-    folder = audits_folder()
+def frame(page: str) -> Context:
+    """Draw the frame around ``page`` (a key of :data:`PAGES`) and return the page's Context. Without an
+    audit to show, the page stops here, after the frame has said why (or offered to build the demo)."""
+    _, label, _ = PAGES[page]
+    st.set_page_config(page_title=f"{label} · WhaleAudit", page_icon=":material/water:", layout="wide")
+    for path, link, icon in PAGES.values():
+        st.sidebar.page_link(path, label=link, icon=icon)
+    folder = workspace.audits()
     names = list_audits(folder)
+    _carry(FRAME_KEYS)
     _apply_url_once(names)
     if not names:
         offer_demo(folder)
-        return
+        st.stop()
     if st.session_state.get("audit") not in names:
         st.session_state["audit"] = names[0]
-    name = st.sidebar.selectbox("Audit", names, key="audit")
+    name = st.sidebar.selectbox("Audit", names, key="audit", persist_state=KEEP)
     path = folder / name
     try:
         stamp = _manifest_stamp(path)
         audit, overlays, table = _open(str(path), stamp)
         review = _review(str(audit.review_path))
-        version, flags, frame = table.review_state(review)
+        version, flags, rows = table.review_state(review)
     except StoreError as e:
         st.error(str(e))
-        return
+        st.stop()
     filters = _filters(name, table)
     st.sidebar.subheader("Maps")
-    colormap = st.sidebar.selectbox("Colormap", views.COLORMAPS, key="colormap")
-    opacity = st.sidebar.slider("Opacity", 0.0, 1.0, 0.5, 0.05, key="opacity")
-    who = st.sidebar.text_input("Reviewer", key="who", placeholder="your name, saved with each flag")
-    st.session_state[_CONTEXT] = Context(name, stamp, audit, overlays, table, review, version, flags, frame, filters,
-                                         colormap, opacity, who)
-
-
-def context() -> Context:
-    """The Context the entrypoint prepared; without an open audit the page stops here (the entrypoint has
-    already said why)."""
-    ctx = st.session_state.get(_CONTEXT)
-    if ctx is None:
-        st.stop()
-    return ctx
+    colormap = st.sidebar.selectbox("Colormap", views.COLORMAPS, key="colormap", persist_state=KEEP)
+    st.session_state.setdefault("opacity", 0.5)
+    opacity = st.sidebar.slider("Opacity", 0.0, 1.0, step=0.05, key="opacity", persist_state=KEEP)
+    who = st.sidebar.text_input("Reviewer", key="who", placeholder="your name, saved with each flag",
+                                persist_state=KEEP)
+    sync_url()
+    return Context(name, stamp, audit, overlays, table, review, version, flags, rows, filters, colormap, opacity, who)
 
 
 def open_image(ctx: Context, image: str, positions: np.ndarray) -> None:
     """Go to the heatmap page on ``image``, with the rows at ``positions`` as the list that previous/next walks."""
     st.session_state["image"] = image
     keep_list(ctx, positions)
-    st.switch_page(PAGES["heatmap"])
+    st.switch_page(PAGES["heatmap"][0])
 
 
 def keep_list(ctx: Context, positions: np.ndarray) -> None:
@@ -271,7 +293,7 @@ def kept_list(ctx: Context) -> np.ndarray | None:
 
 def open_species(species: str) -> None:
     st.session_state["species_focus"] = species
-    st.switch_page(PAGES["species"])
+    st.switch_page(PAGES["species"][0])
 
 
 def show_map(ctx: Context, row: pd.Series, class_idx: int | None, size: int, *, caption: str | None = None,

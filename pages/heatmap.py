@@ -4,16 +4,16 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from app_pages import common
+import app_frame as app
 from whaleaudit import views
 from whaleaudit.audit.review import REASONS
 
 LARGE = 512
 CLASS_CHOICES = ["predicted", "actual", "another class"]
 
-ctx = common.context()
+ctx = app.frame("heatmap")
 # the list previous/next walk, as row positions: the one a gallery opened, or the matching images worst first
-ranked = common.kept_list(ctx)
+ranked = app.kept_list(ctx)
 if ranked is None or not len(ranked):
     ranked = ctx.table.ranked("background attention", ctx.matching())
 image = st.session_state.get("image")
@@ -27,7 +27,7 @@ if here is None:
     here = ranked[0]
     image = ctx.frame["image"].iat[here]
 st.session_state["image"] = image
-common.sync_url()
+app.sync_url()
 row = ctx.frame.iloc[here]
 idx = int(row["idx"])
 
@@ -51,7 +51,7 @@ def go_to() -> None:
         st.session_state["_goto_error"] = typed
     else:
         st.session_state["image"] = typed
-        common.keep_list(ctx, ranked)
+        app.keep_list(ctx, ranked)
         st.session_state["heatmap_goto"] = ""
 
 
@@ -77,12 +77,12 @@ if class_idx < 0:
 
 original, mapped = st.columns(2)
 with original:
-    common.show_map(ctx, row, None, LARGE, caption="original")
+    app.show_map(ctx, row, None, LARGE, caption="original")
 with mapped:
     if class_idx is None:
         st.info("No map: the model has no class for this choice (unknown species or unreadable image).")
     else:
-        common.show_map(ctx, row, class_idx, LARGE, with_mask=with_mask,
+        app.show_map(ctx, row, class_idx, LARGE, with_mask=with_mask,
                         caption=f"map for {ctx.audit.classes[class_idx]} · colour scale 0 .. "
                                 f"{ctx.overlays.vmax:.3g} (fixed for the whole audit)"
                                 + (" · white line: foreground estimate" if with_mask else ""))

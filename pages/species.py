@@ -2,13 +2,13 @@
 
 import streamlit as st
 
-from app_pages import common
+import app_frame as app
 from whaleaudit import views
 
 COLUMNS = 4
 THUMB = 256
 
-ctx = common.context()
+ctx = app.frame("species")
 species_names = ctx.table.species
 if st.session_state.get("species_focus") not in species_names:
     st.session_state["species_focus"] = species_names[0]
@@ -22,7 +22,7 @@ st.title(species.replace("_", " ").capitalize())
 of_species = ctx.table.where("species", [species])
 # positions of the matching images, worst first: only the rows of the page shown are taken
 ranked = ctx.table.ranked(order, ctx.matching(species=False) & of_species)
-common.showing(len(ranked), int(of_species.sum()), f" of {species}")
+app.showing(len(ranked), int(of_species.sum()), f" of {species}")
 if not len(ranked):
     st.info("No image of this species matches the filters; loosen them in the sidebar.")
     st.stop()
@@ -33,7 +33,7 @@ for start in range(0, len(shown), COLUMNS):
     for col, (_, row) in zip(st.columns(COLUMNS), shown.iloc[start:start + COLUMNS].iterrows()):
         with col:
             pred = int(row["pred_idx"]) if row["pred_idx"] >= 0 else None
-            common.show_map(ctx, row, pred, THUMB)
-            st.caption(f"**{row['image']}**  \n{common.numbers(row)}")
+            app.show_map(ctx, row, pred, THUMB)
+            st.caption(f"**{row['image']}**  \n{app.numbers(row)}")
             if st.button("Open", key=f"open_{row['image']}"):
-                common.open_image(ctx, row["image"], ranked)
+                app.open_image(ctx, row["image"], ranked)
