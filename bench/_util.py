@@ -1,18 +1,30 @@
-"""What the bench scripts share: the machine they ran on, memory sampling, and the printed table."""
+"""What the bench scripts share: where data and output lie, the machine they ran on, memory sampling, and the
+printed table. Imported by the scripts as a sibling module (a script's own folder is on ``sys.path``)."""
 
 from __future__ import annotations
 
 import os
 import platform
 import re
+import sys
 import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-OUT = ROOT / "bench" / "out"
+#: Where the benches write (caches, generated photos, audits): bench/out, or WHALEAUDIT_BENCH_OUT (the tests'
+#: smoke runs point it at a temporary folder).
+OUT = Path(os.environ.get("WHALEAUDIT_BENCH_OUT") or ROOT / "bench" / "out")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def require(*paths: Path) -> None:
+    """Stop with a sentence (exit status 2) when the real data a bench reads is not here."""
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        sys.exit(f"needs the real Happywhale data, not found: {', '.join(missing)} (the bench reads ../shared/data "
+                 "beside the repository)")
 
 
 def quiet_caches(folder: Path) -> None:
@@ -21,12 +33,19 @@ def quiet_caches(folder: Path) -> None:
         os.environ.setdefault(var, str(folder / "cache" / var.lower()))
 
 
+def cpu_features() -> list[str]:
+    """The CPU's vector and matrix extensions that decide how fast the network runs: AVX2, every AVX-512 flag
+    (avx512_bf16: native bf16) and AMX, as /proc/cpuinfo (what ``lscpu`` reads) lists them."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    flags = re.search(r"flags\s*:\s*(.*)", cpuinfo)
+    return [f for f in (flags.group(1).split() if flags else []) if f == "avx2" or f.startswith(("avx512", "amx"))]
+
+
 def machine() -> str:
-    """One line: CPU model, cores, vector extensions that matter for bf16, memory, Python."""
+    """One line: CPU model, cores, vector extensions, memory, Python."""
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = re.search(r"model name\s*:\s*(.*)", cpuinfo)
-    flags = set(re.search(r"flags\s*:\s*(.*)", cpuinfo).group(1).split()) if "flags" in cpuinfo else set()
-    simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    simd = cpu_features()
     mem = re.search(r"MemTotal:\s*(\d+)", Path("/proc/meminfo").read_text()) if Path("/proc/meminfo").exists() else None
     gib = f"{int(mem.group(1)) / 2**20:.0f} GiB RAM" if mem else "RAM unknown"
     return (f"{model.group(1).strip() if model else platform.processor() or 'CPU'}, {os.cpu_count()} cores "

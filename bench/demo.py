@@ -6,22 +6,21 @@ removed first) in this process, timing each step as the progress callback report
 back and prints per-species numbers from the store and the truth table.
 
     .venv/bin/python bench/demo.py [--keep]     # --keep: reuse what bench/out/demo holds (times the rest)
+    .venv/bin/python bench/demo.py --smoke      # the tiny recipe the tests use: shows the bench runs, in seconds
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
-from bench._util import OUT, load, machine, quiet_caches, table  # noqa: E402
+from _util import OUT, load, machine, quiet_caches, table
 
 
-def main(keep: bool) -> None:
+def main(keep: bool, smoke: bool) -> None:
     root = OUT / "demo"
     quiet_caches(OUT)
     if not keep:
@@ -35,16 +34,19 @@ def main(keep: bool) -> None:
         if not marks or marks[-1][0] != text:
             marks.append((text, time.perf_counter() - started))
 
-    from whaleaudit.demo.build import FULL, build_demo  # noqa: E402  (timed: importing torch is part of the cost)
+    from whaleaudit.demo.build import FULL, TINY, build_demo  # timed: importing torch is part of the cost
 
-    out = build_demo(root=root, progress=progress)
+    recipe = TINY if smoke else FULL
+    out = build_demo(root=root, recipe=recipe, progress=progress)
     total = time.perf_counter() - started
     print(f"after:  {load()}")
-    print(f"recipe: {FULL}")
+    print(f"recipe: {recipe}")
 
     ends = [t for _, t in marks[1:]] + [total]
     print(table(["step", "seconds"], [[text, f"{end - begin:.1f}"] for (text, begin), end in zip(marks, ends)]
                 + [["import (before the first step)", f"{marks[0][1]:.1f}"], ["total", f"{total:.1f}"]]))
+    if smoke:
+        print("smoke run: the tiny recipe's bars below say nothing about the demo")
     _bars(root, out, total)
 
 
@@ -87,4 +89,8 @@ def _bars(root: Path, out: Path, total: float) -> None:
 
 
 if __name__ == "__main__":
-    main(keep="--keep" in sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", action="store_true", help="reuse what bench/out/demo holds (times the rest)")
+    parser.add_argument("--smoke", action="store_true", help="the tests' tiny recipe: its bars mean nothing")
+    args = parser.parse_args()
+    main(args.keep, args.smoke)

@@ -1,6 +1,6 @@
 """How fast an audit is built, side by side with plain batched inference in one process.
 
-    .venv/bin/python bench/precompute.py [--images 512] [--repeat 2] [--heads cam fastai] [--quick]
+    .venv/bin/python bench/precompute.py [--images 512] [--repeat 2] [--heads cam fastai] [--quick] [--smoke]
 
 The real 128 px photos of ../shared/data/happywhale128, repeated to ``--images``, through one resnet18 with
 the 26 classes of the full Happywhale label file (random weights: speed does not depend on them), batch 64:
@@ -22,39 +22,46 @@ meanwhile, and for the precompute the peak proportional set size of this process
 together. The precompute also runs on ``--images`` / 4: a store written as it goes grows no more on the
 larger run.
 Goals: precompute >= 1.0x the baseline, >= 4x the notebook's way, >= 2x pytorch-grad-cam.
+
+Full-size photos: users' photos are camera JPEGs of several megapixels, not 128 px. The first
+``--full-images`` real photos are made into ``--full-size`` JPEGs (upscaled, with grain so that they compress
+like photos with detail, not like smooth upscales: about 1.4 MB each at 2400x1600), generated once into
+bench/out/fullsize, and the precompute (no causal check) runs on them and on the same photos at 128 px,
+alternating. Goal: at most 1.3x the CPU time per photo at 128 px.
+
+``--smoke``: a few photos through every method once, to show the bench still runs (its numbers mean nothing).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
-from bench._util import DATA, OUT, PeakMemory, load, machine, mib, quiet_caches, table, timed  # noqa: E402
+from _util import DATA, OUT, PeakMemory, load, machine, mib, quiet_caches, require, table, timed
 
 quiet_caches(OUT)
 
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from whaleaudit.audit.precompute import model_input, precompute  # noqa: E402
 from whaleaudit.data.dataset import Dataset, load_dataset  # noqa: E402
 from whaleaudit.data.images import load_rgb, resolve_image  # noqa: E402
-from whaleaudit.files import (
-    file_sha256,  # noqa: E402
-    write_json,  # noqa: E402
-)
-from whaleaudit.model.load import IMAGENET_STATS, build_model, load_model
+from whaleaudit.files import file_sha256, write_json  # noqa: E402
+from whaleaudit.model.load import IMAGENET_STATS, build_model, load_model  # noqa: E402
 
-BS = 64
 SIZE = 128
 WORK = OUT / "precompute"
 GOALS = {"baseline": 1.0, "notebook": 4.0, "grad-cam": 2.0}
+FULL_SIZE_GOAL = 1.3   # CPU time per full-size photo, at most this times that of the same photo at 128 px
+GRAIN = 12             # standard deviation of the grain added to the upscaled photos, in 8-bit levels
 BASELINE = "baseline: plain fp32 model(x) on decoded batches"
 PRECOMPUTE = "WhaleAudit precompute, no causal check"
 CAUSAL = "WhaleAudit precompute + causal check on every image"
@@ -89,10 +96,30 @@ def model_file(head: str, names: list[str]) -> Path:
     return pth
 
 
-def decoded_batches(ds: Dataset) -> list[torch.Tensor]:
+def full_size_photos(ds: Dataset, size: tuple[int, int]) -> Dataset:
+    """``ds``'s photos as ``size`` JPEGs (quality 90) with grain: upscaled, then noise of :data:`GRAIN` levels, so
+    that they carry detail everywhere as camera photos do (a smooth upscale compresses to a fifth and decodes
+    faster). Made once into bench/out/fullsize, each written to a temporary name and renamed into place."""
+    folder = OUT / "fullsize" / f"{size[0]}x{size[1]}-grain{GRAIN}"
+    rng = np.random.default_rng(0)
+    for rel in dict.fromkeys(ds.frame["path"]):
+        target = folder / rel
+        if target.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(resolve_image(ds.image_root, rel)) as im:
+            big = np.asarray(im.convert("RGB").resize(size, Image.Resampling.BICUBIC), np.float32)
+        big += rng.standard_normal(big.shape, dtype=np.float32) * GRAIN
+        Image.fromarray(np.clip(big + 0.5, 0, 255).astype(np.uint8)).save(target.with_suffix(".tmp"), "JPEG",
+                                                                            quality=90)
+        os.replace(target.with_suffix(".tmp"), target)
+    return Dataset(ds.frame, folder, None)
+
+
+def decoded_batches(ds: Dataset, bs: int) -> list[torch.Tensor]:
     mean, std = (torch.tensor(s)[:, None, None] for s in IMAGENET_STATS)
     xs = [model_input(load_rgb(resolve_image(ds.image_root, p)), SIZE, mean, std) for p in ds.frame["path"]]
-    return [torch.stack(xs[i:i + BS]) for i in range(0, len(xs), BS)]
+    return [torch.stack(xs[i:i + bs]) for i in range(0, len(xs), bs)]
 
 
 # --- the methods ---------------------------------------------------------------------------------------------
@@ -104,20 +131,21 @@ def baseline(model, batches) -> None:
             model(x)
 
 
-def whaleaudit_precompute(ds: Dataset, pth: Path, causal: float, workers: int | None, cam_layer: str) -> dict:
+def whaleaudit_precompute(ds: Dataset, pth: Path, bs: int, causal: float, workers: int | None,
+                          cam_layer: str = "layer4") -> dict:
     out = WORK / "audit"
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(out.with_name(out.name + ".partial"), ignore_errors=True)
-    store = precompute(ds, pth, out, bs=BS, causal=causal, workers=workers, cam_layer=cam_layer, progress=False)
+    store = precompute(ds, pth, out, bs=bs, causal=causal, workers=workers, cam_layer=cam_layer, progress=False)
     return json.loads((store / "manifest.json").read_text())
 
 
-def notebook_learner(ds: Dataset, model):
+def notebook_learner(ds: Dataset, model, bs: int):
     """The notebook's set-up: a fastai Learner whose DataLoaders preprocess one image at a time."""
     from fastai.vision.all import ImageDataLoaders, Normalize, Resize, imagenet_stats, resnet18, vision_learner
 
     dls = ImageDataLoaders.from_df(ds.frame, path=ds.image_root, fn_col="path", label_col="species",
-                                   item_tfms=Resize(SIZE, method="squish"), bs=BS, num_workers=0,
+                                   item_tfms=Resize(SIZE, method="squish"), bs=bs, num_workers=0,
                                    batch_tfms=Normalize.from_stats(*imagenet_stats))
     learn = vision_learner(dls, resnet18, pretrained=False, normalize=False)
     learn.model = model  # the same network as every other method
@@ -168,7 +196,7 @@ def run_head(head: str, ds: Dataset, names: list[str], args) -> list[dict]:
     pth = model_file(head, names)
     model, _ = load_model(pth)
     n = len(ds.frame)
-    batches = decoded_batches(ds)
+    batches = decoded_batches(ds, args.bs)
     baseline(model, batches[:1])  # first-call set-up of the kernels
 
     def plain() -> dict:
@@ -177,16 +205,16 @@ def run_head(head: str, ds: Dataset, names: list[str], args) -> list[dict]:
     def ours(part: Dataset, causal: float = 0.0, cam_layer: str = "layer4") -> dict:
         label = CAUSAL if causal else LAYER3 if cam_layer == "layer3" else PRECOMPUTE
         return measure(label, len(part.frame),
-                       lambda: whaleaudit_precompute(part, pth, causal, args.workers, cam_layer))
+                       lambda: whaleaudit_precompute(part, pth, args.bs, causal, args.workers, cam_layer))
 
-    rows = [ours(photos(max(BS, n // 4)))]  # a smaller run: memory must not grow with the images
+    rows = [ours(photos(max(args.bs, n // 4)))]  # a smaller run: memory must not grow with the images
     for _ in range(args.repeat):
         rows += [plain(), ours(ds)]
     rows.append(ours(ds, causal=1.0))
     rows.append(ours(ds, cam_layer="layer3"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        learn = notebook_learner(ds, model)
+        learn = notebook_learner(ds, model, args.bs)
         some = [resolve_image(ds.image_root, p) for p in ds.frame["path"][: args.notebook_images]]
         notebook(learn, some[:2])
         rows.append(measure(NOTEBOOK, len(some), lambda: notebook(learn, some)))
@@ -204,7 +232,38 @@ def best(runs: list[dict]) -> dict:
                 peak_all=max(r["peak_all"] for r in runs))
 
 
-def report(rows: list[dict]) -> str:
+def run_full_size(ds: Dataset, names: list[str], args) -> list[dict]:
+    """The precompute (no causal check) on the photos of ``ds`` at 128 px and as full-size JPEGs, alternating
+    ``args.repeat`` times; the first head's model."""
+    full = full_size_photos(ds, args.full_size)
+    megabytes = np.mean([(full.image_root / p).stat().st_size for p in full.frame["path"]]) / 1e6
+    pth = model_file(args.heads[0], names)
+    label_full = f"{args.full_size[0]}x{args.full_size[1]} JPEGs with grain, {megabytes:.1f} MB each"
+    rows = []
+    for _ in range(args.repeat):
+        for label, part in ((f"the same photos at {SIZE} px", ds), (label_full, full)):
+            rows.append(measure(label, len(part.frame),
+                                lambda part=part: whaleaudit_precompute(part, pth, args.bs, 0.0, args.workers)))
+    return rows
+
+
+def full_size_report(rows: list[dict], bs: int) -> str:
+    """The full-size photos against the same photos at 128 px: CPU time per photo and its ratio, the goal."""
+    runs = {}
+    for r in rows:
+        runs.setdefault(r["method"], []).append(r)
+    small, full = (best(v) for v in runs.values())
+    body = [[r["method"], f"{r['images']:,}", r["runs"], f"{r['rate']:.1f}", f"{r['cpu_ms']:.1f}",
+             f"{r['cpu_ms'] / small['cpu_ms']:.2f}x", mib(r["peak_all"]) if r["peak_all"] else ""] for r in (small, full)]
+    ratio = full["cpu_ms"] / small["cpu_ms"]
+    return "\n".join([f"### Full-size photos: WhaleAudit precompute, no causal check, batch {bs}, input {SIZE} px", "",
+                      table(["photos", "images", "runs", "img/s", "CPU ms/img", f"x {SIZE} px (CPU)",
+                             "with loaders (PSS)"], body), "",
+                      f"- full-size photos: {ratio:.2f}x the CPU time per photo at {SIZE} px "
+                      f"(goal <= {FULL_SIZE_GOAL}x: {verdict(ratio <= FULL_SIZE_GOAL)})", ""])
+
+
+def report(rows: list[dict], bs: int) -> str:
     """Per head: the table, then the goals judged on wall-clock rate and on CPU time per image."""
     lines = []
     for head in dict.fromkeys(r["head"] for r in rows):
@@ -218,7 +277,7 @@ def report(rows: list[dict]) -> str:
                  f"{r['cpu_ms']:.1f}", f"{base['cpu_ms'] / r['cpu_ms']:.2f}x", mib(r["peak"]), mib(r["growth"]),
                  mib(r["peak_all"]) if r["peak_all"] else ""] for r in table_rows]
         lines += [f"### resnet18, {'exact-CAM head' if head == 'cam' else 'fastai default head (Grad-CAM)'}, "
-                  f"batch {BS}, {SIZE} px, {torch.get_num_threads()} torch threads", "",
+                  f"batch {bs}, {SIZE} px, {torch.get_num_threads()} torch threads", "",
                   table(["method", "images", "runs", "img/s", "x baseline", "CPU ms/img", "x baseline (CPU)",
                          "peak RSS", "growth", "with loaders (PSS)"], body), ""]
         small, big = sorted((r for r in table_rows if r["method"] == PRECOMPUTE), key=lambda r: r["images"])
@@ -247,10 +306,21 @@ def main():
     ap.add_argument("--workers", type=int, help="precompute loader processes (default: the precompute's own)")
     ap.add_argument("--threads", type=int, help="torch threads for every method (default: torch's, one per core)")
     ap.add_argument("--repeat", type=int, default=2, help="runs of the baseline and the precompute (default 2)")
+    ap.add_argument("--bs", type=int, default=64, help="batch size of every method (default %(default)s)")
+    ap.add_argument("--full-size", type=pixels, default=(2400, 1600), metavar="WxH",
+                    help="the full-size photos' size (default 2400x1600)")
+    ap.add_argument("--full-images", type=int, default=256,
+                    help="photos in the full-size comparison, 0: none (default %(default)s)")
     ap.add_argument("--quick", action="store_true", help="256 images, 64 in the notebook loop, exact-CAM head only")
+    ap.add_argument("--smoke", action="store_true", help="8 images, batch 4, every method once: shows the bench "
+                    "runs, in well under a minute (its numbers mean nothing)")
     args = ap.parse_args()
     if args.quick:
         args.images, args.notebook_images, args.heads, args.repeat = 256, 64, ["cam"], 1
+    if args.smoke:
+        args.images, args.notebook_images, args.heads, args.repeat, args.bs, args.full_images = 8, 2, ["cam"], 1, 4, 4
+        print("smoke run: a few photos through every method once; the numbers below mean nothing")
+    require(DATA / "happywhale128" / "labels.csv", DATA / "happywhale_train.csv")
     WORK.mkdir(parents=True, exist_ok=True)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -261,8 +331,20 @@ def main():
     for head in args.heads:
         rows += run_head(head, ds, names, args)
         print(f"{head} head done; {load()}", file=sys.stderr, flush=True)
-    print(report(rows))
+    full = run_full_size(photos(args.full_images), names, args) if args.full_images else []
+    print(report(rows, args.bs))
+    if full:
+        print(full_size_report(full, args.bs))
     print(f"after: {load()}")
+
+
+def pixels(text: str) -> tuple[int, int]:
+    """``"2400x1600"`` -> (2400, 1600)."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give the size as WIDTHxHEIGHT, e.g. 2400x1600") from None
+    return width, height
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ Steps (everything lands in bench/out/score; data and the model are cached there 
     .venv/bin/python bench/score.py            # all of it (about 10-20 minutes on 2 cores, most of it training)
     .venv/bin/python bench/score.py --figure   # also redraw docs/score_examples.png
     .venv/bin/python bench/score.py --no-model # only the foreground, fairness and real-photo parts (no training)
+    .venv/bin/python bench/score.py --smoke    # every step on a few photos and one epoch: shows the bench runs
 """
 
 from __future__ import annotations
@@ -29,16 +30,16 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import sys
+import shutil
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run as a script from anywhere
-OUT = ROOT / "bench" / "out" / "score"
-REAL = ROOT.parent / "shared" / "data" / "happywhale128"
-for _var in ("TORCH_HOME", "FASTAI_HOME", "MPLCONFIGDIR", "TORCHINDUCTOR_CACHE_DIR"):
-    os.environ.setdefault(_var, str(OUT / "cache" / _var.lower()))
+import _util
+from _util import DATA, ROOT
+
+OUT = _util.OUT / "score"
+REAL = DATA / "happywhale128"
+_util.quiet_caches(OUT)
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -62,6 +63,9 @@ RECIPE = dict(epochs=20, lr=3e-3, bs=64, size=128, seed=0)
 EMPTY = dict(n=100, seed=404)   # empty scenes added to each model's training, see empty_scenes
 MODEL_VERSION = 3               # bump when the recipe changes: cached models are retrained (so are they when
                                 # synth.SYNTH_VERSION changes what is drawn)
+#: --smoke: a few photos per set and one epoch, in a folder of its own (wiped first), so a smoke run never
+#: leaves its tiny sets and models where a full run would reuse them.
+SMOKE = dict(n_per_species=6, epochs=1, empty=8, real=4)
 BARS = []   # (bar, value, rule, passed)
 
 
@@ -417,9 +421,10 @@ def near_corner(masks: np.ndarray, cells: int = 4) -> np.ndarray:
 
 
 def auc(truth: np.ndarray, score: np.ndarray) -> float:
-    """ROC AUC of ``score`` for ``truth`` over the images that have a score."""
+    """ROC AUC of ``score`` for ``truth`` over the images that have a score; NaN where those are all of one kind
+    (a smoke run's few photos)."""
     ok = np.isfinite(score)
-    return float(roc_auc_score(truth[ok], score[ok]))
+    return float(roc_auc_score(truth[ok], score[ok])) if len(set(truth[ok])) == 2 else float("nan")
 
 
 def shortcut_and_agreement(net, sidecar, folder, truth, masks, auto):
@@ -608,7 +613,11 @@ def main() -> None:
     parser.add_argument("--figure", action="store_true", help="redraw docs/score_examples.png")
     parser.add_argument("--real", type=int, default=100, help="real photos to put on contact sheets (0: none)")
     parser.add_argument("--no-model", action="store_true", help="only the bars that need no trained model")
+    parser.add_argument("--smoke", action="store_true", help="every step on a few photos, one epoch (numbers mean "
+                        "nothing; its own folder, wiped first)")
     args = parser.parse_args()
+    if args.smoke:
+        smoke(args)
     OUT.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     print(f"{os.cpu_count()} cores, load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
@@ -643,9 +652,20 @@ def main() -> None:
             figure(folder, truth, masks, auto, base)
     if args.real:
         real_photos(args.real)
-    print(f"\n{'bar':62s} {'value':>7s}  {'rule':28s} result")
-    for name, value, rule, passed in BARS:
-        print(f"{name:62s} {value:7.3f}  {rule:28s} {'PASS' if passed else 'FAIL'}")
+    print()
+    print(_util.table(["bar", "value", "rule", "result"],
+                      [[name, f"{value:.3f}", rule, "PASS" if passed else "FAIL"] for name, value, rule, passed in BARS]))
+
+
+def smoke(args) -> None:
+    """Shrinks every set, the training and the real-photo sheet to :data:`SMOKE` and moves the work folder."""
+    global OUT
+    OUT = OUT.with_name("score-smoke")
+    shutil.rmtree(OUT, ignore_errors=True)
+    for params in (TRAIN, CONTROL, TEST):
+        params["n_per_species"] = SMOKE["n_per_species"]
+    RECIPE["epochs"], EMPTY["n"], args.real = SMOKE["epochs"], SMOKE["empty"], min(args.real, SMOKE["real"])
+    print("smoke run: a few photos and one epoch; the bars below say nothing about the score")
 
 
 if __name__ == "__main__":
