@@ -268,13 +268,38 @@ def test_overlays_render_once_and_are_cached(audit, monkeypatch):
     overlays = views.Overlays(audit)
     loads = []
     real_load = overlays._load
-    monkeypatch.setattr(overlays, "_load", lambda path: loads.append(path) or real_load(path))
+    monkeypatch.setattr(overlays, "_load", lambda path, size: loads.append(path) or real_load(path, size))
     first = overlays.jpeg(0, 1, 64, "magma", 0.5, True)
     again = overlays.jpeg(0, 1, 64, "magma", 0.5, True)
     assert first is again and len(loads) == 1
     image = Image.open(io.BytesIO(first))
     assert image.format == "JPEG" and image.size == (64, 48)  # 32x24 photo fitted to 64, aspect kept
     assert overlays.jpeg(0, None, 64) != first and len(loads) == 2
+
+
+def test_thumbnails_of_a_camera_photo_are_decoded_small_and_the_large_view_sharp(tmp_path, monkeypatch):
+    """A 2400 x 1600 JPEG: the 256 px gallery thumbnail is decoded at 1/4 scale, the Heatmap page's 512 px view
+    at 1/2 (never below the size shown), and each looks as the full decode fitted to that size does."""
+    from types import SimpleNamespace
+
+    from PIL import JpegImagePlugin
+
+    from whaleaudit.data.images import load_rgb
+
+    rng = np.random.default_rng(0)
+    photo = np.repeat(np.repeat(rng.integers(0, 255, (16, 24, 3), dtype=np.uint8), 100, 0), 100, 1)
+    Image.fromarray(photo).save(tmp_path / "camera.jpg", quality=90)
+    overlays = views.Overlays(SimpleNamespace(image_root=tmp_path, images=pd.DataFrame({"path": ["camera.jpg"]})))
+    decoded = []
+    load = JpegImagePlugin.JpegImageFile.load
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "load", lambda im: decoded.append(im.size) or load(im))
+    thumb, large = overlays.photo(0, 256), overlays.photo(0, 512)
+    monkeypatch.undo()
+    assert list(dict.fromkeys(decoded)) == [(600, 400), (1200, 800)]
+    assert thumb.shape == (171, 256, 3) and large.shape == (341, 512, 3)
+    full = load_rgb(tmp_path / "camera.jpg")
+    for shown, size in ((thumb, 256), (large, 512)):
+        assert np.abs(shown.astype(int) - views.fit(full, size).astype(int)).mean() < 2
 
 
 def test_unreadable_vanished_and_escaping_photos_raise_image_error(audit, tmp_path):

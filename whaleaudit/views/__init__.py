@@ -502,10 +502,10 @@ class Overlays:
     """
 
     def __init__(self, audit, cache_size: int = 2048):
-        from ..data.images import load_rgb, resolve_image  # the data engineer's loader: confined to the image root
+        from ..data.images import load_rgb_reduced, resolve_image  # the data engineer's loader, confined to the root
 
         self.audit = audit
-        self._resolve, self._load = resolve_image, load_rgb
+        self._resolve, self._load = resolve_image, load_rgb_reduced
         self._vmax = None
         self.jpeg = lru_cache(maxsize=cache_size)(self._render)
 
@@ -516,9 +516,12 @@ class Overlays:
         return self._vmax
 
     def photo(self, idx: int, size: int) -> np.ndarray:
-        """The photo of row ``idx`` fitted to ``size``; ImageError names the image and why it cannot be shown."""
+        """The photo of row ``idx`` fitted to ``size``; ImageError names the image and why it cannot be shown.
+
+        A large JPEG is decoded at the smallest reduced scale still at least ``size``: a gallery thumbnail of a
+        camera photo costs a fraction of the full decode, and a large view is decoded at its own size, sharp."""
         path = self._resolve(self.audit.image_root, self.audit.images.iloc[idx]["path"])
-        return fit(self._load(path), size)
+        return fit(self._load(path, size)[0], size)
 
     def _render(self, idx: int, class_idx: int | None, size: int, colormap: str = "turbo", opacity: float = 0.5,
                 with_mask: bool = False) -> bytes:
