@@ -1,21 +1,30 @@
 """Training, export and loading: what the files hold, what loads safely, what is refused and why."""
 
+import functools
 import json
+import logging
+import os
+import random
 import shutil
+import signal
+import subprocess
+import sys
+import time
 import urllib.error
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 import torchvision
-from _helpers_engine import SIZE, make_dataset, tiny_dataset, tiny_model
+from _helpers_engine import SIZE, make_dataset, tiny_dataset, tiny_model, workdir
 
 from whaleaudit.data.dataset import load_dataset, stratified_split
 from whaleaudit.errors import ModelError
 from whaleaudit.files import file_sha256
 from whaleaudit.model.load import load_model
-from whaleaudit.model.train import readable_rows, train
+from whaleaudit.model.train import readable_rows, train, trained_alike, training_options
 
 pytestmark = pytest.mark.slow  # trains the tiny models on first use
 
@@ -156,3 +165,121 @@ def test_bad_training_arguments_are_refused_before_any_work(tmp_path):
         train(dataset, out=tmp_path / "m.pth")
     with pytest.raises(ModelError, match="no such model file"):
         load_model(tmp_path / "missing.pth")
+
+
+# --- resuming a stopped training -----------------------------------------------------------------------------
+
+#: Two frozen epochs and eight unfrozen ones: a stop can fall inside either of fine_tune's fits or between them.
+RESUMABLE = dict(epochs=8, freeze_epochs=2, lr=1e-2, bs=8, size=32, pretrained=False, workers=0)
+TOTAL_EPOCHS = 10
+
+
+@functools.cache
+def resumable_reference() -> Path:
+    """The uninterrupted run that every resumed one must equal."""
+    out = workdir() / "models" / "resumable-reference.pkl"
+    train(load_dataset(tiny_dataset()), out=out, progress=False, **RESUMABLE)
+    return out
+
+
+def assert_same_training(model: Path, reference: Path) -> None:
+    """Bit for bit the same weights, and the same per-epoch history (the sidecar's timing aside)."""
+    weights, expected = torch.load(model.with_suffix(".pth")), torch.load(reference.with_suffix(".pth"))
+    assert weights.keys() == expected.keys()
+    for name in expected:
+        assert torch.equal(weights[name], expected[name]), name
+    sidecars = [json.loads(p.with_suffix(".json").read_text()) for p in (model, reference)]
+    for s in sidecars:
+        s["training"].pop("train_seconds")
+        s.pop("files")
+    assert sidecars[0] == sidecars[1]
+
+
+class Stop(Exception):
+    """Stands for a kill in the middle of an epoch."""
+
+
+def stop_at(share: float, seen: list):
+    def progress(fraction):
+        seen.append(fraction)
+        if fraction >= share:
+            raise Stop("stopped")
+    return progress
+
+
+def test_a_stopped_training_resumes_from_its_last_epoch_to_the_same_model(tmp_path, caplog):
+    """Stopped in the frozen fit, right after it, and in the unfrozen fit: each run resumes from the last finished
+    epoch with the weights, optimizer, schedule and random states restored, so the model is the uninterrupted one."""
+    reference = resumable_reference()
+    dataset, out = load_dataset(tiny_dataset()), tmp_path / "m.pkl"
+    state = out.with_suffix(".checkpoint") / "state.pth"
+    first_share = []
+    for share, finished in ((0.15, 1), (0.25, 2), (0.75, 7)):  # 2 training batches an epoch, 20 in all
+        seen = []
+        with pytest.raises(Stop):
+            train(dataset, out=out, progress=stop_at(share, seen), **RESUMABLE)
+        first_share.append(seen[0])
+        assert torch.load(state, weights_only=True)["epoch"] == finished and not out.exists()
+    caplog.set_level(logging.INFO, logger="whaleaudit")
+    seen = []
+    train(dataset, out=out, progress=seen.append, **RESUMABLE)
+    assert "resuming from epoch 7 of 10" in caplog.text
+    assert first_share == [0.05, 0.15, 0.25] and seen[0] == 0.75  # each run trained only what was left
+    assert not state.parent.exists()  # gone once the export is written
+    assert_same_training(out, reference)
+
+
+def test_a_checkpoint_of_another_run_is_ignored_with_a_message(tmp_path):
+    dataset, out = load_dataset(tiny_dataset()), tmp_path / "m.pkl"
+    options = dict(RESUMABLE, epochs=2, freeze_epochs=0)
+    with pytest.raises(Stop):
+        train(dataset, out=out, progress=stop_at(0.6, []), **options)
+    seen = []
+    with pytest.warns(UserWarning, match=r"ignoring the training checkpoint .*m\.checkpoint: it was made with other "
+                                         r"training options \(lr 0\.01 -> 0\.02\); training starts from the first"):
+        with pytest.raises(Stop):
+            train(dataset, out=out, progress=stop_at(0.6, seen), **dict(options, lr=2e-2))
+    assert seen[0] == 0.25  # from the start: the first of 4 batches
+    (out.with_suffix(".checkpoint") / "state.pth").write_bytes(b"damaged")
+    with pytest.warns(UserWarning, match=r"m\.checkpoint: it cannot be read"):
+        train(dataset, out=out, progress=False, **options)
+    assert out.with_suffix(".pth").exists() and not out.with_suffix(".checkpoint").exists()
+
+
+TRAIN = """
+from whaleaudit.data.dataset import load_dataset
+from whaleaudit.model.train import train
+train(load_dataset({labels!r}), out={out!r}, progress=False, **{options!r})
+"""
+
+
+def test_a_training_killed_anywhere_resumes_to_the_same_model(tmp_path):
+    """Five SIGKILLs at random moments (each after one more epoch has been saved, at a random point of the next),
+    then a run to the end: the model equals the uninterrupted one bit for bit, and nothing half-written ever
+    passes for a finished model."""
+    reference = resumable_reference()
+    dataset, out = load_dataset(tiny_dataset()), tmp_path / "m.pkl"
+    state = out.with_suffix(".checkpoint") / "state.pth"
+    code = TRAIN.format(labels=str(tiny_dataset()), out=str(out), options=RESUMABLE)
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=str(torch.get_num_threads()))  # the same sums
+    asked = training_options(weights=None, head="cam", seed=42, valid_pct=0.2,
+                             **{k: v for k, v in RESUMABLE.items() if k != "workers"})
+    rng, kills, epochs_seen = random.Random(19), 0, []
+    for _ in range(5):
+        before = state.stat().st_ino if state.exists() else None
+        proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        while proc.poll() is None and (not state.exists() or state.stat().st_ino == before):
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.6))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait(timeout=300)
+        assert not trained_alike(out, dataset, asked), "a killed run passes for a finished one"
+        epochs_seen.append(torch.load(state, weights_only=True)["epoch"])
+    assert kills == 5 and epochs_seen == sorted(epochs_seen) and epochs_seen[-1] < TOTAL_EPOCHS
+    final = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=300)
+    assert final.returncode == 0, final.stderr.decode()
+    assert trained_alike(out, dataset, asked) and not state.parent.exists()
+    assert_same_training(out, reference)

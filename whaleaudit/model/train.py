@@ -7,6 +7,10 @@
 - ``.pth``: the weights alone (a state dict);
 - ``.json``: the sidecar that makes the ``.pth`` usable: classes, head, input size, normalisation, how it
   was trained (per-epoch validation accuracy and loss, time), which dataset and split, file hashes.
+
+While it trains, ``.checkpoint/`` holds the state after the last finished epoch (:mod:`whaleaudit.model.checkpoint`):
+a run killed after epoch k and started again with the same data and options resumes from epoch k and ends with
+the same weights as an uninterrupted run, bit for bit. The folder goes once the export is written.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from ..data.dataset import Dataset, stratified_split
 from ..data.images import check_image, load_rgb, resolve_image
 from ..errors import ImageError, ModelError
 from ..files import file_sha256, write_json
+from .checkpoint import Checkpoint, restore, restore_smooth_loss
 from .load import ARCH, HEADS, IMAGENET_STATS, _body, _read_state_dict, quiet_import
 
 log = logging.getLogger(__name__)
@@ -96,6 +101,8 @@ def train(dataset: Dataset, *, out: Path | None = None, epochs: int = 10, lr: fl
 
     options = training_options(epochs=epochs, lr=lr, bs=bs, size=size, head=head, pretrained=pretrained,
                                weights=weights, seed=seed, valid_pct=valid_pct, freeze_epochs=freeze_epochs)
+    split = {"train": frame["image"][~is_valid].tolist(), "valid": frame["image"][is_valid].tolist()}
+    checkpoint = Checkpoint(out, {"options": options, "dataset": dataset.fingerprint(), "split": split})
     body_weights, weights_source = _body_weights(pretrained, weights)
     stats = IMAGENET_STATS if body_weights is not None else None
     set_seed(seed, reproducible=True)
@@ -108,36 +115,67 @@ def train(dataset: Dataset, *, out: Path | None = None, epochs: int = 10, lr: fl
     if body_weights is not None:
         learn.model[0].load_state_dict(body_weights)
 
-    history = []
+    total = freeze_epochs + epochs
+    resumed = checkpoint.load()
+    done = 0 if resumed is None else resumed["epoch"]
+    history = [] if resumed is None else resumed["history"]
+    if resumed is not None:
+        log.info(f"resuming from epoch {done} of {total}: the first {done} were finished by a run that stopped "
+                 f"(checkpoint {checkpoint.folder})")
 
     class EpochLog(Callback):
-        """Keeps every epoch's numbers: fine_tune runs two fits and the Recorder forgets the first."""
+        """Keeps every epoch's numbers (fine_tune's two fits each reset the Recorder) and saves the checkpoint.
+
+        ``first`` is the fit's first epoch in the count over both fits; epochs that fastai skips on resuming
+        (``start_epoch``) still end with ``after_epoch`` and are passed over."""
         order = Recorder.order + 1
 
+        def __init__(self, first: int, restore_smooth_loss: bool):
+            self.first, self.restore_smooth_loss = first, restore_smooth_loss
+
+        def before_fit(self):
+            if self.restore_smooth_loss:  # after the Recorder's reset: the logged train loss runs on unbroken
+                restore_smooth_loss(self.learn, resumed)
+
         def after_epoch(self):
+            if self.first + self.epoch < len(history):
+                return
             train_loss, valid_loss, acc = (float(v) for v in self.recorder.values[-1])
             phase = "frozen" if len(history) < freeze_epochs else "unfrozen"
             history.append({"epoch": len(history) + 1, "phase": phase,
                             "train_loss": train_loss, "valid_loss": valid_loss, "accuracy": acc})
+            checkpoint.save(self.learn, len(history), history)
 
     class BatchProgress(Callback):
         """Reports the share of training batches done to a ``progress`` callable, across fine_tune's two fits."""
 
         def __init__(self):
-            self.batches_done, self.batches_total = 0, (freeze_epochs + epochs) * len(dls.train)
+            self.batches_done, self.batches_total = done * len(dls.train), total * len(dls.train)
 
         def after_batch(self):
             if self.training:
                 self.batches_done += 1
                 progress(self.batches_done / self.batches_total)
 
+    # fastai's fine_tune, written out so that each of its two one-cycle fits can resume at any epoch
+    fits = [(freeze_epochs, learn.freeze, dict(lr_max=slice(lr), pct_start=0.99)),
+            (epochs, learn.unfreeze, dict(lr_max=slice(lr / 2 / (100 if body_weights is not None else 1), lr / 2),
+                                          pct_start=0.3, div=5.0))]
+    extra = [ChannelsLast()] + ([BatchProgress()] if callable(progress) else [])
     start = time.perf_counter()
     with contextlib.ExitStack() as quiet:
         if progress is not True:
             quiet.enter_context(learn.no_bar())
             quiet.enter_context(learn.no_logging())
-        learn.fine_tune(epochs, lr, freeze_epochs=freeze_epochs, lr_mult=100 if body_weights is not None else 1,
-                        cbs=[EpochLog(), ChannelsLast()] + ([BatchProgress()] if callable(progress) else []))
+        first = 0
+        for n, phase, fit_args in fits:
+            phase()  # freeze or unfreeze; either clears the optimizer's state, as in fine_tune
+            if resumed is not None and first < done <= first + n:  # the checkpoint was saved in this fit
+                restore(learn, resumed)
+            if done < first + n:
+                learn.fit_one_cycle(n, start_epoch=max(0, done - first), **fit_args,
+                                    cbs=[EpochLog(first, resumed is not None and first < done)] + extra)
+            first += n
     seconds = time.perf_counter() - start
     learn.model.to(memory_format=torch.contiguous_format)  # exported as loaded from the .pth: the same sums
 
@@ -153,10 +191,11 @@ def train(dataset: Dataset, *, out: Path | None = None, epochs: int = 10, lr: fl
         "dataset": {"fingerprint": dataset.fingerprint(), "image_root": str(dataset.image_root),
                     "label_file": None if dataset.label_file is None else str(dataset.label_file),
                     "n_images": len(dataset.frame)},
-        "split": {"train": frame["image"][~is_valid].tolist(), "valid": frame["image"][is_valid].tolist()},
+        "split": split,
         "whaleaudit_version": __version__,
     }
     export(learn, out, sidecar)
+    checkpoint.remove()
     return learn
 
 
