@@ -1,13 +1,21 @@
-"""A small audit the dashboard tests build for themselves: a few dozen rows, 3 species, random 4x4 maps,
-tiny real PNG photos, one unreadable image, one photo deleted after the audit was built, and label
-text that a spreadsheet would execute."""
+"""What the dashboard tests share: a small audit they build for themselves (a few dozen rows, 3 species,
+random 4x4 maps, tiny real PNG photos, one unreadable image, one photo deleted after the audit was built,
+and label text that a spreadsheet would execute), a real Streamlit server on a free local port, and
+Debian's headless Chromium (never a downloaded one) to look at it."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
 from whaleaudit.audit.store import write_store
@@ -19,6 +27,8 @@ MALICIOUS_SPECIES_RAW = "=HYPERLINK(\"http://evil.example\",\"x\")"
 MALICIOUS_INDIVIDUAL = "+cmd|' /C calc'!A0"
 UNREADABLE = "img_unreadable"
 VANISHED = "img_vanished"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
 def make_audit(root: Path, name: str = "small", n: int = 36, seed: int = 0, cam_shape=(4, 4)) -> Path:
@@ -107,3 +117,65 @@ def review_worker(path, worker: int, n_ops: int, seed: int, shared: list[str]) -
             review.note(images[0], tag, who)
         log.append({"images": images, "action": action, "reason": reason, "note": tag, "who": who})
     return log
+
+
+@contextlib.contextmanager
+def chromium():
+    """Debian's Chromium through Playwright; the test is skipped without it, or fails where
+    ``WHALEAUDIT_REQUIRE_BROWSER`` says it must run (CI)."""
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is absent: install Debian's chromium (apt-get install chromium) to run this test"
+        if os.environ.get("WHALEAUDIT_REQUIRE_BROWSER"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(command: list[str], port: int, *, cwd: Path, env: dict, log: Path, wait: float = 90):
+    """Run ``command`` (a Streamlit server listening on ``port``) and yield its base URL once it answers its
+    health check; stop it afterwards. Its output goes to ``log``, shown when it does not come up."""
+    with open(log, "ab") as out:
+        server = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as response:
+                    if response.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the server did not come up:\n{log.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield base
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def settle(page, text: str) -> None:
+    """Wait until ``text`` shows, the script has finished running and every image has loaded."""
+    page.get_by_text(text, exact=False).first.wait_for(timeout=60_000)
+    page.wait_for_function("""() => !document.querySelector('[data-testid="stStatusWidget"]')
+                               && Array.from(document.images).every(i => i.complete)""", timeout=60_000)
+    page.wait_for_timeout(500)

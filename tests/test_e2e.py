@@ -7,28 +7,21 @@ folder. With $WHALEAUDIT_E2E_AUDITS set (e.g. to the folder holding the demo aud
 audit instead of the small one the test builds, and $WHALEAUDIT_E2E_IMAGE picks the heatmap page's image.
 """
 
-import contextlib
 import csv
 import io
 import os
-import socket
-import subprocess
 import sys
-import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
-from _helpers_dashboard import make_audit
+from _helpers_dashboard import chromium, free_port, make_audit, settle
+from _helpers_dashboard import serve as serve_command
 
-from whaleaudit import views
 from whaleaudit.audit.review import Review
 from whaleaudit.audit.store import open_audit
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 #: page -> (its link in the sidebar, a text that shows once its main part has rendered)
 PAGES = {"overview": ("Overview", "Background attention per species"), "species": ("Species", "match the filters"),
          "top_losses": ("Top losses", "Actual species"), "heatmap": ("Heatmap", "Background attention"),
@@ -39,63 +32,15 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def browser():
-    if not CHROMIUM.exists():
-        message = f"{CHROMIUM} is absent: install Debian's chromium (apt-get install chromium) to run this test"
-        if os.environ.get("WHALEAUDIT_REQUIRE_BROWSER"):
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as browser:
+        yield browser
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
 def serve(audits: Path, log: Path):
-    """``streamlit run`` on a free local port over ``audits``; yields the base URL once healthy."""
-    port = _free_port()
-    env = dict(os.environ, WHALEAUDIT_AUDITS=str(audits))
-    with open(log, "ab") as out:
-        server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port",
-                                   str(port), "--server.headless", "true"], cwd=REPO, env=env, stdout=out,
-                                  stderr=subprocess.STDOUT)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as response:
-                    if response.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not come up:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield base
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
-def settle(page, text: str) -> None:
-    """Wait until ``text`` shows, the script has finished running and every image has loaded."""
-    page.get_by_text(text, exact=False).first.wait_for(timeout=60_000)
-    page.wait_for_function("""() => !document.querySelector('[data-testid="stStatusWidget"]')
-                               && Array.from(document.images).every(i => i.complete)""", timeout=60_000)
-    page.wait_for_timeout(500)
+    """``streamlit run streamlit_app.py`` in the checkout, as the README says, over ``audits``."""
+    port = free_port()
+    return serve_command([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port)],
+                         port, cwd=REPO, env=dict(os.environ, WHALEAUDIT_AUDITS=str(audits)), log=log)
 
 
 def open_page(browser, base: str, path: str, text: str):
@@ -134,7 +79,7 @@ def test_a_shared_link_is_the_first_request_and_opens_the_page_in_its_frame(brow
 def test_flag_on_review_download_csv_and_survive_a_restart(browser, tmp_path):
     store = make_audit(tmp_path)
     audit = open_audit(store)
-    worst = views.sort_images(audit.images, "background attention")["image"].iloc[0]
+    worst = audit.images.sort_values(["bg_score", "image"], ascending=[False, True])["image"].iloc[0]
     log = tmp_path / "streamlit.log"
     with serve(store.parent, log) as base:
         page = open_page(browser, base, "review", "Review & export")

@@ -1,4 +1,4 @@
-"""``python -m whaleaudit``: train, precompute, audit, export, demo, info.
+"""``python -m whaleaudit``: train, precompute, audit, export, demo, info, dashboard.
 
 Exit codes: 0 done, 2 bad command line (argparse), 1 a WhaleAuditError (its message on stderr, no traceback),
 130 interrupted. Heavy libraries are imported only by the command that needs them, so ``--help`` and ``info``
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -115,6 +116,34 @@ def cmd_info(args) -> None:
     print(summary(args.audit))
 
 
+def cmd_dashboard(args) -> None:
+    """Serve the dashboard with Streamlit on this machine only, whatever folder it is started from: the
+    options of ``.streamlit/config.toml`` are passed on the command line, as Streamlit reads that file only
+    from the current folder and the app's."""
+    app = dashboard_app()
+    if args.audits is not None:
+        if args.audits.exists() and not args.audits.is_dir():
+            raise WhaleAuditError(f"{args.audits}: not a folder; --audits takes the folder that holds the audits")
+        os.environ[workspace.AUDITS_ENV] = str(args.audits.resolve())
+    from streamlit.web import cli as streamlit
+
+    streamlit.main(["run", str(app), "--server.address", "127.0.0.1", "--server.port", str(args.port),
+                    "--server.headless", "true", "--server.fileWatcherType", "none",
+                    "--browser.gatherUsageStats", "false", "--client.showSidebarNavigation", "false"],
+                   prog_name="streamlit", standalone_mode=False)
+
+
+def dashboard_app() -> Path:
+    """The dashboard's entrypoint: the copy the wheel ships in ``whaleaudit/_dashboard``, else (a checkout or
+    an editable install) the checkout's ``streamlit_app.py`` beside the package."""
+    package = Path(__file__).resolve().parent
+    for folder in (package / "_dashboard", package.parent):
+        if (folder / "streamlit_app.py").is_file() and (folder / "app_frame.py").is_file():
+            return folder / "streamlit_app.py"
+    raise WhaleAuditError(f"the dashboard's files are missing: neither {package / '_dashboard'} nor {package.parent} "
+                          "holds streamlit_app.py and app_frame.py; reinstall whaleaudit (pip install whaleaudit)")
+
+
 def summary(store: Path) -> str:
     """A few lines on an audit: images, failures, classes, accuracy, CAM method, model."""
     from .audit.store import open_audit
@@ -218,6 +247,13 @@ def _precompute_arguments(p, model_required: bool) -> None:
                         "many classes)")  # whaleaudit.explain.cam.LAYERS, written out so that --help needs no torch
 
 
+def _port(text: str) -> int:
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text}: a TCP port between 1 and 65535")
+    return port
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m whaleaudit", description="Audit an image dataset through the "
                                   "model trained on it: where does the model look?")
@@ -259,4 +295,12 @@ def parser() -> argparse.ArgumentParser:
                                                                        "classes, accuracy, CAM method, model.")
     p.add_argument("audit", type=Path, help="audit folder")
     p.set_defaults(run=cmd_info)
+
+    p = sub.add_parser("dashboard", help="browse the audits in the Streamlit dashboard",
+                       description="Serve the dashboard on this machine (http://127.0.0.1:PORT). With no audit yet "
+                                   "it offers to build the demo.")
+    p.add_argument("--audits", type=Path, help=f"folder holding the audits (default: ${workspace.AUDITS_ENV}, else "
+                                                f"audits/ in ${workspace.HOME_ENV} or the current folder)")
+    p.add_argument("--port", type=_port, default=8501, help="port to listen on (default 8501)")
+    p.set_defaults(run=cmd_dashboard)
     return top
