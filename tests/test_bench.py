@@ -29,7 +29,8 @@ def test_data_bench_smoke(real_labels, real_photos, tmp_path):
 @pytest.mark.slow
 def test_precompute_bench_smoke(real_labels, real_photos, tmp_path):
     out = smoke("precompute.py", tmp_path)
-    assert "| method" in out and "pytorch-grad-cam" in out
+    assert "| method" in out and "pytorch-grad-cam" in out and "CPU features:" in out
+    assert "| precompute stage" in out and "| foreground" in out   # CPU time per photo, stage by stage
     assert "| photos" in out and "2400x1600" in out   # the full-size rows beside the 128 px ones
     assert not list((tmp_path / "out").rglob("*.partial"))
 
@@ -44,3 +45,11 @@ def test_score_bench_smoke(real_photos, tmp_path):
 def test_demo_bench_smoke(tmp_path):
     out = smoke("demo.py", tmp_path)
     assert "| step" in out and "| species" in out
+
+
+@pytest.mark.slow
+def test_dashboard_bench_smoke(real_labels, real_photos, tmp_path):
+    out = smoke("dashboard.py", tmp_path)
+    rows = {line.split("|")[1].strip() for line in out.splitlines() if line.startswith("| ")}
+    assert {"overview", "species", "top_losses", "heatmap", "review"} <= rows  # every page ran at both sizes
+    assert "300: server start" in out and "3,000: server start" in out and "peak memory" in out
