@@ -69,7 +69,7 @@ def cmd_precompute(args, dataset=None) -> Path:
     store = precompute(dataset, args.model, out, trust=args.trust, classes=args.classes, bs=args.bs,
                        workers=args.workers, foreground=foreground, causal=args.causal,
                        cam_layer=args.cam_layer, progress=not args.quiet)
-    log.info(f"audit written: {store}  (browse it: streamlit run streamlit_app.py; summary: "
+    log.info(f"audit written: {store}  (browse it: whaleaudit dashboard; summary: "
              f"python -m whaleaudit info {store})")
     return store
 
@@ -108,7 +108,7 @@ def cmd_demo(args) -> Path:
     from .demo.build import build_demo
 
     store = build_demo(args.out)
-    log.info(f"demo audit ready: {store}  (streamlit run streamlit_app.py)")
+    log.info(f"demo audit ready: {store}  (browse it: whaleaudit dashboard)")
     return store
 
 
