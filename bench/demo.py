@@ -30,7 +30,7 @@ def main(keep: bool, smoke: bool) -> None:
     started = time.perf_counter()
     marks: list[tuple[str, float]] = []
 
-    def progress(fraction: float, text: str) -> None:
+    def progress(fraction: float, text: str, images_per_second: float | None = None) -> None:
         if not marks or marks[-1][0] != text:
             marks.append((text, time.perf_counter() - started))
 

@@ -12,7 +12,8 @@ from whaleaudit.demo.build import TINY, build_demo
 @pytest.mark.slow
 def test_tiny_demo_builds_a_complete_audit_and_resumes(tmp_path):
     calls = []
-    out = build_demo(root=tmp_path, recipe=TINY, progress=lambda fraction, text: calls.append((fraction, text)))
+    out = build_demo(root=tmp_path, recipe=TINY,
+                     progress=lambda fraction, text, images_per_second=None: calls.append((fraction, text)))
 
     assert out == tmp_path / "audits" / "demo"
     audit = open_audit(out)

@@ -1,4 +1,4 @@
-"""``python -m whaleaudit``: train, precompute, audit, export, demo, info, dashboard.
+"""``python -m whaleaudit``: train, precompute, audit, export, demo, info, dashboard, jobs.
 
 Exit codes: 0 done, 2 bad command line (argparse), 1 a WhaleAuditError (its message on stderr, no traceback),
 130 interrupted. Heavy libraries are imported only by the command that needs them, so ``--help`` and ``info``
@@ -12,6 +12,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from . import workspace
@@ -142,6 +143,25 @@ def dashboard_app() -> Path:
             return folder / "streamlit_app.py"
     raise WhaleAuditError(f"the dashboard's files are missing: neither {package / '_dashboard'} nor {package.parent} "
                           "holds streamlit_app.py and app_frame.py; reinstall whaleaudit (pip install whaleaudit)")
+
+
+def cmd_jobs(args) -> None:
+    """List the background jobs, cancel one, or (``run``, the job's own process) do one."""
+    from . import jobs
+
+    folder = jobs.folder(args.audits)
+    if args.action == "run":
+        raise SystemExit(jobs.run(args.id, Path(args.folder), args.lock_fd))
+    if args.action == "cancel":
+        job = jobs.cancel(args.id, jobs=folder)
+        print(f"cancelling {job.id} (process group {job.pid})")
+        return
+    listed = jobs.list_jobs(jobs=folder)
+    if not listed:
+        print(f"no jobs in {folder}")
+    for job in listed:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.started)) if job.started else "?"
+        print(f"{job.id}  {job.status:9}  started {started}  {job.sentence()}")
 
 
 def summary(store: Path) -> str:
@@ -295,6 +315,19 @@ def parser() -> argparse.ArgumentParser:
                                                                        "classes, accuracy, CAM method, model.")
     p.add_argument("audit", type=Path, help="audit folder")
     p.set_defaults(run=cmd_info)
+
+    p = sub.add_parser("jobs", help="list or cancel the background jobs the dashboard started",
+                       description="List the background jobs (the demo build started from the dashboard), or "
+                                   "cancel one.")
+    p.add_argument("--audits", type=Path, help="folder holding the audits and their .jobs/ (default: the dashboard's)")
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    cancel = actions.add_parser("cancel", help="stop a running job (SIGTERM to its processes)")
+    cancel.add_argument("id", help="the job's id, as listed")
+    run = actions.add_parser("run")  # the job's own process, started by whaleaudit.jobs.start; not listed
+    run.add_argument("id")
+    run.add_argument("--folder", required=True)
+    run.add_argument("--lock-fd", type=int, required=True)
+    p.set_defaults(run=cmd_jobs)
 
     p = sub.add_parser("dashboard", help="browse the audits in the Streamlit dashboard",
                        description="Serve the dashboard on this machine (http://127.0.0.1:PORT). With no audit yet "

@@ -50,6 +50,8 @@ class Recipe:
 FULL = Recipe(n_per_species=250, size=100, epochs=5, lr=3e-3, bs=32, causal=0.25)
 #: A demo small enough for a test: every step runs, nothing is learnt.
 TINY = Recipe(n_per_species=6, size=32, epochs=1, lr=1e-3, bs=8)
+#: The recipes by name (a background job names its recipe: :mod:`whaleaudit.jobs`).
+RECIPES = {"full": FULL, "tiny": TINY}
 
 #: Share of the progress bar each step takes (about its share of the time in bench/demo.py: 2%, 86%, 10%).
 _STEPS = {"data": 0.02, "train": 0.88, "audit": 0.10}
@@ -61,10 +63,11 @@ def build_demo(out: Path | None = None, *, root: Path | None = None, recipe: Rec
 
     ``out`` is the audit folder (default: ``demo`` among the dashboard's audits, or ``<root>/audits/demo``).
     ``root`` holds ``demo_data/`` and ``models/demo.pkl`` (default: the workspace, :mod:`whaleaudit.workspace`).
-    ``progress`` is an optional ``callable(fraction, text)`` for a progress bar; without it, steps are logged.
+    ``progress`` is an optional ``callable(fraction, text, images_per_second=None)`` for a progress bar (the rate
+    of the current step, once it has run for a moment); steps are logged either way.
     """
     from ..audit.precompute import precompute
-    from ..data.dataset import load_dataset
+    from ..data.dataset import load_dataset, stratified_split
     from ..explain.foreground import ForegroundProvider
     from ..files import file_sha256
     from ..model.train import train, trained_alike, training_options
@@ -76,21 +79,29 @@ def build_demo(out: Path | None = None, *, root: Path | None = None, recipe: Rec
     out = Path(out) if out is not None else audits / "demo"
     report = _Progress(progress)
 
-    report.step("data", f"Drawing {recipe.n_per_species * len(synth.SPECIES)} whale photos")
+    n_photos = recipe.n_per_species * len(synth.SPECIES)
+    report.step("data", f"Drawing {n_photos} whale photos", images=n_photos)
     params = dict(n_per_species=recipe.n_per_species, size=recipe.size, seed=recipe.seed)
-    if not synth.is_complete(data, **params):
+    if synth.is_complete(data, **params):
+        log.info(f"demo: the photos in {data} are drawn already")
+    else:
         synth.make_dataset(data, **params, progress=report.within)
     dataset = load_dataset(data / "labels.csv")
 
-    report.step("train", f"Training a resnet18 from scratch ({recipe.epochs} epochs)")
     options = dict(epochs=recipe.epochs, lr=recipe.lr, bs=recipe.bs, size=recipe.size, head="cam",
                    pretrained=False, seed=42, valid_pct=0.2, freeze_epochs=0)
-    if not trained_alike(model_path, dataset, training_options(weights=None, **options)):
+    n_train = int((~stratified_split(dataset.frame["species"], valid_pct=0.2, seed=42)).sum())
+    report.step("train", f"Training a resnet18 from scratch ({recipe.epochs} epochs)", images=n_train * recipe.epochs)
+    if trained_alike(model_path, dataset, training_options(weights=None, **options)):
+        log.info(f"demo: {model_path} is trained already")
+    else:
         train(dataset, out=model_path, **options, progress=report.within)
     weights = model_path.with_suffix(".pth")
 
-    report.step("audit", "Computing maps and scores for every photo")
-    if not _audit_matches(out, dataset.fingerprint(), file_sha256(weights), recipe):
+    report.step("audit", "Computing maps and scores for every photo", images=len(dataset.frame))
+    if _audit_matches(out, dataset.fingerprint(), file_sha256(weights), recipe):
+        log.info(f"demo: the audit {out} is complete already")
+    else:
         precompute(dataset, weights, out, foreground=ForegroundProvider(dataset.image_root, masks_dir=data / "masks"),
                    causal=recipe.causal, progress=report.within)
     report.done()
@@ -111,21 +122,29 @@ def _audit_matches(out: Path, dataset_fingerprint: str, model_sha256: str, recip
 
 
 class _Progress:
-    """Turns step starts and within-step fractions into one overall fraction for the caller's bar."""
+    """Turns step starts and within-step fractions into one overall fraction for the caller's bar, and the
+    step's fractions into images per second (``images``: how many the step works through, training counting
+    each epoch's photos)."""
 
     def __init__(self, callback):
         self.callback, self.start, self.share, self.text = callback, 0.0, 0.0, ""
         self.t0 = time.perf_counter()
 
-    def step(self, name: str, text: str) -> None:
+    def step(self, name: str, text: str, images: int) -> None:
         self.start = self.start + self.share
-        self.share, self.text = _STEPS[name], text
+        self.share, self.text, self.images, self.first = _STEPS[name], text, images, None
         log.info(f"demo: {text}  ({time.perf_counter() - self.t0:.0f} s)")
         self.within(0.0)
 
     def within(self, fraction: float) -> None:
-        if self.callback is not None:
-            self.callback(self.start + self.share * fraction, self.text)
+        if self.callback is None:
+            return
+        now, rate = time.perf_counter(), None
+        if self.first is None and fraction > 0:  # counted from the first report: a resumed step starts part done
+            self.first = (now, fraction)
+        elif self.first is not None and now > self.first[0]:
+            rate = (fraction - self.first[1]) * self.images / (now - self.first[0])
+        self.callback(self.start + self.share * fraction, self.text, images_per_second=rate)
 
     def done(self) -> None:
         log.info(f"demo: ready ({time.perf_counter() - self.t0:.0f} s)")
