@@ -18,7 +18,7 @@ from _helpers_engine import SPECIES, make_dataset, tiny_dataset, tiny_model, wor
 from whaleaudit.audit.precompute import causal_sample, precompute
 from whaleaudit.audit.store import CAMS, IMAGES, MANIFEST, MASKS, PROBS, open_audit, partial_dir
 from whaleaudit.data.dataset import load_dataset
-from whaleaudit.errors import WhaleAuditError
+from whaleaudit.errors import StoreError, WhaleAuditError
 
 pytestmark = pytest.mark.slow  # trains the tiny models on first use
 REPO = Path(__file__).resolve().parents[1]
@@ -258,13 +258,14 @@ def _start(labels, model, out) -> subprocess.Popen:
 
 
 def test_a_run_killed_anywhere_resumes_to_the_same_store(tmp_path):
-    """SIGKILL at random moments (each after one more chunk has landed), resume, compare every file."""
-    labels = make_dataset(workdir() / "resume", n_per_species=24, seed=1)  # 48 images: 6 chunks of 2 batches
+    """Five SIGKILLs at random moments (each after one more chunk has landed, at a random point of the next ones),
+    resume, compare every file; after every kill the folder is an unfinished audit, never taken for a complete one."""
+    labels = make_dataset(workdir() / "resume", n_per_species=40, seed=1)  # 80 images: 10 chunks of 2 batches
     model = tiny_model("cam").with_suffix(".pth")
     reference = precompute(load_dataset(labels), model, tmp_path / "reference", **OPTIONS)
-    out, rng, kills = tmp_path / "resumed", random.Random(7), 0
+    out, rng, kills, landed = tmp_path / "resumed", random.Random(7), 0, []
     chunks = partial_dir(out) / "chunks"
-    for _ in range(3):
+    for _ in range(8):
         done = len(list(chunks.glob("*.parquet")))
         proc = _start(labels, model, out)
         while proc.poll() is None and len(list(chunks.glob("*.parquet"))) <= done:
@@ -274,9 +275,15 @@ def test_a_run_killed_anywhere_resumes_to_the_same_store(tmp_path):
             proc.send_signal(signal.SIGKILL)
             kills += 1
         proc.wait(timeout=300)
+        proc.stderr.close()
         if (out / MANIFEST).exists():
             break
-    assert kills >= 1
+        with pytest.raises(StoreError, match="unfinished precompute"):
+            open_audit(out)
+        landed.append(len(list(chunks.glob("*.parquet"))))
+        if kills == 5:
+            break
+    assert kills == 5 and landed == sorted(landed) and landed[-1] < 10, landed
     final = _start(labels, model, out)
     assert final.wait(timeout=300) == 0, final.stderr.read().decode()
     assert not partial_dir(out).exists()
@@ -286,4 +293,4 @@ def test_a_run_killed_anywhere_resumes_to_the_same_store(tmp_path):
     for m in manifests:
         m.pop("timings")
     assert manifests[0] == manifests[1]
-    assert open_audit(out).images["prob_without_animal"].notna().sum() not in (0, 48)  # half, by image id
+    assert open_audit(out).images["prob_without_animal"].notna().sum() not in (0, 80)  # half, by image id
