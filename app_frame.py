@@ -10,13 +10,14 @@ frame and hands the page a :class:`Context`. The frame's widgets keep their valu
 This module sits beside ``streamlit_app.py`` (Streamlit puts that folder on ``sys.path``), not in the
 ``whaleaudit`` package, which never imports Streamlit, and not in ``streamlit_app.py`` itself: Streamlit runs
 the entrypoint as a fresh ``__main__`` module on every run, so pages importing it would hold a second copy of
-the caches (the audit opened twice) and of the demo build's lock. Everything a page shows is computed in
+the caches (the audit opened twice). Everything a page shows is computed in
 ``whaleaudit.views``; this module keeps state and renders.
 """
 
 from __future__ import annotations
 
-import threading
+import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,11 +25,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from whaleaudit import views, workspace
+from whaleaudit import jobs, views, workspace
 from whaleaudit.audit import export
 from whaleaudit.audit.review import Review
 from whaleaudit.audit.store import MANIFEST, Audit, open_audit
-from whaleaudit.errors import ImageError, StoreError
+from whaleaudit.errors import ImageError, StoreError, WhaleAuditError
 
 #: page -> (its script, relative to streamlit_app.py; its label and icon in the sidebar)
 PAGES = {"overview": ("streamlit_app.py", "Overview", ":material/dashboard:"),
@@ -117,10 +118,11 @@ def species_table(ctx: Context) -> pd.DataFrame:
 
 
 def list_audits(folder: Path) -> list[str]:
-    """Audit folders by name (unfinished ``.partial`` runs and ``.old`` leftovers excluded)."""
+    """Audit folders by name (unfinished ``.partial`` runs, ``.old`` leftovers and hidden folders excluded)."""
     if not folder.is_dir():
         return []
-    return sorted((p.name for p in folder.iterdir() if p.is_dir() and not p.name.endswith((".partial", ".old"))))
+    return sorted((p.name for p in folder.iterdir() if p.is_dir() and not p.name.endswith((".partial", ".old"))
+                   and not p.name.startswith(".")))  # .jobs/: the background jobs' states
 
 
 def _manifest_stamp(path: Path) -> int | None:
@@ -142,12 +144,6 @@ def _review(path: str) -> Review:
     return Review(path)
 
 
-@st.cache_resource
-def _build_lock() -> threading.Lock:
-    """One demo build per server, however many sessions ask for it."""
-    return threading.Lock()
-
-
 def _apply_url_once(names: list[str]) -> None:
     """A shared link opens its audit and image; afterwards the session's state drives the URL."""
     if st.session_state.get("_url_applied"):
@@ -167,31 +163,66 @@ def sync_url() -> None:
             st.query_params[key] = value
 
 
+#: Which demo recipe the build button asks for (``whaleaudit.demo.build.RECIPES``); tests name "tiny".
+DEMO_RECIPE_ENV = "WHALEAUDIT_DEMO_RECIPE"
+#: Seconds between two looks at the running jobs.
+JOBS_REFRESH = 1.0
+
+
 def offer_demo(folder: Path) -> None:
-    """No audit yet: explain, and build the demo on request with a progress bar."""
+    """No audit yet: explain, and offer to build the demo. The build is a background job
+    (:mod:`whaleaudit.jobs`): a reload or a closed tab never stops it, and a click in a second tab joins it."""
     st.info(f"No audit found in `{folder}` (set {workspace.AUDITS_ENV} to look elsewhere). Build one with "
             "`whaleaudit audit ...`, or build the demo audit here: synthetic whale photos with "
             "planted shortcuts, a small model trained on them, and its maps (a few minutes on a laptop).")
-    if not st.button("Build the demo audit", type="primary"):
-        return
-    lock = _build_lock()
-    if not lock.acquire(blocking=False):
-        st.warning("The demo is already being built for another browser tab; reload this page in a minute.")
-        return
-    try:
-        from whaleaudit.demo.build import build_demo
+    arguments = jobs.demo_arguments(folder, os.environ.get(DEMO_RECIPE_ENV, "full"))
+    running = jobs.read(jobs.job_id("demo", arguments), jobs=jobs.folder(folder))
+    if running is not None and running.active:
+        return  # the jobs panel shows its progress
+    if st.button("Build the demo audit", type="primary",
+                 help="Runs in the background; a build that stopped resumes where it stopped."):
+        try:
+            jobs.start("demo", arguments, jobs=jobs.folder(folder))
+        except (OSError, WhaleAuditError) as e:
+            st.error(f"The demo build could not be started: {e}")
+            return
+        st.session_state["audit"] = "demo"
+        st.rerun()
 
-        bar = st.progress(0.0, text="Building the demo audit...")
-        build_demo(folder / "demo", progress=lambda share, text="": bar.progress(min(max(float(share), 0.0), 1.0),
-                                                                               text=text or None))
-    except Exception as e:  # training can fail in many ways; the page says so instead of showing a traceback
-        st.error(f"The demo could not be built ({type(e).__name__}: {e}). Try `whaleaudit demo` in a "
-                 "terminal to see the whole story.")
+
+def show_jobs(folder: Path) -> None:
+    """The background jobs of this audits folder, on every page: progress while they run (refreshed every
+    second), the error and the log where one failed or died; when one finishes, the page reloads to show it."""
+    try:
+        listed = jobs.list_jobs(jobs=jobs.folder(folder))
+    except WhaleAuditError as e:
+        st.warning(str(e))
         return
-    finally:
-        lock.release()
-    st.session_state["audit"] = "demo"
-    st.rerun()
+    running = {j.id for j in listed if j.active}
+    if running:
+        st.fragment(run_every=JOBS_REFRESH)(_jobs_panel)(folder, running)
+    else:
+        _jobs_panel(folder, running)
+
+
+def _jobs_panel(folder: Path, running: set[str]) -> None:
+    listed = jobs.list_jobs(jobs=jobs.folder(folder))
+    if {j.id for j in listed if j.active} != running:  # one finished, died or started: redraw the whole page
+        st.rerun(scope="app")
+    for job in listed:
+        name = "Building the demo audit" if job.kind == "demo" else f"Job {job.id}"
+        if job.active:
+            bar, cancel = st.columns([5, 1], vertical_alignment="bottom")
+            bar.progress(job.share, text=f"{name} · {job.sentence()}")
+            if cancel.button("Cancel", key=f"cancel_{job.id}"):
+                with contextlib.suppress(WhaleAuditError):
+                    jobs.cancel(job.id, jobs=jobs.folder(folder))
+        elif job.status in (jobs.FAILED, jobs.DIED):
+            error, dismiss = st.columns([5, 1], vertical_alignment="center")
+            error.error(f"{name} failed. {job.sentence()}")
+            if dismiss.button("Dismiss", key=f"dismiss_{job.id}"):
+                jobs.forget(job.id, jobs=jobs.folder(folder))
+                st.rerun(scope="app")
 
 
 def _carry(keys) -> None:
@@ -246,6 +277,7 @@ def frame(page: str) -> Context:
     names = list_audits(folder)
     _carry(FRAME_KEYS)
     _apply_url_once(names)
+    show_jobs(folder)
     if not names:
         offer_demo(folder)
         st.stop()

@@ -10,7 +10,6 @@ import os
 import re
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -302,25 +301,6 @@ def test_a_flag_saved_elsewhere_shows_on_the_next_run(audit):
     assert metric(ok(at), "Flagged") == "1"
     at.switch_page("pages/review.py").run()
     assert ok(at).download_button[0].label.startswith("Download the flagged list (1 image,")
-
-
-def test_no_audit_offers_to_build_the_demo_with_a_progress_bar(tmp_path, monkeypatch):
-    folder = tmp_path / "audits"
-    monkeypatch.setenv("WHALEAUDIT_AUDITS", str(folder))
-    calls = []
-
-    def build_demo(out, progress=None):
-        for share in (0.0, 0.5, 1.0):
-            progress(share, "building")
-        calls.append(out)
-        return make_audit(tmp_path, name=Path(out).name)
-
-    monkeypatch.setitem(sys.modules, "whaleaudit.demo.build", types.SimpleNamespace(build_demo=build_demo))
-    at = start()
-    assert "No audit found" in at.info[0].value
-    at.button[0].click().run()
-    assert calls == [folder / "demo"]
-    assert ok(at).title[0].value == "Overview · demo"
 
 
 def test_a_corrupt_audit_is_a_message_not_a_traceback(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,7 @@ from whaleaudit.audit.store import open_audit
 from whaleaudit.errors import WhaleAuditError
 
 pytestmark = pytest.mark.slow  # each job trains the tiny demo's model
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -121,3 +123,43 @@ def test_bad_requests_are_refused_with_a_sentence(home):
     run = subprocess.run([sys.executable, "-m", "whaleaudit", "jobs", "run", "demo-y", "--folder", str(folder),
                           "--lock-fd", "0"], capture_output=True, text=True)
     assert run.returncode == 2 and "started without its lock" in run.stderr
+
+
+def test_the_dashboard_builds_the_demo_as_a_job_every_session_sees_it_and_a_dead_one_resumes(home, monkeypatch):
+    """AppTest sessions as two browser tabs: one starts the build, the other sees its progress and cancels it; a
+    build killed with SIGKILL shows as an error with its log, a new click resumes it, and the demo opens."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("WHALEAUDIT_DEMO_RECIPE", "tiny")
+    monkeypatch.syspath_prepend(str(REPO))
+    first, second = (AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=60) for _ in range(2))
+    first.run()
+    assert "No audit found" in first.info[0].value
+    build = [b for b in first.button if b.label == "Build the demo audit"]
+    build[0].click().run()
+    ident = jobs.job_id("demo", jobs.demo_arguments(home / "audits", "tiny"))
+    assert jobs.read(ident).active
+    second.run()
+    bars = second.get("progress")
+    assert len(bars) == 1 and bars[0].proto.text.startswith("Building the demo audit · ")
+    assert [b.label for b in second.button] == ["Cancel"]  # running: no second build to start
+    second.button[0].click().run()
+    assert wait_for(ident, lambda j: not j.active, timeout=60).status == jobs.CANCELLED
+    second.run()
+    assert [b.label for b in second.button] == ["Build the demo audit"] and not second.error
+
+    [b for b in second.button if b.label == "Build the demo audit"][0].click().run()
+    job = wait_for(ident, lambda j: j.stage.startswith("Training") or not j.active)
+    assert job.active, job.sentence()
+    os.killpg(job.pid, signal.SIGKILL)
+    wait_for(ident, lambda j: j.status == jobs.DIED, timeout=30)
+    first.run()
+    assert "Building the demo audit failed. The job stopped without finishing" in first.error[0].value
+    assert job.log in first.error[0].value
+    [b for b in first.button if b.label == "Build the demo audit"][0].click().run()
+    done = wait_for(ident, lambda j: not j.active)
+    assert done.status == jobs.DONE and "drawn already" in open(done.log).read()  # resumed, not started over
+    first.run()
+    assert not first.exception and first.title[0].value == "Overview · demo"
+    second.run()
+    assert not second.exception and second.title[0].value == "Overview · demo"
