@@ -54,12 +54,15 @@ CHUNK_IMAGES = 1024
 SPREAD_PHOTOS = 32
 
 
-def precompute(dataset: Dataset, model_path: Path, out: Path, *, trust: bool = False,
+def precompute(dataset: Dataset, model, out: Path, *, trust: bool = False,
                classes: list[str] | None = None, bs: int = 64, workers: int | None = None,
                foreground: ForegroundProvider | None = None, causal: float = 1.0, chunk_images: int = CHUNK_IMAGES,
                device: str | None = None, cam_layer: str = "layer4", progress=True) -> Path:
-    """Audit ``dataset`` through the model at ``model_path`` into the store folder ``out``; returns ``out``.
+    """Audit ``dataset`` through ``model`` into the store folder ``out``; returns ``out``.
 
+    ``model`` is a model file, loaded by :func:`whaleaudit.model.load.load_model` (with ``trust`` and
+    ``classes``), or a model already loaded: ``(model, sidecar)`` as that function, or
+    :func:`whaleaudit.model.load.learner_model` for a Learner in memory, returns them.
     ``foreground`` defaults to the automatic estimate (``ForegroundProvider(dataset.image_root)``).
     ``causal`` is the share of images (0..1) that get the causal check, picked by a hash of the image id.
     ``workers`` defaults to min(4, CPU count) loader processes; 0 loads in this process.
@@ -75,7 +78,7 @@ def precompute(dataset: Dataset, model_path: Path, out: Path, *, trust: bool = F
     if cam_layer not in LAYERS:
         raise WhaleAuditError(f"cam_layer={cam_layer!r}: choose one of {list(LAYERS)}.")
     started = time.perf_counter()
-    model, info = load_model(model_path, trust=trust, classes=classes)
+    model, info = _loaded(model, trust, classes)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     foreground = foreground or ForegroundProvider(dataset.image_root)
     workers = min(4, os.cpu_count() or 1) if workers is None else workers
@@ -130,6 +133,17 @@ def precompute(dataset: Dataset, model_path: Path, out: Path, *, trust: bool = F
     timings["images_per_second"] = round(remaining / timings["seconds_computing"], 1) if remaining else None
     return writer.finish(_manifest(dataset, info, labels, cam_shape, map_spread, parameters, fingerprint["dataset"],
                                    workers, timings))
+
+
+def _loaded(model, trust: bool, classes: list[str] | None) -> tuple[torch.nn.Module, dict]:
+    """``(model, sidecar)`` from a model file or from a pair already loaded."""
+    if isinstance(model, (str, os.PathLike)):
+        return load_model(Path(model), trust=trust, classes=classes)
+    if not (isinstance(model, tuple) and len(model) == 2 and isinstance(model[0], torch.nn.Module)
+            and isinstance(model[1], dict)):
+        raise WhaleAuditError(f"model={type(model).__name__}: give a model file (.pth with its .json, or .pkl), or "
+                              "(model, sidecar) as whaleaudit.model.load.load_model or learner_model returns them.")
+    return model
 
 
 def _manifest(dataset: Dataset, info: dict, labels: np.ndarray, cam_shape, map_spread: float, parameters: dict,

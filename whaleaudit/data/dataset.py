@@ -57,7 +57,7 @@ class Dataset:
     label_file: Path | None
 
     def fingerprint(self) -> str:
-        """sha256 of the label file's bytes (or, per species folder, the sorted file list) and the image root.
+        """sha256 of the label file's bytes (without one: of the rows in order) and the image root.
 
         It tells a resumed or cached precompute whether it still describes the same inputs.
         """
@@ -67,8 +67,9 @@ class Dataset:
                 h.update(Path(self.label_file).read_bytes())
             except OSError as e:
                 raise DatasetError(f"{self.label_file}: cannot be read any more ({e.strerror}).") from None
-        else:
-            h.update("\n".join(sorted(self.frame["path"])).encode("utf-8"))
+        else:  # species folders or a DataFrame: the rows in order, labels included
+            rows = self.frame["path"].str.cat([self.frame["species_raw"], self.frame["individual_id"]], sep="\t")
+            h.update("\n".join(rows).encode("utf-8", "surrogateescape"))
         h.update(b"\0" + str(self.image_root).encode("utf-8", "surrogateescape"))
         return h.hexdigest()
 
@@ -119,6 +120,36 @@ def load_dataset(labels_or_folder, images: str | Path | None = None) -> Dataset:
     return Dataset(frame, image_root, source.resolve())
 
 
+def dataset_from_frame(frame: pd.DataFrame, images: str | Path, *, source: str = "the DataFrame") -> Dataset:
+    """A dataset from a DataFrame with columns ``image,species[,individual_id]`` (a notebook's labels) and the
+    folder its image names are relative to, with the checks a label file gets; messages name the frame's row
+    by its index label and the frame as ``source``."""
+    if not isinstance(frame, pd.DataFrame):
+        raise DatasetError(f"{source}: a {type(frame).__name__}, not a pandas DataFrame. Give a DataFrame with the "
+                           "columns image, species (and optionally individual_id).")
+    names = [str(c).strip().lower() for c in frame.columns]
+    missing = [c for c in REQUIRED if c not in names]
+    if missing:
+        raise DatasetError(f"{source} has no {' or '.join(map(repr, missing))} column; found "
+                           f"{[str(c) for c in frame.columns]}. Rename the columns to image, species "
+                           "(and optionally individual_id).")
+    twice = [c for c in REQUIRED + OPTIONAL if names.count(c) > 1]
+    if twice:
+        raise DatasetError(f"{source} has the column {twice[0]!r} twice; keep one.")
+    if images is None:
+        raise DatasetError(f"{source}: say where its images are: images=<the folder its image names are "
+                           "relative to>.")
+    image_root = Path(images).resolve()
+    if not image_root.is_dir():
+        raise DatasetError(f"{image_root}: the image folder does not exist. Pass the folder that holds the "
+                           f"images named in {source}.")
+    columns = [c for c in REQUIRED + OPTIONAL if c in names]
+    picked = frame.iloc[:, [names.index(c) for c in columns]]
+    body = picked.astype(object).where(picked.notna(), "").astype(str).to_numpy().tolist()
+    rows = np.asarray(frame.index, dtype=object)
+    return Dataset(_labelled_rows(columns, body, rows, source, image_root), image_root, None)
+
+
 def stratified_split(species: pd.Series, valid_pct: float = 0.2, seed: int = 42) -> np.ndarray:
     """Bool ``is_valid`` per image: ``valid_pct`` of every species, drawn reproducibly from ``seed``.
 
@@ -141,8 +172,14 @@ def stratified_split(species: pd.Series, valid_pct: float = 0.2, seed: int = 42)
 
 def _parse_labels(raw: bytes, file: Path, image_root: Path) -> pd.DataFrame:
     records = _read_records(raw, file)
-    header = [h.strip().lower() for h in records[0]]
-    found = [h.strip() for h in records[0] if h.strip()]
+    return _labelled_rows(records[0], records[1:], np.arange(2, len(records) + 1), file, image_root)
+
+
+def _labelled_rows(head: list[str], body: list[list[str]], rows: np.ndarray, file, image_root: Path) -> pd.DataFrame:
+    """The dataset's frame from a header and records of text; ``rows`` numbers the records in messages (the
+    spreadsheet's row for a label file) and ``file`` names their source."""
+    header = [h.strip().lower() for h in head]
+    found = [h.strip() for h in head if h.strip()]
     missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise DatasetError(f"{file}: row 1 (the header) has no {' or '.join(map(repr, missing))} column; "
@@ -150,8 +187,6 @@ def _parse_labels(raw: bytes, file: Path, image_root: Path) -> pd.DataFrame:
     for name in REQUIRED + OPTIONAL:
         if header.count(name) > 1:
             raise DatasetError(f"{file}: row 1 (the header) names the column {name!r} twice; keep one.")
-    body = records[1:]
-    rows = np.arange(2, len(records) + 1)  # spreadsheet row of each record
     width = len(header)
     too_long = [i for i, r in enumerate(body) if len(r) > width and any(v.strip() for v in r[width:])]
     if too_long:

@@ -16,14 +16,19 @@ imported only for a pickle or the fastai head, which keeps a precompute process 
 from __future__ import annotations
 
 import contextlib
+import copy
+import hashlib
 import json
+import os
 import warnings
 from pathlib import Path
 
+import pandas as pd
 import torch
 from torch import nn
 
 from .. import workspace
+from ..data.images import resolve_image
 from ..errors import ModelError
 from ..files import file_sha256
 
@@ -85,10 +90,36 @@ def load_model(path: Path, *, trust: bool = False, classes: list[str] | None = N
     else:
         raise ModelError(f"{path}: unknown model file type {suffix!r}; give a .pth (weights, safe) or a .pkl "
                          "(fastai learn.export()).")
+    return model.eval(), _described(sidecar, model, path=str(path.resolve()), sha256=file_sha256(path))
+
+
+def learner_model(learn):
+    """``(model, sidecar)`` for a fastai Learner in memory, as :func:`load_model` gives them for its ``.pkl``.
+
+    The model is a copy of ``learn.model`` in eval mode on the CPU (the audit moves and folds its model; the
+    learner is left as it was). Without a file, ``path`` is None and ``sha256`` is :func:`weights_sha256`, so a
+    killed audit of the same weights resumes and the manifest says which weights made it.
+    """
+    model = copy.deepcopy(learn.model).cpu()
+    return model.eval(), _described(learner_sidecar(learn, "the Learner"), model, path=None,
+                                    sha256=weights_sha256(model))
+
+
+def _described(sidecar: dict, model: nn.Module, *, path: str | None, sha256: str) -> dict:
     from ..explain.cam import head_kind
 
-    sidecar = dict(sidecar, head=head_kind(model), path=str(path.resolve()), sha256=file_sha256(path))
-    return model.eval(), sidecar
+    return dict(sidecar, head=head_kind(model), path=path, sha256=sha256)
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """sha256 of a model's state dict: every tensor's name, dtype, shape and bytes, in order. The same weights
+    give the same hash in any memory layout and on any device."""
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}\n".encode())
+        h.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
 
 
 def build_model(head: str, n_classes: int) -> nn.Sequential:
@@ -166,7 +197,7 @@ def _load_pickle(path: Path, trust: bool):
                          "its .json sidecar.")
     with quiet_import():
         from fastai.learner import load_learner
-        from fastai.vision.all import Normalize, Resize, ResizeMethod  # also registers the types unpickling needs
+        from fastai.vision.all import Resize  # noqa: F401 -- registers the types unpickling needs
 
     try:
         with warnings.catch_warnings():
@@ -177,16 +208,99 @@ def _load_pickle(path: Path, trust: bool):
     sidecar_path = path.with_suffix(".json")
     if sidecar_path.is_file():
         return learn.model, _read_sidecar(sidecar_path, path)
+    return learn.model, learner_sidecar(learn, str(path))
+
+
+def learner_sidecar(learn, where: str) -> dict:
+    """What the audit needs to know of a fastai learner, read from its dataloaders: ``arch``, ``classes`` (the
+    vocab), ``size`` (its square ``Resize``), ``normalize`` (its ``Normalize``, if any) and ``pretrained``.
+    ``where`` names the learner in messages. A loaded .pkl without sidecar and a Learner in memory both go
+    through here."""
+    with quiet_import():
+        from fastai.vision.all import Normalize, Resize, ResizeMethod
+
     resizes = [t for t in learn.dls.after_item.fs if isinstance(t, Resize)]
     if not resizes or resizes[0].size[0] != resizes[0].size[1]:
-        raise ModelError(f"{path}: the learner has no square Resize among its item transforms "
+        raise ModelError(f"{where}: the learner has no square Resize among its item transforms "
                          f"({learn.dls.after_item}); WhaleAudit needs to know the input size.")
     if resizes[0].method != ResizeMethod.Squish:
-        warnings.warn(f"{path}: the learner resizes with method {resizes[0].method!r}; the audit squashes the whole "
+        warnings.warn(f"{where}: the learner resizes with method {resizes[0].method!r}; the audit squashes the whole "
                       "photo to the input size so the map covers all of it, so its predictions may differ a little "
-                      "from the learner's own.", stacklevel=3)
+                      "from the learner's own.", stacklevel=4)
     norms = [t for t in learn.dls.after_batch.fs if isinstance(t, Normalize)]
     normalize = None if not norms else {"mean": norms[0].mean.flatten().tolist(), "std": norms[0].std.flatten().tolist()}
-    return learn.model, {"arch": getattr(getattr(learn, "arch", None), "__name__", ARCH),
-                         "classes": [str(c) for c in learn.dls.vocab], "size": int(resizes[0].size[0]),
-                         "pretrained": getattr(learn, "pretrained", None), "normalize": normalize}
+    return {"arch": getattr(getattr(learn, "arch", None), "__name__", ARCH),
+            "classes": [str(c) for c in learn.dls.vocab], "size": int(resizes[0].size[0]),
+            "pretrained": getattr(learn, "pretrained", None), "normalize": normalize}
+
+
+def learner_dataset(learn):
+    """The photos of a Learner's dataloaders: ``(Dataset, {"train": ids, "valid": ids})``, in the order of the
+    items the dataloaders were made from, checked as a label file is (:func:`dataset_from_frame`).
+
+    An item's file is what its input pipeline gives before the step that opens the image: a path for
+    ``ImageDataLoaders.from_folder``, ``from_df``, ``from_name_func`` or a DataBlock with ``get_image_files``
+    or ``ColReader``; for rows with a ``path`` column (WhaleAudit's own training), that path under
+    ``learn.dls.path``. Its species is its label. Image ids are paths relative to the folder that holds all
+    the files, the image root.
+    """
+    from ..data.dataset import dataset_from_frame
+
+    where = "the Learner's dataloaders"
+    found = []  # (position among the items, file, species, part)
+    for part, ds in (("train", learn.dls.train_ds), ("valid", learn.dls.valid_ds)):
+        tls = getattr(ds, "tls", None)
+        if tls is None or len(tls) != 2:
+            raise ModelError(f"{where} do not hold (image, label) pairs. Pass a DataFrame of image,species and "
+                             "images=<folder> instead.")
+        items = tls[0].items
+        splits = getattr(ds, "splits", None)
+        positions = splits[ds.split_idx] if splits is not None and len(splits[ds.split_idx]) == len(ds) else None
+        files = _item_files(tls[0], items, Path(learn.dls.path), where)
+        for i, file in enumerate(files):
+            label = tls[1][i]
+            if getattr(label, "ndim", 1) != 0:
+                raise ModelError(f"{where}: item {i} has the label {label!r}, not one species (a multi-label "
+                                 "learner). WhaleAudit audits single-label classifiers.")
+            found.append((positions[i] if positions is not None else len(found), file,
+                          str(learn.dls.vocab[int(label)]), part))
+    if not found:
+        raise ModelError(f"{where} hold no photos (a learner from load_learner keeps none). Pass a DataFrame of "
+                         "image,species and images=<folder>.")
+    found.sort(key=lambda f: f[0])
+    root = Path(os.path.commonpath({str(file.parent) for _, file, _, _ in found}))
+    frame = pd.DataFrame({"image": [file.relative_to(root).as_posix() for _, file, _, _ in found],
+                          "species": [species for _, _, species, _ in found]})
+    dataset = dataset_from_frame(frame, root, source=where)
+    split = {part: [image for image, (_, _, _, p) in zip(frame["image"], found) if p == part]
+             for part in ("train", "valid")}
+    return dataset, split
+
+
+def _item_files(tl, items, root: Path, where: str) -> list[Path]:
+    """Absolute file of each item of a TfmdList of images: its pipeline up to the step that opens the image
+    gives a file name, or a row whose ``path`` is relative to ``root`` (the dataloaders' path)."""
+    from PIL import Image
+
+    raw = [items.iloc[i] if isinstance(items, pd.DataFrame) else items[i] for i in range(len(items))]
+    if not raw:
+        return []
+    steps, x = None, raw[0]
+    for k, step in enumerate(tl.tfms.fs):
+        y = step(x)
+        if isinstance(y, Image.Image):
+            steps = tl.tfms.fs[:k]
+            break
+        x = y
+    if steps is not None and isinstance(x, (str, os.PathLike)):
+        return [Path(_steps(steps, item)).resolve() for item in raw]
+    if steps is not None and isinstance(x, (pd.Series, dict)) and "path" in x:
+        return [Path(resolve_image(root, _steps(steps, item)["path"])) for item in raw]
+    raise ModelError(f"{where}: cannot tell which file an item is (the input pipeline {tl.tfms} opens "
+                     f"{raw[0]!r} as no file name). Pass a DataFrame of image,species and images=<folder>.")
+
+
+def _steps(steps, x):
+    for step in steps:
+        x = step(x)
+    return x

@@ -28,7 +28,7 @@ import torch
 
 from .. import __version__, workspace
 from ..data.dataset import Dataset, stratified_split
-from ..data.images import check_image, load_rgb, resolve_image
+from ..data.images import check_image, load_rgb_resized, resolve_image
 from ..errors import ImageError, ModelError
 from ..files import file_sha256, write_json
 from .checkpoint import Checkpoint, restore, restore_smooth_loss

@@ -523,10 +523,16 @@ class Overlays:
         path = self._resolve(self.audit.image_root, self.audit.images.iloc[idx]["path"])
         return fit(self._load(path, size)[0], size)
 
-    def _render(self, idx: int, class_idx: int | None, size: int, colormap: str = "turbo", opacity: float = 0.5,
-                with_mask: bool = False) -> bytes:
-        """JPEG of row ``idx``: the photo alone (``class_idx`` None) or with that class's map."""
+    def rgb(self, idx: int, class_idx: int | None, size: int, colormap: str = "turbo", opacity: float = 0.5,
+            with_mask: bool = False) -> np.ndarray:
+        """Row ``idx`` as uint8 pixels: the photo alone (``class_idx`` None) or with that class's map, and with
+        its foreground outlined (``with_mask``, where it has one)."""
         rgb = self.photo(idx, size)
         cam = None if class_idx is None else self.audit.cam(idx, class_idx)
         mask = self.audit.mask(idx) if with_mask and self.audit.images.iloc[idx]["fg_source"] != "none" else None
-        return to_jpeg(overlay(rgb, cam, vmax=self.vmax, colormap=colormap, opacity=opacity, mask=mask))
+        return overlay(rgb, cam, vmax=self.vmax, colormap=colormap, opacity=opacity, mask=mask)
+
+    def _render(self, idx: int, class_idx: int | None, size: int, colormap: str = "turbo", opacity: float = 0.5,
+                with_mask: bool = False) -> bytes:
+        """JPEG of :meth:`rgb`."""
+        return to_jpeg(self.rgb(idx, class_idx, size, colormap, opacity, with_mask))
