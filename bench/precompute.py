@@ -201,8 +201,8 @@ def stage_costs(ds: Dataset, pth: Path, bs: int, n_audit: int) -> dict[str, floa
     processes during an audit), foreground (the automatic estimate), network (normalise and forward, the model
     folded as the precompute runs it), maps (``predict_with_maps`` less the forward it includes), scores
     (predicted and labelled class) and the maps' spread (once per audit, spread over ``n_audit`` photos)."""
-    from whaleaudit.audit.precompute import SPREAD_PHOTOS, _stats, normalised, squished
-    from whaleaudit.data.images import load_rgb_reduced
+    from whaleaudit.audit.precompute import SPREAD_PHOTOS, _stats, normalised
+    from whaleaudit.data.images import load_rgb_reduced, squish
     from whaleaudit.explain.cam import for_inference, predict_with_maps, spread
     from whaleaudit.explain.foreground import MASK_SIZE, ForegroundProvider
     from whaleaudit.explain.score import attention_scores
@@ -215,7 +215,7 @@ def stage_costs(ds: Dataset, pth: Path, bs: int, n_audit: int) -> dict[str, floa
     def per_photo(name: str, fn, photos: int = n) -> None:
         cost[name] = 1000 * timed(fn)[1] / photos
 
-    per_photo("decode", lambda: decoded.extend((rgb, full, squished(rgb, size))
+    per_photo("decode", lambda: decoded.extend((rgb, full, squish(rgb, size))
                                                for rgb, full in (load_rgb_reduced(p, size) for p in paths)))
     provider = ForegroundProvider(ds.image_root)
     per_photo("foreground", lambda: found.extend(provider(i, rgb, full)[0]

@@ -73,15 +73,18 @@ def load_rgb_reduced(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]
 
 
 def load_rgb_resized(path: Path, size: int) -> np.ndarray:
-    """uint8 ``size x size x 3``, squashed rather than cropped, so a map over it covers the whole photo.
+    """The photo as the model sees it, in training and in the audit alike: decoded as :func:`load_rgb_reduced`
+    does, then :func:`squish`-ed to ``size``."""
+    return squish(load_rgb_reduced(path, size)[0], size)
 
-    Decoded as :func:`load_rgb_reduced` does, then resized with bilinear filtering and antialiasing, as
-    fastai's ``Resize`` does for training.
-    """
-    im, _ = _decode(Path(path), size)
-    if im.size != (size, size):
-        im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    return np.array(im)
+
+def squish(rgb: np.ndarray, size: int) -> np.ndarray:
+    """uint8 ``size x size x 3``: the whole photo squashed rather than cropped, so a map over it covers all of
+    it, with the bilinear filter fastai's ``Resize(size, method='squish')`` uses. The one resize of the model's
+    input: training, the precompute and the notebook all go through it."""
+    if rgb.shape[:2] == (size, size):
+        return rgb
+    return np.array(Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR))
 
 
 def check_image(path: Path) -> None:
