@@ -31,13 +31,12 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from .. import __version__
 from ..audit.store import StoreWriter
 from ..columns import IMAGE_COLUMNS
 from ..data.dataset import Dataset
-from ..data.images import load_rgb_reduced, resolve_image
+from ..data.images import load_rgb_reduced, resolve_image, squish
 from ..errors import ImageError, WhaleAuditError
 from ..explain.cam import LAYERS, cam_method, for_inference, predict_with_maps, split, spread, stages
 from ..explain.causal import EDITS, edit_probabilities
@@ -231,7 +230,7 @@ class AuditImages(torch.utils.data.Dataset):
         except ImageError as e:  # the user's mask for this photo is unreadable: score it without one
             warnings.warn(f"{self.ids[i]}: {e} It is audited without a foreground.", stacklevel=2)
             mask, source = None, "none"
-        return self._item(i, squished(rgb, self.size), mask, source, "")
+        return self._item(i, squish(rgb, self.size), mask, source, "")
 
     def _photo(self, i) -> tuple[np.ndarray, tuple[int, int]]:
         return load_rgb_reduced(resolve_image(self.image_root, self.paths[i]), self.size)
@@ -247,7 +246,7 @@ class AuditImages(torch.utils.data.Dataset):
                     continue
                 taken.add(i)
                 try:
-                    photos.append(squished(self._photo(i)[0], self.size))
+                    photos.append(squish(self._photo(i)[0], self.size))
                     break
                 except ImageError:
                     continue
@@ -261,13 +260,6 @@ class AuditImages(torch.utils.data.Dataset):
                 "fg_source": source, "error": error}
 
 
-def squished(rgb: np.ndarray, size: int) -> np.ndarray:
-    """uint8 ``size x size x 3``: the whole photo resized as fastai's ``Resize(size, method='squish')`` does."""
-    if rgb.shape[:2] == (size, size):
-        return rgb
-    return np.array(Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR))
-
-
 def normalised(pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """uint8 ``[B, H, W, 3]`` -> float ``[B, 3, H, W]`` scaled to 0..1 and normalised, channels_last in memory.
 
@@ -277,7 +269,7 @@ def normalised(pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> t
 
 def model_input(rgb: np.ndarray, size: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """One photo as the model sees it: normalised float ``[3, size, size]`` (mean, std: ``[3, 1, 1]``)."""
-    return normalised(torch.from_numpy(squished(rgb, size))[None], mean, std)[0]
+    return normalised(torch.from_numpy(squish(rgb, size))[None], mean, std)[0]
 
 
 def _stats(normalize: dict | None, device) -> tuple[torch.Tensor, torch.Tensor]:

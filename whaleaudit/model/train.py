@@ -106,11 +106,12 @@ def train(dataset: Dataset, *, out: Path | None = None, epochs: int = 10, lr: fl
     body_weights, weights_source = _body_weights(pretrained, weights)
     stats = IMAGENET_STATS if body_weights is not None else None
     set_seed(seed, reproducible=True)
-    block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_x=ReadImage(dataset.image_root),
+    block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_x=ReadImage(dataset.image_root, size),
                       get_y=ColReader("species"), splitter=IndexSplitter(np.flatnonzero(is_valid)),
                       item_tfms=Resize(size, method=ResizeMethod.Squish),  # not "squash": fastai would crop
                       batch_tfms=aug_transforms(size=size) + ([Normalize.from_stats(*stats)] if stats else []))
-    dls = block.dataloaders(frame, bs=bs, **({} if workers is None else {"num_workers": workers}))
+    dls = block.dataloaders(frame, path=dataset.image_root, bs=bs,  # rows' paths are relative to dls.path
+                            **({} if workers is None else {"num_workers": workers}))
     learn = vision_learner(dls, resnet18, pretrained=False, normalize=False, metrics=accuracy, **HEAD_ARGS[head])
     if body_weights is not None:
         learn.model[0].load_state_dict(body_weights)
@@ -225,21 +226,22 @@ def default_model_path(dataset: Dataset, head: str) -> Path:
 
 
 class ReadImage:
-    """fastai item getter: a dataset row -> PILImage through :func:`whaleaudit.data.images.load_rgb`.
+    """fastai item getter: a dataset row -> PILImage of the photo as the audit will feed it to the model
+    (:func:`whaleaudit.data.images.load_rgb_resized`: a large JPEG decoded at reduced scale, squashed to ``size``).
 
     A class rather than a lambda so the exported learner can be unpickled wherever whaleaudit is installed.
     A file that passed the quick check in :func:`readable_rows` but fails to decode (truncated, say) becomes
     a black image with a warning rather than the end of a long training run.
     """
 
-    def __init__(self, image_root: Path):
-        self.image_root = Path(image_root)
+    def __init__(self, image_root: Path, size: int):
+        self.image_root, self.size = Path(image_root), size
 
     def __call__(self, row):
         from fastai.vision.core import PILImage
 
         try:
-            rgb = load_rgb(resolve_image(self.image_root, row["path"]))
+            rgb = load_rgb_resized(resolve_image(self.image_root, row["path"]), self.size)
         except ImageError as e:
             warnings.warn(f"training on a black image in place of {row['path']}: {e}", stacklevel=2)
             rgb = np.zeros((8, 8, 3), np.uint8)
