@@ -225,6 +225,35 @@ def test_the_learners_fingerprint_is_its_weights():
 
 
 @pytest.mark.slow
+def test_a_killed_audit_of_a_learner_resumes(tmp_path):
+    """A fresh copy of the same learner's weights fingerprints alike, so the second run computes only the
+    chunks the first did not finish, and ends with the store of an uninterrupted run."""
+    from whaleaudit.audit.precompute import precompute
+    from whaleaudit.audit.store import open_audit, partial_dir
+    from whaleaudit.model.load import learner_dataset, learner_model
+
+    learn = notebook_learner("cam")
+    dataset, _ = learner_dataset(learn)
+    n = len(dataset.frame)
+
+    def killed_after_two_chunks(fraction):
+        if fraction * n >= 16:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        precompute(dataset, learner_model(learn), tmp_path / "audit", bs=8, chunk_images=8, workers=0,
+                   progress=killed_after_two_chunks)
+    finished = len(list((partial_dir(tmp_path / "audit") / "chunks").glob("*.parquet")))
+    assert finished >= 1
+    resumed = open_audit(precompute(dataset, learner_model(learn), tmp_path / "audit", bs=8, chunk_images=8,
+                                   workers=0, progress=False))
+    assert resumed.manifest["timings"]["images_computed"] == n - 8 * finished
+    whole = open_audit(precompute(dataset, learner_model(learn), tmp_path / "whole", bs=8, chunk_images=8,
+                                 workers=0, progress=False))
+    assert_same_audit(resumed, whole)
+
+
+@pytest.mark.slow
 def test_a_learner_whose_items_name_no_file_is_refused():
     from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, Resize, resnet18, vision_learner
 
