@@ -173,8 +173,7 @@ class WhaleAudit:
     def __repr__(self) -> str:
         s = self.table.summary
         valid = f", {number(s['valid_accuracy'])} on {s['n_valid']:,} validation photos" if s["n_valid"] else ""
-        return "\n".join([f"WhaleAudit('{self.path}')",
-                          f"{s['images']:,} photos of {s['species']} species ({s['unreadable']:,} unreadable); "
-                          f"accuracy {number(s['accuracy'])}{valid}",
-                          views.model_line(self.manifest),
+        photos = (f"{s['images']:,} photos of {s['species']} species ({s['unreadable']:,} unreadable); "
+                  f"accuracy {number(s['accuracy'])}{valid}")
+        return "\n".join([f"WhaleAudit('{self.path}')", photos, views.model_line(self.manifest),
                           f"{len(self.review.flags()):,} flagged"])
