@@ -260,6 +260,27 @@ def test_a_killed_audit_of_a_learner_resumes(tmp_path):
 
 
 @pytest.mark.slow
+def test_species_keep_the_learners_spelling(tmp_path):
+    """Folder names such as "Killer Whale" are the vocab: the photos' species must match the model's classes
+    as spelt there, or no photo would get a loss."""
+    from fastai.vision.all import ImageDataLoaders, Resize, resnet18, vision_learner
+
+    (tmp_path / "photos").mkdir()
+    for k, (name, drawn) in enumerate([("Bottlenose Dolphin", "bottlenose_dolphin"), ("Killer Whale", "killer_whale")]):
+        make_dataset(tmp_path / f"drawn{k}", n_per_species=4, species=[drawn], seed=k)
+        (tmp_path / f"drawn{k}" / "images").rename(tmp_path / "photos" / name)
+    dls = ImageDataLoaders.from_folder(tmp_path / "photos", valid_pct=0.25, seed=0, item_tfms=Resize(SIZE), bs=4,
+                                       num_workers=0)
+    learn = vision_learner(dls, resnet18, pretrained=False)
+    with pytest.warns(UserWarning, match="resizes with method"):  # fastai's default Resize crops
+        audit = WhaleAudit.from_learner(learn, out=tmp_path / "audit", workers=0, progress=False)
+    images = audit.images
+    assert audit.classes == ["Bottlenose Dolphin", "Killer Whale"]
+    assert sorted(images["species"].unique()) == audit.classes and (images["label_idx"] >= 0).all()
+    assert images["loss"].notna().all() and images["image"].str.startswith(("Bottlenose Dolphin/", "Killer Whale/")).all()
+
+
+@pytest.mark.slow
 def test_a_learner_whose_items_name_no_file_is_refused():
     from fastai.vision.all import (
         CategoryBlock,

@@ -241,8 +241,9 @@ def learner_dataset(learn):
     An item's file is what its input pipeline gives before the step that opens the image: a path for
     ``ImageDataLoaders.from_folder``, ``from_df``, ``from_name_func`` or a DataBlock with ``get_image_files``
     or ``ColReader``; for rows with a ``path`` column (WhaleAudit's own training), that path under
-    ``learn.dls.path``. Its species is its label. Image ids are paths relative to the folder that holds all
-    the files, the image root.
+    ``learn.dls.path``. Its species is its label as the vocab spells it (not normalised as a label file's: the
+    audit compares it with the model's classes). Image ids are paths relative to the folder that holds all the
+    files, the image root.
     """
     from ..data.dataset import dataset_from_frame
 
@@ -272,6 +273,7 @@ def learner_dataset(learn):
     frame = pd.DataFrame({"image": [file.relative_to(root).as_posix() for _, file, _, _ in found],
                           "species": [species for _, _, species, _ in found]})
     dataset = dataset_from_frame(frame, root, source=where)
+    dataset.frame["species"] = dataset.frame["species_raw"]  # the labels are the model's own class names
     split = {part: [image for image, (_, _, _, p) in zip(frame["image"], found) if p == part]
              for part in ("train", "valid")}
     return dataset, split
