@@ -1,6 +1,8 @@
 """How fast an audit is built, side by side with plain batched inference in one process.
 
     .venv/bin/python bench/precompute.py [--images 512] [--repeat 2] [--heads cam fastai] [--quick] [--smoke]
+    .venv/bin/python bench/precompute.py --images 2000 --heads cam --skip causal layer3 --full-images 0
+                                                        # issue 18's goals at 2,000 photos, and the stages
 
 The real 128 px photos of ../shared/data/happywhale128, repeated to ``--images``, through one resnet18 with
 the 26 classes of the full Happywhale label file (random weights: speed does not depend on them), batch 64:
@@ -264,8 +266,10 @@ def run_head(head: str, ds: Dataset, names: list[str], args) -> list[dict]:
     rows = [ours(photos(max(args.bs, n // 4)))]  # a smaller run: memory must not grow with the images
     for _ in range(args.repeat):
         rows += [plain(), ours(ds)]
-    rows.append(ours(ds, causal=1.0))
-    rows.append(ours(ds, cam_layer="layer3"))
+    if "causal" not in args.skip:
+        rows.append(ours(ds, causal=1.0))
+    if "layer3" not in args.skip:
+        rows.append(ours(ds, cam_layer="layer3"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         learn = notebook_learner(ds, model, args.bs)
@@ -385,6 +389,8 @@ def main():
     ap.add_argument("--bs", type=int, default=64, help="batch size of every method (default %(default)s)")
     ap.add_argument("--full-size", type=pixels, default=(2400, 1600), metavar="WxH",
                     help="the full-size photos' size (default 2400x1600)")
+    ap.add_argument("--skip", nargs="+", default=[], choices=["causal", "layer3"],
+                    help="leave out the causal-check or the layer3 row (each costs several precompute runs)")
     ap.add_argument("--stage-images", type=int, default=512,
                     help="photos the stages are timed on one by one (default %(default)s)")
     ap.add_argument("--full-images", type=int, default=256,
