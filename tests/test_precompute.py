@@ -16,9 +16,21 @@ import torch
 from _helpers_engine import SPECIES, make_dataset, tiny_dataset, tiny_model, workdir
 
 from whaleaudit.audit.precompute import causal_sample, precompute
-from whaleaudit.audit.store import CAMS, IMAGES, MANIFEST, MASKS, PROBS, open_audit, partial_dir
+from whaleaudit.audit.store import (
+    CAMS,
+    CELL_BASIS,
+    CELLS,
+    EVIDENCE,
+    IMAGES,
+    MANIFEST,
+    MASKS,
+    PROBS,
+    open_audit,
+    partial_dir,
+)
 from whaleaudit.data.dataset import load_dataset
 from whaleaudit.errors import StoreError, WhaleAuditError
+from whaleaudit.explain.concepts import CONCEPT_EVIDENCE, CONCEPTS_INFO, CONCEPTS_TABLE
 
 pytestmark = pytest.mark.slow  # trains the tiny models on first use
 REPO = Path(__file__).resolve().parents[1]
@@ -287,7 +299,8 @@ def test_a_run_killed_anywhere_resumes_to_the_same_store(tmp_path):
     final = _start(labels, model, out)
     assert final.wait(timeout=300) == 0, final.stderr.read().decode()
     assert not partial_dir(out).exists()
-    for name in (IMAGES, PROBS, CAMS, MASKS):
+    for name in (IMAGES, PROBS, CAMS, MASKS, EVIDENCE, CELLS, CELL_BASIS, CONCEPTS_TABLE, CONCEPT_EVIDENCE,
+                 CONCEPTS_INFO):
         assert (out / name).read_bytes() == (reference / name).read_bytes(), name
     manifests = [json.loads((d / MANIFEST).read_text()) for d in (out, reference)]
     for m in manifests:

@@ -245,3 +245,25 @@ def test_any_manifest_value_raises_store_error_or_opens(template, key, value):
     manifest = json.loads((template / MANIFEST).read_text())
     manifest[key] = value
     open_damaged(template, MANIFEST, json.dumps(manifest).encode())
+
+
+def test_evidence_arrays_round_trip_and_a_wrong_shape_is_named(tmp_path):
+    frame, probs, cams, masks, manifest = audit_inputs()
+    rng = np.random.default_rng(1)
+    evidence = rng.normal(size=(5, 2, 4, 4)).astype(np.float16)
+    cells = rng.normal(size=(5, 16, 3)).astype(np.float16)
+    basis = rng.normal(size=(4, 6)).astype(np.float32)
+    path = write_store(tmp_path / "audit", frame, probs, cams, masks, manifest, mask_size=MASK, evidence=evidence,
+                       cells=cells, cell_basis=basis)
+    audit = open_audit(path)
+    assert audit.manifest["evidence"] == {"shape": [4, 4], "cell_dims": 3}
+    np.testing.assert_array_equal(audit.evidence, evidence)
+    np.testing.assert_array_equal(audit.cells, cells)
+    np.testing.assert_array_equal(audit.cell_basis, basis)
+    np.save(path / "cells.npy", cells[:, :, :2])
+    with pytest.raises(StoreError, match=r"cells\.npy has shape \(5, 16, 2\), the manifest says \(5, 16, 3\)"):
+        open_audit(path)
+    writer = StoreWriter(tmp_path / "other", n_images=5, classes=CLASSES, cam_shape=(4, 4), mask_size=MASK,
+                         fingerprint={}, evidence_shape=(4, 4), cell_basis=basis)
+    with pytest.raises(StoreError, match="without its evidence maps and cell descriptors"):
+        writer.write_chunk(0, 0, frame.assign(idx=np.arange(5)), probs, cams, masks)

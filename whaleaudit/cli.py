@@ -1,4 +1,4 @@
-"""``python -m whaleaudit``: train, precompute, audit, export, demo, info, dashboard, jobs.
+"""``python -m whaleaudit``: train, precompute, audit, concepts, export, demo, info, dashboard, jobs.
 
 Exit codes: 0 done, 2 bad command line (argparse), 1 a WhaleAuditError (its message on stderr, no traceback),
 130 interrupted. Heavy libraries are imported only by the command that needs them, so ``--help`` and ``info``
@@ -89,6 +89,20 @@ def cmd_audit(args) -> Path:
             cmd_train(args, dataset)
         args.model = model_out.with_suffix(".pth")
     return cmd_precompute(args, dataset)
+
+
+def cmd_concepts(args) -> None:
+    """Recompute an audit's evidence concepts from its store (no model needed) and list them per class."""
+    from .audit.store import open_audit
+    from .explain.concepts import write_concepts
+
+    table = write_concepts(open_audit(args.audit)).table
+    for species, rows in table.groupby("species", sort=False):
+        on = rows["on_animal"].dropna()
+        where = f", {int((on > 0.5).sum())} mostly on the animal, {int((on < 0.5).sum())} mostly off" if len(on) else ""
+        print(f"{species}: {len(rows)} concepts{where}; the largest holds {rows['evidence_share'].max():.0%} "
+              "of its evidence")
+    log.info(f"concepts written into {args.audit}")
 
 
 def cmd_export(args) -> None:
@@ -299,6 +313,12 @@ def parser() -> argparse.ArgumentParser:
     _train_arguments(p)
     _precompute_arguments(p, model_required=False)
     p.set_defaults(run=cmd_audit)
+
+    p = sub.add_parser("concepts", help="recompute an audit's evidence concepts from its store",
+                       description="Cluster the cells that carry each class's evidence into concepts (what the "
+                                   "evidence is made of, on or off the animal) and write them into the audit.")
+    p.add_argument("audit", type=Path, help="audit folder")
+    p.set_defaults(run=cmd_concepts)
 
     p = sub.add_parser("export", help="write the flagged images of an audit as CSV",
                        description="Write the images flagged in the dashboard, with reasons and notes, as CSV.")

@@ -4,7 +4,9 @@ Per image: prediction, probabilities, loss, the raw map of every class (:mod:`wh
 estimate, the background-attention scores of the predicted and the labelled class (:mod:`whaleaudit.explain.score`)
 and, for a deterministic share of the images, the causal check (:mod:`whaleaudit.explain.causal`): the predicted
 class's probability with the animal painted out, with only the animal left, and for the photo reduced to its
-mean colour (the model's default, the reference for the first).
+mean colour (the model's default, the reference for the first). With ``evidence`` (the default), also the
+layer3 evidence maps of the predicted and the labelled class and a descriptor of every layer3 cell, from which
+the evidence concepts (:mod:`whaleaudit.explain.concepts`) are written once the store is complete.
 
 Resumable: the images are cut into fixed chunks of whole batches, and each chunk is written through
 :class:`whaleaudit.audit.store.StoreWriter` once complete. A run killed anywhere restarts at the first unfinished
@@ -33,13 +35,23 @@ import torch
 import torch.nn.functional as F
 
 from .. import __version__
-from ..audit.store import StoreWriter
+from ..audit.store import StoreWriter, open_audit
 from ..columns import IMAGE_COLUMNS
 from ..data.dataset import Dataset
 from ..data.images import load_rgb_reduced, resolve_image, squish
 from ..errors import ImageError, WhaleAuditError
-from ..explain.cam import LAYERS, cam_method, for_inference, predict_with_maps, split, spread, stages
+from ..explain.cam import (
+    LAYERS,
+    cam_method,
+    for_inference,
+    predict_with_evidence,
+    predict_with_maps,
+    split,
+    spread,
+    stages,
+)
 from ..explain.causal import EDITS, edit_probabilities
+from ..explain.concepts import describe_cells, fit_cell_basis, write_concepts
 from ..explain.foreground import MASK_SIZE, ForegroundProvider
 from ..explain.score import attention_scores
 from ..files import file_sha256
@@ -56,7 +68,7 @@ SPREAD_PHOTOS = 32
 def precompute(dataset: Dataset, model, out: Path, *, trust: bool = False,
                classes: list[str] | None = None, bs: int = 64, workers: int | None = None,
                foreground: ForegroundProvider | None = None, causal: float = 1.0, chunk_images: int = CHUNK_IMAGES,
-               device: str | None = None, cam_layer: str = "layer4", progress=True) -> Path:
+               device: str | None = None, cam_layer: str = "layer4", evidence: bool = True, progress=True) -> Path:
     """Audit ``dataset`` through ``model`` into the store folder ``out``; returns ``out``.
 
     ``model`` is a model file, loaded by :func:`whaleaudit.model.load.load_model` (with ``trust`` and
@@ -67,6 +79,9 @@ def precompute(dataset: Dataset, model, out: Path, *, trust: bool = False,
     ``workers`` defaults to min(4, CPU count) loader processes; 0 loads in this process.
     ``cam_layer``: where the maps are read, "layer4" (the body's output, 4 x 4 at 128 px) or "layer3" (8 x 8,
     Grad-CAM; finer, and several times the cost with many classes: see :mod:`whaleaudit.explain.cam`).
+    ``evidence``: also keep each photo's layer3 evidence maps and cell descriptors (the cells' principal axes
+    fitted on the layer3 features of the photos the spread is measured on) and write the evidence concepts
+    (:mod:`whaleaudit.explain.concepts`) once the store is complete.
     A ``<out>.partial`` folder left by a killed run with the same inputs and parameters is resumed.
     ``progress``: True (a bar on the terminal), False, or a callable taking the fraction of images done.
     """
@@ -94,14 +109,17 @@ def precompute(dataset: Dataset, model, out: Path, *, trust: bool = False,
     model = model.to(dev)
     sample = normalised(torch.from_numpy(images.spread_photos()).to(dev), *stats)
     map_spread = spread(model, sample, cam_layer)   # before the fingerprint: a resumed run scores alike
+    basis, basis_variance = _cell_basis(model, sample) if evidence else (None, None)
+    evidence_shape = _cam_shape(model, size, "layer3") if evidence else None
     chunk_images = max(bs, chunk_images // bs * bs)  # whole batches only: a resumed run sees the same batches
     parameters = {"bs": bs, "chunk_images": chunk_images, "causal": causal, "device": dev.type,
-                  "foreground": foreground.describe(), "cam_layer": cam_layer}
+                  "foreground": foreground.describe(), "cam_layer": cam_layer, "evidence": evidence}
     fingerprint = {"dataset": dataset.fingerprint(), "model": info["sha256"], "size": size, **parameters,
                    "boxes": file_sha256(foreground.boxes_csv) if foreground.boxes_csv else None,
                    "spread": map_spread}
     writer = StoreWriter(out, n_images=n, classes=info["classes"], cam_shape=cam_shape, mask_size=MASK_SIZE,
-                         fingerprint=fingerprint)
+                         fingerprint=fingerprint, evidence_shape=evidence_shape,
+                         cell_basis=basis)
     chunks = [(k, start, min(start + chunk_images, n)) for k, start in enumerate(range(0, n, chunk_images))]
     todo = [c for c in chunks if not writer.chunk_done(c[0])]
     batches = [list(range(b, min(b + bs, stop))) for _, start, stop in todo for b in range(start, stop, bs)]
@@ -120,18 +138,36 @@ def precompute(dataset: Dataset, model, out: Path, *, trust: bool = False,
             parts = []
             for _ in range(-(-(stop - start) // bs)):
                 parts.append(_audit_batch(model, next(batch_iter), dev, stats, labels, in_causal, size,
-                                          cam_layer, map_spread))
+                                          cam_layer, map_spread, basis))
                 bar.update(len(parts[-1]["idx"]))
             result = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
             rows = _rows(frame, result, labels, info["classes"], split_of)
-            writer.write_chunk(k, start, rows, result["probs"], result["cams"].astype(np.float16), result["masks"])
+            writer.write_chunk(k, start, rows, result["probs"], result["cams"].astype(np.float16), result["masks"],
+                               result.get("evidence"), result.get("cells"))
     bar.close()
     del loader, batch_iter  # ends the loader's worker processes
     timings = {"seconds_total": round(time.perf_counter() - started, 2), "images_computed": remaining,
                "seconds_computing": round(time.perf_counter() - computed_from, 2)}
     timings["images_per_second"] = round(remaining / timings["seconds_computing"], 1) if remaining else None
-    return writer.finish(_manifest(dataset, info, labels, cam_shape, map_spread, parameters, fingerprint["dataset"],
-                                   workers, timings))
+    manifest = _manifest(dataset, info, labels, cam_shape, map_spread, parameters, fingerprint["dataset"], workers,
+                         timings)
+    if evidence:
+        manifest["evidence"] = {"method": "grad-cam", "layer": "layer3", "rows": ["predicted", "labelled"],
+                                "cell_basis": {"fitted_on_photos": len(sample),
+                                               "fitted_on_cells": len(sample) * evidence_shape[0] * evidence_shape[1],
+                                               "variance_kept": basis_variance}}
+    store = writer.finish(manifest)
+    if evidence:
+        write_concepts(open_audit(store))
+    return store
+
+
+def _cell_basis(model, sample: torch.Tensor) -> tuple[np.ndarray, float]:
+    """The cell descriptors' basis, fitted on the layer3 cells of the spread's photos (the same on every run)."""
+    front, _ = stages(split(model)[0], "layer3")
+    with torch.inference_mode():
+        features = front(sample).float().cpu().numpy()
+    return fit_cell_basis(features.transpose(0, 2, 3, 1).reshape(-1, features.shape[1]))
 
 
 def _loaded(model, trust: bool, classes: list[str] | None) -> tuple[torch.nn.Module, dict]:
@@ -153,7 +189,7 @@ def _manifest(dataset: Dataset, info: dict, labels: np.ndarray, cam_shape, map_s
     return {
         "dataset": {"label_file": None if dataset.label_file is None else str(dataset.label_file),
                     "image_root": str(Path(dataset.image_root).resolve()), "fingerprint": fingerprint,
-                    "n_images": len(species), "n_species": int(len(counts)), "species_counts": counts.to_dict(),
+                    "n_images": len(species), "n_species": len(counts), "species_counts": counts.to_dict(),
                     "unknown_species": sorted(set(species[labels < 0]))},
         "model": {key: info.get(key) for key in ("path", "sha256", "arch", "head", "classes", "pretrained", "weights")}
         | {"valid_accuracy": info.get("training", {}).get("valid_accuracy"),
@@ -285,12 +321,17 @@ def _collate(items: list[dict]) -> dict:
 
 
 def _audit_batch(model, batch: dict, device, stats, labels: np.ndarray, in_causal: np.ndarray,
-                 size: int, cam_layer: str, map_spread: float) -> dict:
-    """All numbers for one batch, as numpy arrays of batch length (maps: [B, C, h, w])."""
+                 size: int, cam_layer: str, map_spread: float, basis: np.ndarray | None = None) -> dict:
+    """All numbers for one batch, as numpy arrays of batch length (maps: [B, C, h, w]); with a cell ``basis``,
+    also the evidence maps [B, 2, h3, w3] and the cell descriptors [B, h3 * w3, D] (float16)."""
     idx = batch["idx"].numpy()
     x = normalised(batch["pixels"].to(device), *stats)
     ok = np.array([e == "" for e in batch["error"]])
-    logits, maps = predict_with_maps(model, x, layer=cam_layer)
+    if basis is None:
+        logits, maps = predict_with_maps(model, x, layer=cam_layer)
+    else:
+        logits, maps, evidence, features = predict_with_evidence(model, x, torch.as_tensor(labels[idx]),
+                                                                 layer=cam_layer)
     logp = torch.log_softmax(logits.float(), dim=1)
     probs = logp.exp()
     pred = probs.argmax(dim=1)
@@ -332,6 +373,9 @@ def _audit_batch(model, batch: dict, device, stats, labels: np.ndarray, in_causa
         "peak_on_animal": on_pred["peak_on_animal"], "cam_entropy": on_pred["cam_entropy"] * nan,
         **causal,
     }
+    if basis is not None:
+        result["evidence"] = (evidence.cpu().numpy() * ok[:, None, None, None]).astype(np.float16)
+        result["cells"] = describe_cells(features.cpu().numpy(), basis) * ok[:, None, None]
     return result
 
 

@@ -7,15 +7,22 @@ One folder per audit::
     probs.npy        float32 [N, classes]   class probabilities
     cams.npy         float16 [N, classes, h, w]   raw class activation maps, never rescaled per image
     masks.npy        uint8 [N, ceil(m*m/8)]  bit-packed m x m foreground estimate per image
+    evidence.npy     float16 [N, 2, h3, w3]  layer3 Grad-CAM of the predicted (0) and the labelled (1) class
+    cells.npy        float16 [N, h3*w3, D]   each layer3 cell's descriptor, its features projected on cell_basis
+    cell_basis.npy   float32 [1 + D, K]      the projection: the features' mean, then D principal axes
+    concepts.*       the evidence concepts found in the three above (whaleaudit.explain.concepts; recomputable)
     review.sqlite    the analysts' flags and their history (see review.py); the only mutable file
 
 Everything but ``review.sqlite`` is written once into ``<name>.partial/`` and renamed into place, so a
 folder named ``<name>`` with a readable manifest is always complete, and a killed run leaves only a
-``.partial`` folder from which :class:`StoreWriter` resumes chunk by chunk.
+``.partial`` folder from which :class:`StoreWriter` resumes chunk by chunk. The evidence files are what the
+evidence concepts (:mod:`whaleaudit.explain.concepts`) are made from; an audit made before them has none
+(:class:`Audit` gives None) and says so in its manifest by leaving out ``evidence``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -36,6 +43,9 @@ IMAGES = "images.parquet"
 PROBS = "probs.npy"
 CAMS = "cams.npy"
 MASKS = "masks.npy"
+EVIDENCE = "evidence.npy"
+CELLS = "cells.npy"
+CELL_BASIS = "cell_basis.npy"
 REVIEW = "review.sqlite"
 PROGRESS = "progress.json"
 
@@ -64,10 +74,15 @@ class StoreWriter:
     rows are flushed and its table file is renamed into place, so a chunk cut short by a kill is simply
     recomputed. ``fingerprint`` describes the inputs; a partial run with another fingerprint is
     discarded rather than mixed in.
+
+    With ``cell_basis`` (float32 ``[1 + D, K]``, see the module docstring) the store also keeps each image's
+    evidence maps (``evidence_shape``, the layer3 cells) and cell descriptors; the basis is written once and
+    is part of what a resumed run must match.
     """
 
     def __init__(self, store, *, n_images: int, classes: list[str], cam_shape: tuple[int, int],
-                 mask_size: int, fingerprint: dict):
+                 mask_size: int, fingerprint: dict, evidence_shape: tuple[int, int] | None = None,
+                 cell_basis: np.ndarray | None = None):
         self.store = Path(store)
         self.tmp = partial_dir(self.store)
         self.n, self.classes, self.cam_shape, self.mask_size = n_images, list(classes), tuple(cam_shape), mask_size
@@ -76,6 +91,14 @@ class StoreWriter:
         c, (h, w) = len(self.classes), self.cam_shape
         specs = {PROBS: (np.float32, (n_images, c)), CAMS: (np.float16, (n_images, c, h, w)),
                  MASKS: (np.uint8, (n_images, (mask_size * mask_size + 7) // 8))}
+        self.has_evidence = cell_basis is not None
+        if self.has_evidence:
+            cell_basis = np.ascontiguousarray(cell_basis, dtype=np.float32)
+            self.evidence_entry = {"shape": list(evidence_shape), "cell_dims": len(cell_basis) - 1}
+            progress |= {"evidence_shape": list(evidence_shape),
+                         "cell_basis_sha256": hashlib.sha256(cell_basis.tobytes()).hexdigest()}
+            specs |= {EVIDENCE: (np.float16, (n_images, 2, *evidence_shape)),
+                      CELLS: (np.float16, (n_images, evidence_shape[0] * evidence_shape[1], len(cell_basis) - 1))}
         resumable = self._read_progress() == json.loads(json.dumps(progress, default=str))
         arrays = self._open_arrays(specs) if resumable else None
         if arrays is None:  # nothing to resume, other inputs, or a damaged file: start over
@@ -83,8 +106,11 @@ class StoreWriter:
             (self.tmp / "chunks").mkdir(parents=True)
             arrays = {name: np.lib.format.open_memmap(self.tmp / name, mode="w+", dtype=dtype, shape=shape)
                       for name, (dtype, shape) in specs.items()}
+            if self.has_evidence:
+                np.save(self.tmp / CELL_BASIS, cell_basis)
             write_json(self.tmp / PROGRESS, progress)
         self.probs, self.cams, self.masks = arrays[PROBS], arrays[CAMS], arrays[MASKS]
+        self.evidence, self.cells = arrays.get(EVIDENCE), arrays.get(CELLS)
 
     def _discard_partial(self) -> None:
         """Forget a partial run, but never the review database that a finish() killed mid-swap left in it."""
@@ -118,13 +144,23 @@ class StoreWriter:
     def chunk_done(self, k: int) -> bool:
         return self._chunk_path(k).exists()
 
-    def write_chunk(self, k: int, start: int, rows: pd.DataFrame, probs, cams, masks) -> None:
-        """Store rows ``start .. start+len(rows)`` and mark chunk ``k`` done."""
+    def write_chunk(self, k: int, start: int, rows: pd.DataFrame, probs, cams, masks, evidence=None,
+                    cells=None) -> None:
+        """Store rows ``start .. start+len(rows)`` and mark chunk ``k`` done (``evidence`` and ``cells`` when
+        the writer keeps them)."""
         stop = start + len(rows)
         self.probs[start:stop] = probs
         self.cams[start:stop] = cams
         self.masks[start:stop] = pack_masks(masks)
-        for arr in (self.probs, self.cams, self.masks):
+        arrays = [self.probs, self.cams, self.masks]
+        if self.has_evidence:
+            if evidence is None or cells is None:
+                raise StoreError(f"{self.tmp}: chunk {k} comes without its evidence maps and cell descriptors, which "
+                                 "this store keeps.")
+            self.evidence[start:stop] = evidence
+            self.cells[start:stop] = cells
+            arrays += [self.evidence, self.cells]
+        for arr in arrays:
             arr.flush()
         path = self._chunk_path(k)
         tmp = path.with_name(path.name + ".tmp")
@@ -146,10 +182,12 @@ class StoreWriter:
         tmp_images = self.tmp / (IMAGES + ".tmp")
         frame.to_parquet(tmp_images, index=False)
         os.replace(tmp_images, self.tmp / IMAGES)
-        del self.probs, self.cams, self.masks
+        del self.probs, self.cams, self.masks, self.evidence, self.cells
         manifest = dict(manifest, schema_version=SCHEMA_VERSION, classes=self.classes,
                         cam_shape=list(self.cam_shape), mask_size=self.mask_size,
                         n_images=self.n, n_ok=int((frame["status"] == "ok").sum()))
+        if self.has_evidence:
+            manifest["evidence"] = dict(manifest.get("evidence", {}), **self.evidence_entry)
         (self.tmp / PROGRESS).unlink()  # first: a run killed while the chunks go starts over, never half-resumes
         shutil.rmtree(self.tmp / "chunks")
         write_json(self.tmp / MANIFEST, manifest)
@@ -164,12 +202,15 @@ class StoreWriter:
         return self.store
 
 
-def write_store(store, frame: pd.DataFrame, probs, cams, masks, manifest: dict, *, mask_size: int) -> Path:
-    """Write a whole audit in one go (tests, benchmarks, small audits)."""
+def write_store(store, frame: pd.DataFrame, probs, cams, masks, manifest: dict, *, mask_size: int,
+                evidence=None, cells=None, cell_basis=None) -> Path:
+    """Write a whole audit in one go (tests, benchmarks, small audits); the evidence three go together (a
+    manifest that keeps them has an ``evidence`` entry)."""
     classes = manifest["classes"]
     writer = StoreWriter(store, n_images=len(frame), classes=classes, cam_shape=np.shape(cams)[2:],
-                         mask_size=mask_size, fingerprint={"write_store": True})
-    writer.write_chunk(0, 0, frame.assign(idx=np.arange(len(frame))), probs, cams, masks)
+                         mask_size=mask_size, fingerprint={"write_store": True},
+                         evidence_shape=None if evidence is None else np.shape(evidence)[2:], cell_basis=cell_basis)
+    writer.write_chunk(0, 0, frame.assign(idx=np.arange(len(frame))), probs, cams, masks, evidence, cells)
     return writer.finish(manifest)
 
 
@@ -183,6 +224,10 @@ class Audit:
     probs: np.ndarray
     cams: np.ndarray
     masks_packed: np.ndarray
+    #: The evidence concepts' material (see the module docstring); None in an audit made before it.
+    evidence: np.ndarray | None = None
+    cells: np.ndarray | None = None
+    cell_basis: np.ndarray | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -239,11 +284,20 @@ def open_audit(store) -> Audit:
         probs = np.load(store / PROBS, mmap_mode="r")
         cams = np.load(store / CAMS, mmap_mode="r")
         masks = np.load(store / MASKS, mmap_mode="r")
+        kept = {name: np.load(store / name, mmap_mode="r") for name in (EVIDENCE, CELLS, CELL_BASIS)
+                if "evidence" in manifest}
     except Exception as e:  # pyarrow and numpy raise many types for a damaged file
         raise StoreError(f"{store}: a data file is missing or corrupt ({type(e).__name__}: {e}). {rebuild}") from None
     expected = {"images.parquet rows": (len(images), n), "probs.npy": (probs.shape, (n, len(classes))),
                 "cams.npy": (cams.shape, (n, len(classes)) + cam_shape),
                 "masks.npy": (masks.shape, (n, (mask_size * mask_size + 7) // 8))}
+    if kept:
+        try:
+            (h3, w3), dims = manifest["evidence"]["shape"], int(manifest["evidence"]["cell_dims"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise StoreError(f"{store / MANIFEST}: its evidence entry is incomplete ({e}). {rebuild}") from None
+        expected |= {EVIDENCE: (kept[EVIDENCE].shape, (n, 2, h3, w3)), CELLS: (kept[CELLS].shape, (n, h3 * w3, dims)),
+                     CELL_BASIS: (kept[CELL_BASIS].shape, (1 + dims, kept[CELL_BASIS].shape[-1]))}
     for what, (got, want) in expected.items():
         if got != want:
             raise StoreError(f"{store}: {what} has shape {got}, the manifest says {want}. {rebuild}")
@@ -253,4 +307,4 @@ def open_audit(store) -> Audit:
     missing = [c for c in IMAGE_COLUMNS if c not in images.columns]
     if missing:
         raise StoreError(f"{store / IMAGES}: columns {missing} are missing. {rebuild}")
-    return Audit(store, manifest, images, probs, cams, masks)
+    return Audit(store, manifest, images, probs, cams, masks, kept.get(EVIDENCE), kept.get(CELLS), kept.get(CELL_BASIS))

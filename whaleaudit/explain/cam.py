@@ -139,14 +139,64 @@ def _grad_cam(body: nn.Module, head: nn.Module, x: torch.Tensor):
         act = act.detach().requires_grad_(True)
         with torch.enable_grad():
             logits = head(act)
-            n_classes = logits.shape[1]
-            # One backward for all classes: grad_outputs[c] selects logit c of every image.
-            one_hot = torch.eye(n_classes, dtype=logits.dtype, device=logits.device)[:, None, :]
-            (grads,) = torch.autograd.grad(logits, act, grad_outputs=one_hot.expand(-1, len(x), -1),
-                                           is_grads_batched=True)
-        weights = grads.mean(dim=(3, 4))  # [C, B, K]
-        maps = torch.einsum("cbk,bkhw->bchw", weights, act.detach())
+        maps = _class_maps(logits, act, _every_class(logits))
     return logits.detach(), maps
+
+
+def predict_with_evidence(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, *, layer: str = "layer4"):
+    """:func:`predict_with_maps` plus what the evidence concepts need, from the same passes:
+    ``(logits [B, C], maps [B, C, h, w], evidence [B, 2, h3, w3], features [B, K3, h3, w3])``, float32.
+
+    ``evidence`` is the layer3 Grad-CAM of each photo's predicted class (row 0) and of its labelled class
+    ``labels`` (row 1; zeros where the label is -1, a class the model does not know), made by one batched
+    backward of those two classes through the last stage instead of all ``C``; ``features`` is the layer3
+    feature map itself (the cells the concepts cluster). With ``layer="layer3"`` the maps of every class are
+    made anyway and ``evidence`` is their two rows.
+    """
+    if model.training:
+        raise ModelError("predict_with_evidence needs the model in eval mode (model.eval()): dropout and "
+                         "batch statistics would make the maps random.")
+    body, head = split(model)
+    front, last = stages(body, "layer3")
+    with torch.inference_mode(False):
+        if x.is_inference():
+            x = x.clone()  # a tensor made in inference mode cannot enter autograd
+        with torch.no_grad():
+            features = front(x)
+        features = features.detach().requires_grad_(True)
+        with torch.enable_grad():
+            act = last(features)
+            logits = head(act)
+        n_classes = logits.shape[1]
+        chosen = torch.stack([logits.argmax(dim=1), labels.to(logits.device).clamp(min=0)])  # [2, B]
+        if layer == "layer3":
+            maps = _class_maps(logits, features, _every_class(logits))
+            evidence = maps.gather(1, chosen.T[:, :, None, None].expand(-1, -1, *maps.shape[2:]))
+        else:
+            if head_kind(model) == "cam":
+                linear = next(m for m in head.modules() if isinstance(m, nn.Linear))
+                maps = torch.einsum("ck,bkhw->bchw", linear.weight, act.detach())
+                maps = maps if linear.bias is None else maps + linear.bias[None, :, None, None]
+            else:
+                maps = _class_maps(logits, act, _every_class(logits), keep=True)
+            evidence = _class_maps(logits, features, nn.functional.one_hot(chosen, n_classes).to(logits.dtype))
+        evidence[:, 1] *= (labels.to(evidence.device) >= 0)[:, None, None]
+    return logits.detach(), maps, evidence, features.detach()
+
+
+def _every_class(logits: torch.Tensor) -> torch.Tensor:
+    """``[C, B, C]``: row ``c`` selects logit ``c`` of every photo (one backward for all classes)."""
+    n_classes = logits.shape[1]
+    return torch.eye(n_classes, dtype=logits.dtype, device=logits.device)[:, None, :].expand(-1, len(logits), -1)
+
+
+def _class_maps(logits: torch.Tensor, act: torch.Tensor, select: torch.Tensor, keep: bool = False) -> torch.Tensor:
+    """Grad-CAM ``[B, J, h, w]`` at ``act`` of the logit combinations ``select`` ``[J, B, C]`` (one-hot rows:
+    class ``c`` of every photo, or one chosen class per photo), in one batched backward; ``keep`` keeps the
+    graph for another backward."""
+    with torch.enable_grad():
+        (grads,) = torch.autograd.grad(logits, act, grad_outputs=select, is_grads_batched=True, retain_graph=keep)
+    return torch.einsum("jbk,bkhw->bjhw", grads.mean(dim=(3, 4)), act.detach())
 
 
 def spread(model: nn.Module, x: torch.Tensor, layer: str = "layer4") -> float:

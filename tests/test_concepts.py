@@ -1,0 +1,241 @@
+"""Evidence concepts: the two-class layer3 maps, the cell descriptors, the concepts against hand-built stores,
+their files and the CLI verb."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from _helpers_engine import SPECIES, make_dataset, tiny_model
+
+from whaleaudit.audit.store import CELLS, EVIDENCE, open_audit, write_store
+from whaleaudit.cli import main
+from whaleaudit.columns import IMAGE_COLUMNS
+from whaleaudit.data.dataset import load_dataset
+from whaleaudit.errors import StoreError
+from whaleaudit.explain.concepts import (
+    CONCEPT_EVIDENCE,
+    CONCEPTS_INFO,
+    CONCEPTS_TABLE,
+    carrying_cells,
+    compute_concepts,
+    describe_cells,
+    fit_cell_basis,
+    open_concepts,
+    write_concepts,
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("head", ["cam", "fastai"])
+def test_two_class_layer3_maps_are_the_rows_of_every_class_maps(head):
+    """The evidence of the predicted and the labelled class equals those classes' rows of the layer3 maps made
+    for every class by Grad-CAM (predict_with_maps), on the model as the precompute runs it and as trained; the
+    logits and the default maps are those of predict_with_maps; an unknown label (-1) gets a zero map."""
+    from whaleaudit.explain.cam import (
+        for_inference,
+        predict_with_evidence,
+        predict_with_maps,
+        stages,
+    )
+    from whaleaudit.model.load import load_model
+
+    model, _ = load_model(tiny_model(head).with_suffix(".pth"))
+    model.eval()
+    torch.manual_seed(1)
+    x = torch.randn(6, 3, 64, 64)
+    labels = torch.tensor([0, 1, 1, -1, 0, 1])
+    _, every = predict_with_maps(model, x, layer="layer3")
+    for net in (model, for_inference(model, torch.device("cpu"))):
+        for layer in ("layer4", "layer3"):
+            with torch.inference_mode():
+                logits, maps, evidence, features = predict_with_evidence(net, x, labels, layer=layer)
+            expected_logits, expected_maps = predict_with_maps(model, x, layer=layer)
+            torch.testing.assert_close(logits, expected_logits, rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(maps, expected_maps, rtol=1e-4, atol=1e-5)
+            rows = torch.arange(len(x))
+            pred = expected_logits.argmax(1)
+            torch.testing.assert_close(evidence[:, 0], every[rows, pred], rtol=1e-4, atol=1e-5)
+            known = labels >= 0
+            torch.testing.assert_close(evidence[known, 1], every[rows[known], labels[known]], rtol=1e-4, atol=1e-5)
+            assert not evidence[~known, 1].any() and evidence.shape == (6, 2, 4, 4)
+            torch.testing.assert_close(features, stages(model[0], "layer3")[0](x), rtol=1e-4, atol=1e-4)
+
+
+def test_the_cell_basis_is_the_principal_axes_and_reproducible():
+    rng = np.random.default_rng(0)
+    features = rng.gamma(1.0, size=(500, 20)) * rng.uniform(0.1, 3, 20)   # channels of unequal variance
+    basis, kept = fit_cell_basis(features, dims=5)
+    again, _ = fit_cell_basis(features.copy(), dims=5)
+    assert basis.dtype == np.float32 and basis.shape == (6, 20) and basis.tobytes() == again.tobytes()
+    np.testing.assert_allclose(basis[0], features.mean(0), rtol=1e-6)
+    axes = basis[1:].astype(np.float64)
+    np.testing.assert_allclose(axes @ axes.T, np.eye(5), atol=1e-6)
+    centred = features - features.mean(0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)   # independent: the SVD's right vectors
+    np.testing.assert_allclose(np.abs(axes @ vt[:5].T), np.eye(5), atol=1e-4)
+    assert kept == pytest.approx((s[:5] ** 2).sum() / (s ** 2).sum(), abs=1e-4)
+    assert (axes[np.arange(5), np.abs(axes).argmax(1)] > 0).all()
+    maps = features[:32].reshape(2, 4, 4, 20).transpose(0, 3, 1, 2)   # [B, K, h, w]: cell = y * w + x
+    cells = describe_cells(maps, basis)
+    assert cells.dtype == np.float16 and cells.shape == (2, 16, 5)
+    np.testing.assert_allclose(cells[1, 6], (features[16 + 6] - basis[0]) @ axes.T, rtol=1e-3, atol=1e-3)
+
+
+def test_carrying_cells_are_the_fewest_largest_holding_half():
+    evidence = np.array([[0, 3, 1, 4, 0, 2], [1, 1, 1, 1, 0, 0], [0, 0, 0, 0, 0, 0]], np.float32)
+    np.testing.assert_array_equal(carrying_cells(evidence), [[0, 1, 0, 1, 0, 0],   # 4 + 3 >= 5
+                                                             [1, 1, 0, 0, 0, 0],   # ties by cell number
+                                                             [0, 0, 0, 0, 0, 0]])
+
+
+CLASSES = ["bottlenose_dolphin", "killer_whale"]
+MASK = 8   # 2 x 2 mask pixels per evidence cell of 4 x 4
+
+
+def hand_built(folder, evidence_cells=True):
+    """24 photos predicted bottlenose_dolphin whose evidence sits on two kinds of cell: cell 0 (top left, on the
+    animal, descriptors near (10, 0)) and cell 15 (bottom right, a quarter on the animal, near (0, 10)); 2 photos
+    predicted killer_whale with no positive evidence; one unreadable photo. Photo 1 has no foreground (its
+    mask, all animal, must not count)."""
+    n = 27
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({c: [""] * n for c in IMAGE_COLUMNS})
+    frame["image"] = frame["path"] = [f"{k:03d}.jpg" for k in range(n)]
+    frame["species"] = CLASSES[0]
+    frame["status"] = ["ok"] * (n - 1) + ["error"]
+    frame["pred_idx"] = [0] * 24 + [1, 1, -1]
+    frame["fg_source"] = ["box"] * n
+    frame.loc[1, "fg_source"] = "none"
+    evidence = np.full((n, 2, 4, 4), -0.5, np.float16)
+    top, bottom = np.unravel_index(0, (4, 4)), np.unravel_index(15, (4, 4))
+    for i in range(24):   # even photos: 3 on cell 0 and 1 on cell 15; odd ones: 1 and 2
+        evidence[i, 0][top], evidence[i, 0][bottom] = (3, 1) if i % 2 == 0 else (1, 2)
+    evidence[26] = 0
+    cells = np.zeros((n, 16, 2), np.float16)
+    cells[:, :8] = [10, 0]
+    cells[:, 8:] = [0, 10]
+    cells += rng.normal(0, 0.3, cells.shape).astype(np.float16)
+    masks = np.zeros((n, MASK, MASK), bool)
+    masks[:, :4] = True          # the top half: cells 0-7
+    masks[:, 7, 7] = True        # a quarter of cell 15
+    masks[1] = True
+    manifest = {"classes": CLASSES, "dataset": {"image_root": str(folder)}, "model": {"arch": "resnet18"}}
+    extra = {"evidence": evidence, "cells": cells, "cell_basis": np.zeros((3, 4), np.float32)} if evidence_cells else {}
+    return write_store(folder / "audit", frame, np.zeros((n, 2), np.float32), np.zeros((n, 2, 2, 2), np.float16),
+                       masks, manifest, mask_size=MASK, **extra)
+
+
+def test_concepts_of_a_hand_built_store(tmp_path):
+    audit = open_audit(hand_built(tmp_path))
+    concepts = compute_concepts(audit)
+    table = concepts.table
+    assert table["species"].tolist() == [CLASSES[0]] * 2 and table["rank"].tolist() == [0, 1]
+    first, second = table.iloc[0], table.iloc[1]
+    assert first["evidence_share"] == pytest.approx(48 / 84) and second["evidence_share"] == pytest.approx(36 / 84)
+    assert first["on_animal"] == pytest.approx(1.0) and second["on_animal"] == pytest.approx(0.25)
+    assert first["n_photos"] == 12 and second["n_photos"] == 12 and first["n_cells"] == 12
+    np.testing.assert_allclose(first["heat"], np.eye(16)[0])
+    np.testing.assert_allclose(second["heat"], np.eye(16)[15])
+    assert list(first["example_cell"]) == [0] * 8 and set(first["example_idx"]) <= set(range(0, 24, 2))
+    assert len(set(second["example_idx"])) == 8 and set(second["example_idx"]) <= set(range(1, 24, 2))
+    expected = np.zeros((27, 2), np.float32)
+    expected[:24:2] = [3, 1]
+    expected[1:24:2] = [1, 2]
+    np.testing.assert_array_equal(concepts.evidence, expected)
+    positive = np.maximum(audit.evidence[:, 0].astype(np.float32), 0).sum(axis=(1, 2))
+    np.testing.assert_allclose(concepts.evidence.sum(axis=1), positive)   # the photo's positive evidence
+    shares = concepts.shares()
+    np.testing.assert_allclose(shares[:24].sum(axis=1), 1, rtol=1e-6)
+    assert not shares[24:].any()
+
+
+def test_concept_files_are_written_once_and_identical_on_a_rerun(tmp_path):
+    audit = open_audit(hand_built(tmp_path))
+    with pytest.raises(StoreError, match=r"no evidence concepts computed yet\. Compute them with `python -m "
+                                         r"whaleaudit concepts"):
+        open_concepts(audit)
+    write_concepts(audit)
+    first = {name: (audit.path / name).read_bytes() for name in (CONCEPTS_TABLE, CONCEPT_EVIDENCE, CONCEPTS_INFO)}
+    assert not list(audit.path.glob("*.tmp"))
+    write_concepts(open_audit(audit.path))
+    assert first == {name: (audit.path / name).read_bytes() for name in first}
+    read = open_concepts(open_audit(audit.path))
+    computed = compute_concepts(audit)
+    pd.testing.assert_frame_equal(read.table, computed.table)
+    np.testing.assert_array_equal(read.evidence, computed.evidence)
+    assert read.info == json.loads(json.dumps(computed.info)) and read.info["n_concepts"] == 2
+    np.save(audit.path / CONCEPT_EVIDENCE, np.zeros((3, 3), np.float32))
+    with pytest.raises(StoreError, match=r"concept_evidence\.npy has shape \(3, 3\).*python -m whaleaudit concepts"):
+        open_concepts(open_audit(audit.path))
+
+
+def test_an_audit_made_before_concepts_opens_and_says_what_to_do(tmp_path, capsys):
+    store = hand_built(tmp_path, evidence_cells=False)
+    audit = open_audit(store)
+    assert audit.evidence is None and audit.cells is None and audit.cell_basis is None
+    assert "evidence" not in audit.manifest
+    for attempt in (compute_concepts, open_concepts):
+        with pytest.raises(StoreError, match=r"made before evidence concepts.*Rebuild it with the current precompute"):
+            attempt(audit)
+    assert main(["concepts", str(store)]) == 1
+    assert "made before evidence concepts" in capsys.readouterr().err
+    assert not (store / CONCEPTS_INFO).exists()
+
+
+def test_the_cli_verb_recomputes_the_concepts_from_the_store(tmp_path, capsys):
+    store = hand_built(tmp_path)
+    assert main(["concepts", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "bottlenose_dolphin: 2 concepts, 1 mostly on the animal, 1 mostly off; the largest holds 57%" in out
+    concepts = open_concepts(open_audit(store))
+    pd.testing.assert_frame_equal(concepts.table, compute_concepts(open_audit(store)).table)
+
+
+@pytest.mark.slow
+def test_precompute_keeps_the_evidence_within_budget_and_writes_concepts(tmp_path):
+    """At 128 px (8 x 8 layer3 cells) the evidence maps and cell descriptors add at most 8 KB a photo; the stored
+    descriptors are the photos' layer3 features projected on the stored basis; the concepts come with the
+    store and are those its store gives."""
+    from whaleaudit.audit.precompute import AuditImages, _stats, normalised, precompute
+    from whaleaudit.explain.cam import stages
+    from whaleaudit.explain.foreground import ForegroundProvider
+    from whaleaudit.files import file_sha256, write_json
+    from whaleaudit.model.load import build_model
+
+    dataset = load_dataset(make_dataset(tmp_path / "data", n_per_species=6, species=SPECIES[:2]))
+    torch.manual_seed(0)
+    model = build_model("cam", 2).eval()
+    pth = tmp_path / "r18.pth"
+    torch.save(model.state_dict(), pth)
+    normalize = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    write_json(pth.with_suffix(".json"), {"format": "whaleaudit-model/1", "arch": "resnet18", "head": "cam",
+                                          "classes": list(SPECIES[:2]), "size": 128, "normalize": normalize,
+                                          "pretrained": False, "files": {"pth": {"file": pth.name,
+                                                                                 "sha256": file_sha256(pth)}}})
+    sizes = {}
+    for evidence in (False, True):
+        out = precompute(dataset, pth, tmp_path / f"audit-{evidence}", evidence=evidence, causal=0.0, workers=0,
+                         progress=False)
+        sizes[evidence] = sum(f.stat().st_size for f in out.iterdir())
+    audit = open_audit(out)
+    n = len(dataset.frame)
+    per_photo = sum((out / name).stat().st_size - 128 for name in (EVIDENCE, CELLS)) / n   # less .npy headers
+    assert per_photo <= 8192 and audit.evidence.shape == (n, 2, 8, 8) and audit.cells.shape[:2] == (n, 64)
+    assert sizes[True] - sizes[False] < n * 8192 + 256_000   # the rest: the basis and the concepts, once
+    photos = AuditImages(dataset.frame, dataset.image_root, 128, ForegroundProvider(dataset.image_root))
+    x = normalised(torch.stack([photos[i]["pixels"] for i in range(n)]), *_stats(normalize, "cpu"))
+    with torch.no_grad():
+        features = stages(model[0], "layer3")[0](x).numpy()
+    np.testing.assert_allclose(audit.cells.astype(np.float32), describe_cells(features, audit.cell_basis),
+                               rtol=1e-2, atol=2e-2)
+    concepts = open_concepts(audit)
+    assert concepts.info["n_concepts"] == len(concepts.table) > 0
+    pd.testing.assert_frame_equal(concepts.table, compute_concepts(audit).table)
+    again = tmp_path / "again"
+    shutil.copytree(out, again)
+    write_concepts(open_audit(again))
+    for name in (CONCEPTS_TABLE, CONCEPT_EVIDENCE, CONCEPTS_INFO):
+        assert (again / name).read_bytes() == (out / name).read_bytes(), name

@@ -1,0 +1,281 @@
+"""Evidence concepts: what a class's evidence is made of, found by clustering the cells that carry it.
+
+The precompute keeps, per photo, the layer3 Grad-CAM of the predicted class (8 x 8 cells at 128 px) and a
+descriptor of every cell: its layer3 features projected on the audit's principal axes (:func:`fit_cell_basis`,
+:func:`describe_cells`). From the store alone, per class (the photos predicted as it):
+
+- a cell's *positive evidence* is its map value where above zero; a photo's is the sum over its cells;
+- the cells that *carry* a photo's evidence are the fewest, largest, holding :data:`CARRYING_SHARE` of it;
+- the carrying cells (a deterministic sample of at most :data:`FIT_CELLS`) are clustered by k-means; ``k``
+  grows while one more concept lowers the within-concept sum of squares by at least :data:`GAIN` of the
+  total, up to :data:`MAX_CONCEPTS` (and no more than one concept per :data:`MIN_CELLS` cells fitted on);
+- every cell with positive evidence is then assigned to its nearest concept, so the concepts' shares of a
+  photo's evidence sum to that photo's positive evidence.
+
+Written into the audit folder once (:func:`write_concepts`: ``concepts.parquet``, one row per concept;
+``concept_evidence.npy``, float32 ``[N, concepts]``, the evidence each concept carries in each photo;
+``concepts.json`` last, naming the parameters), each through a temporary file renamed into place; the same
+store always gives the same files (fixed seeds, inputs in index order). Cells are numbered row by row:
+``cell = y * w + x``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..audit.store import Audit, unpack_masks
+from ..errors import StoreError
+from ..files import write_json
+
+#: Numbers per cell descriptor: 32 principal axes of resnet18's 256 layer3 channels, float16 (4 KB a photo).
+CELL_DIMS = 32
+CARRYING_SHARE = 0.5
+MAX_CONCEPTS = 20
+GAIN = 0.02
+MIN_CELLS = 10
+FIT_CELLS = 4000
+EXAMPLES = 8
+SEED = 0
+
+CONCEPTS_TABLE = "concepts.parquet"
+CONCEPT_EVIDENCE = "concept_evidence.npy"
+CONCEPTS_INFO = "concepts.json"
+FORMAT = "whaleaudit-concepts/1"
+
+
+# --- the cell descriptors (used by the precompute) -------------------------------------------------------------
+
+
+def fit_cell_basis(features: np.ndarray, dims: int = CELL_DIMS) -> tuple[np.ndarray, float]:
+    """``(basis float32 [1 + dims, K], share of the variance it keeps)`` from cell features ``[n, K]``: the
+    features' mean, then their ``dims`` principal axes by decreasing variance, each signed so that its
+    largest entry is positive (the same features give the same basis on every run)."""
+    x = np.asarray(features, dtype=np.float64)
+    mean = x.mean(axis=0)
+    values, vectors = np.linalg.eigh(np.cov(x - mean, rowvar=False))
+    order = np.argsort(values)[::-1][:dims]
+    axes = vectors[:, order].T
+    axes *= np.sign(axes[np.arange(len(axes)), np.abs(axes).argmax(axis=1)])[:, None]
+    kept = float(values[order].sum() / values.sum()) if values.sum() > 0 else 1.0
+    return np.vstack([mean, axes]).astype(np.float32), round(kept, 4)
+
+
+def describe_cells(features: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """float16 ``[B, h * w, D]``: every cell of the feature maps ``[B, K, h, w]`` projected on ``basis``."""
+    b, k, h, w = features.shape
+    cells = np.asarray(features, np.float32).transpose(0, 2, 3, 1).reshape(b, h * w, k)
+    return ((cells - basis[0]) @ basis[1:].T).astype(np.float16)
+
+
+# --- the concepts ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Concepts:
+    """An audit's concepts: ``table`` one row per concept (columns in :func:`compute_concepts`), ``evidence``
+    float32 ``[N, concepts]`` (a photo's row sums to its positive evidence), ``info`` the parameters."""
+
+    table: pd.DataFrame
+    evidence: np.ndarray
+    info: dict
+
+    def shares(self) -> np.ndarray:
+        """float32 ``[N, concepts]``: each concept's share (0..1) of each photo's positive evidence."""
+        total = self.evidence.sum(axis=1, keepdims=True)
+        return np.divide(self.evidence, total, out=np.zeros_like(self.evidence), where=total > 0)
+
+
+def require_evidence(audit: Audit) -> None:
+    if audit.evidence is None or audit.cells is None:
+        raise StoreError(f"{audit.path}: this audit was made before evidence concepts, so it has no evidence maps "
+                         "or cell descriptors to find them in. Rebuild it with the current precompute "
+                         f"(`python -m whaleaudit precompute ... --out {audit.path}`); the analysts' flags are kept.")
+
+
+def positive_evidence(audit: Audit) -> np.ndarray:
+    """float32 ``[N, cells]``: the predicted class's layer3 evidence of every cell, where above zero."""
+    require_evidence(audit)
+    return np.maximum(np.asarray(audit.evidence[:, 0], np.float32).reshape(len(audit.evidence), -1), 0)
+
+
+def cell_foreground(audit: Audit) -> np.ndarray:
+    """float32 ``[N, cells]``: the share of each evidence cell covered by the photo's foreground (area
+    average of the stored mask over the cell); NaN for a photo without a foreground."""
+    h, w = audit.evidence.shape[2:]
+    m = int(audit.manifest["mask_size"])
+    masks = unpack_masks(np.asarray(audit.masks_packed), m).astype(np.float32)
+    fg = np.einsum("iy,nyx,jx->nij", _area_weights(h, m), masks, _area_weights(w, m)).reshape(len(masks), h * w)
+    fg[(audit.images["fg_source"] == "none").to_numpy()] = np.nan
+    return fg.astype(np.float32)
+
+
+def _area_weights(cells: int, pixels: int) -> np.ndarray:
+    """``[cells, pixels]``: how much of each pixel row lies in each cell, rows normalised to sum to 1."""
+    lo, hi = np.arange(cells)[:, None] / cells, (np.arange(cells)[:, None] + 1) / cells
+    overlap = np.clip(np.minimum(hi, (np.arange(pixels) + 1) / pixels) - np.maximum(lo, np.arange(pixels) / pixels),
+                      0, None)
+    return overlap / overlap.sum(axis=1, keepdims=True)
+
+
+def carrying_cells(evidence: np.ndarray, share: float = CARRYING_SHARE) -> np.ndarray:
+    """bool ``[n, cells]``: per photo (row of positive evidence), the fewest cells, largest first (ties by cell
+    number), that hold ``share`` of its positive evidence."""
+    order = np.argsort(-evidence, axis=1, kind="stable")
+    ranked = np.take_along_axis(evidence, order, axis=1)
+    before = np.cumsum(ranked, axis=1) - ranked
+    take = (before < share * ranked.sum(axis=1, keepdims=True)) & (ranked > 0)
+    out = np.zeros_like(take)
+    np.put_along_axis(out, order, take, axis=1)
+    return out
+
+
+def kmeans(x: np.ndarray, k: int, seed: int, iterations: int = 100) -> tuple[np.ndarray, float]:
+    """``(centres [k, D], within-cluster sum of squares)``: k-means++ seeded by ``seed``, then Lloyd's
+    iterations until no point changes cluster (deterministic for the same input)."""
+    rng = np.random.default_rng(seed)
+    centres = [x[rng.integers(len(x))]]
+    d2 = ((x - centres[0]) ** 2).sum(axis=1)
+    for _ in range(1, k):
+        centres.append(x[rng.choice(len(x), p=d2 / d2.sum())] if d2.sum() > 0 else x[rng.integers(len(x))])
+        d2 = np.minimum(d2, ((x - centres[-1]) ** 2).sum(axis=1))
+    centres = np.array(centres)
+    assign = None
+    for _ in range(iterations):
+        new = nearest(x, centres)
+        if assign is not None and (new == assign).all():
+            break
+        assign = new
+        for j in range(k):
+            if (assign == j).any():
+                centres[j] = x[assign == j].mean(axis=0)
+    return centres, float(((x - centres[assign]) ** 2).sum())
+
+
+def nearest(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    d2 = (x ** 2).sum(axis=1)[:, None] - 2 * x @ centres.T + (centres ** 2).sum(axis=1)[None]
+    return d2.argmin(axis=1)
+
+
+def choose_concepts(x: np.ndarray, seed: int) -> np.ndarray:
+    """The concepts' centres for the cells ``x``: ``k`` grows while the next concept lowers the sum of squares
+    by at least :data:`GAIN` of the total (k = 1), up to :data:`MAX_CONCEPTS` and one per :data:`MIN_CELLS`."""
+    cap = max(1, min(MAX_CONCEPTS, len(x) // MIN_CELLS))
+    centres, inertia = kmeans(x, 1, seed)
+    total = inertia
+    for k in range(2, cap + 1):
+        more, more_inertia = kmeans(x, k, seed)
+        if inertia - more_inertia < GAIN * total:
+            break
+        centres, inertia = more, more_inertia
+    return centres
+
+
+def compute_concepts(audit: Audit) -> Concepts:
+    """The concepts of every class predicted in ``audit``, from its store alone (see the module docstring).
+
+    Table columns: ``concept`` (its column in ``evidence``), ``species``, ``class_idx``, ``rank`` (0 = the
+    largest share of the class's evidence), ``evidence_share`` (of the class's positive evidence),
+    ``n_photos`` (photos where it holds carrying cells), ``n_cells`` (carrying cells), ``on_animal`` (share of
+    its evidence on the foreground, over photos that have one; NaN if none), ``heat`` (where in the frame its
+    evidence lies: ``h * w`` values summing to 1, row by row), ``example_idx`` / ``example_cell`` (its most
+    representative carrying cells, nearest its centre, one per photo, for crops).
+    """
+    positive = positive_evidence(audit)
+    carrying = carrying_cells(positive)
+    foreground = cell_foreground(audit)
+    images = audit.images
+    ok = (images["status"] == "ok").to_numpy()
+    pred = images["pred_idx"].to_numpy()
+    rows, evidence_columns = [], []
+    for class_idx, species in enumerate(audit.classes):
+        photos = np.flatnonzero(ok & (pred == class_idx))
+        if not len(photos) or not carrying[photos].any():
+            continue
+        p, carry = positive[photos], carrying[photos]
+        descriptors = np.asarray(audit.cells[photos], np.float32)
+        fit = np.argwhere(carry)   # (photo, cell) in index order
+        rng = np.random.default_rng([SEED, class_idx])
+        if len(fit) > FIT_CELLS:
+            fit = fit[np.sort(rng.choice(len(fit), FIT_CELLS, replace=False))]
+        centres = choose_concepts(descriptors[fit[:, 0], fit[:, 1]], seed=SEED + class_idx)
+        assign = nearest(descriptors.reshape(-1, descriptors.shape[-1]), centres).reshape(p.shape)
+        amounts = np.stack([np.where(assign == j, p, 0).sum(axis=1) for j in range(len(centres))], axis=1)
+        order = np.argsort(-amounts.sum(axis=0), kind="stable")
+        class_total = p.sum()
+        fg = foreground[photos]
+        has_fg = ~np.isnan(fg[:, 0])
+        for rank, j in enumerate(order):
+            mine = (assign == j) & (p > 0)
+            weight = np.where(mine, p, 0)
+            on = weight[has_fg].sum()
+            examples = _examples(descriptors, (assign == j) & carry, centres[j])
+            rows.append({"concept": len(rows), "species": species, "class_idx": class_idx, "rank": rank,
+                         "evidence_share": float(weight.sum() / class_total),
+                         "n_photos": int(((assign == j) & carry).any(axis=1).sum()),
+                         "n_cells": int(((assign == j) & carry).sum()),
+                         "on_animal": float((weight[has_fg] * fg[has_fg]).sum() / on) if on > 0 else np.nan,
+                         "heat": (weight.sum(axis=0) / max(weight.sum(), np.finfo(np.float32).tiny)).tolist(),
+                         "example_idx": photos[examples[:, 0]].tolist(), "example_cell": examples[:, 1].tolist()})
+            column = np.zeros(len(images), np.float32)
+            column[photos] = amounts[:, j]
+            evidence_columns.append(column)
+    table = pd.DataFrame(rows, columns=["concept", "species", "class_idx", "rank", "evidence_share", "n_photos",
+                                        "n_cells", "on_animal", "heat", "example_idx", "example_cell"])
+    evidence = np.stack(evidence_columns, axis=1) if evidence_columns else np.zeros((len(images), 0), np.float32)
+    info = {"format": FORMAT, "evidence": "predicted class, layer3 Grad-CAM, positive part",
+            "parameters": {"carrying_share": CARRYING_SHARE, "max_concepts": MAX_CONCEPTS, "gain": GAIN,
+                           "min_cells": MIN_CELLS, "fit_cells": FIT_CELLS, "examples": EXAMPLES, "seed": SEED},
+            "n_concepts": len(table), "n_images": len(images),
+            "per_class": table.groupby("species", sort=False).size().to_dict()}
+    return Concepts(table, evidence, info)
+
+
+def _examples(descriptors: np.ndarray, cells: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """``[<= EXAMPLES, 2]`` (photo row, cell): the cells among ``cells`` nearest ``centre``, one per photo."""
+    at = np.argwhere(cells)
+    if not len(at):
+        return np.zeros((0, 2), np.int64)
+    d2 = ((descriptors[at[:, 0], at[:, 1]] - centre) ** 2).sum(axis=1)
+    at = at[np.lexsort((at[:, 1], at[:, 0], d2))]
+    _, first = np.unique(at[:, 0], return_index=True)
+    return at[np.sort(first)][:EXAMPLES]
+
+
+def write_concepts(audit: Audit) -> Concepts:
+    """Compute the concepts and write them into the audit folder (see the module docstring); returns them."""
+    concepts = compute_concepts(audit)
+    table_tmp = audit.path / (CONCEPTS_TABLE + ".tmp")
+    evidence_tmp = audit.path / (CONCEPT_EVIDENCE + ".tmp")
+    concepts.table.to_parquet(table_tmp, index=False)
+    with open(evidence_tmp, "wb") as f:
+        np.save(f, concepts.evidence)
+    (audit.path / CONCEPTS_INFO).unlink(missing_ok=True)   # first: a run killed below leaves no stale pairing
+    os.replace(table_tmp, audit.path / CONCEPTS_TABLE)
+    os.replace(evidence_tmp, audit.path / CONCEPT_EVIDENCE)
+    write_json(audit.path / CONCEPTS_INFO, concepts.info)
+    return concepts
+
+
+def open_concepts(audit: Audit) -> Concepts:
+    """The concepts written into ``audit``; a clear StoreError saying what to run where there are none."""
+    require_evidence(audit)
+    path = Path(audit.path)
+    run = f"Compute them with `python -m whaleaudit concepts {path}`."
+    if not (path / CONCEPTS_INFO).is_file():
+        raise StoreError(f"{path}: no evidence concepts computed yet. {run}")
+    try:
+        info = json.loads((path / CONCEPTS_INFO).read_text())
+        table = pd.read_parquet(path / CONCEPTS_TABLE)
+        evidence = np.load(path / CONCEPT_EVIDENCE, mmap_mode="r")
+    except Exception as e:  # noqa: BLE001 -- pyarrow and numpy raise many types for a damaged file
+        raise StoreError(f"{path}: the concept files are missing or corrupt ({type(e).__name__}: {e}). {run}") from None
+    if evidence.shape != (len(audit.images), len(table)) or info.get("n_concepts") != len(table):
+        raise StoreError(f"{path}: {CONCEPT_EVIDENCE} has shape {evidence.shape}, {len(table)} concepts and "
+                         f"{len(audit.images)} images expected. {run}")
+    return Concepts(table, evidence, info)
