@@ -1,0 +1,203 @@
+"""The automatic foreground on real photos, against hand-drawn boxes: the bars of issue 20, and the re-fit of
+the shipped model.
+
+On the 240 photos of ../shared/data/happywhale128 that have hand boxes (``boxes.csv``, see ``BOXES.md``):
+
+- the learned estimate (:func:`whaleaudit.explain.foreground.auto_foreground`), **cross-validated**: five folds
+  by photo (fixed seed); each fold's model is fitted on the other four folds' photos (and the drawn photos
+  below) and measured on its own, so no figure comes from a photo the model learned from;
+- beside it the classical estimate, border-colour rarity (:func:`colour_rarity_foreground`), which learns nothing.
+
+Figures per photo, on the ``MASK_SIZE`` masks the audit stores, against the boxes rasterised like a ``--boxes``
+audit (:func:`boxes_to_mask`): precision (share of the mask inside the boxes), recall (share of the boxes the
+mask covers; a fin fills about half its box, so a perfect mask stays well below 1), box IoU (the tight box
+around the mask against the tight box around the boxes), none found; medians over photos. Time per photo is
+CPU time in this process on one thread, the JPEG decode excluded.
+
+The model also learns from drawn photos (:mod:`whaleaudit.demo.synth`, seed 404, true masks), so that it holds
+on the demo's photos too; the last lines measure it on other drawn photos (seed 202, the test set of
+bench/score.py) against their true masks.
+
+    .venv/bin/python bench/foreground.py          # the bars (about a minute)
+    .venv/bin/python bench/foreground.py --fit    # also re-fit the shipped model on all 240 photos and write it
+    .venv/bin/python bench/foreground.py --smoke  # a few photos, two folds, a short fit: shows the bench runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")   # one core, as the bars are stated
+
+import _util  # noqa: E402
+from _util import DATA  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from whaleaudit.demo import synth  # noqa: E402
+from whaleaudit.explain import foreground as fg  # noqa: E402
+
+REAL = DATA / "happywhale128"
+OUT = _util.OUT / "foreground"
+FOLDS, SEED = 5, 0
+DRAWN_TRAIN = dict(n_per_species=40, size=128, seed=404, shortcut=True)
+DRAWN_TEST = dict(n_per_species=100, size=128, seed=202, shortcut=True)
+FIT = dict(hidden=32, alpha=1e-3, epochs=30, seed=0)
+SMOKE = dict(photos=16, folds=2, drawn=3, epochs=2)
+EVERY = 3      # every third mask pixel of a fitting photo goes into the fit (neighbours say much the same)
+
+
+def rgb_of(path: Path) -> np.ndarray:
+    bgr = cv2.imread(str(path))
+    if bgr is None:
+        sys.exit(f"{path}: cannot be read as an image")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def boxed_photos(limit: int | None) -> tuple[list[str], list[np.ndarray], list[list]]:
+    boxes, fractions = fg.read_boxes(REAL / "boxes.csv")
+    assert not fractions, "boxes.csv is in pixels"
+    names = sorted(boxes)[:limit] if limit else sorted(boxes)
+    return names, [rgb_of(REAL / "images" / n) for n in names], [boxes[n] for n in names]
+
+
+def drawn(params: dict, limit: int | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+    """Drawn photos and their true masks at MASK_SIZE (drawn once into bench/out/foreground)."""
+    folder = OUT / f"drawn-{params['seed']}-{params['n_per_species']}"
+    if not synth.is_complete(folder, **params):
+        synth.make_dataset(folder, **params)
+    import pandas as pd
+
+    truth = pd.read_csv(folder / "truth.csv")
+    names = list(truth["image"])[:limit] if limit else list(truth["image"])
+    photos = [rgb_of(folder / "images" / n) for n in names]
+    masks = np.stack([cv2.resize((cv2.imread(str(folder / "masks" / (Path(n).stem + ".png")), 0) > 127)
+                                 .astype(np.float32), (fg.MASK_SIZE, fg.MASK_SIZE), interpolation=cv2.INTER_AREA) > 0.5
+                      for n in names])
+    return photos, masks
+
+
+def training_rows(features: list[np.ndarray], animal: list[np.ndarray], known: list[np.ndarray]):
+    """Every ``EVERY``-th pixel of each photo whose label is known."""
+    xs, ys = [], []
+    for f, a, k in zip(features, animal, known):
+        take = np.flatnonzero(k.ravel())[::EVERY]
+        xs.append(f[take])
+        ys.append(a.ravel()[take])
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def tight(mask: np.ndarray):
+    ys, xs = np.nonzero(mask)
+    return None if len(ys) == 0 else (ys.min(), xs.min(), ys.max() + 1, xs.max() + 1)
+
+
+def box_iou(a, b) -> float:
+    if a is None or b is None:
+        return 0.0
+    inter = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    area = lambda t: (t[2] - t[0]) * (t[3] - t[1])  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
+def against_boxes(masks: list[np.ndarray], truth: list[np.ndarray]) -> dict:
+    prec, rec, iou, none = [], [], [], []
+    for m, t in zip(masks, truth):
+        none.append(not m.any())
+        prec.append((m & t).sum() / m.sum() if m.any() else np.nan)
+        rec.append((m & t).sum() / t.sum())
+        iou.append(box_iou(tight(m), tight(t)))
+    return {"precision": float(np.nanmedian(prec)), "box_iou": float(np.median(iou)),
+            "box_iou_mean": float(np.mean(iou)), "recall": float(np.median(rec)), "none": float(np.mean(none)),
+            "per_photo_box_iou": iou}
+
+
+def per_photo_ms(fn, photos) -> float:
+    fn(photos[0])
+    t = time.process_time()
+    for p in photos:
+        fn(p)
+    return (time.process_time() - t) / len(photos) * 1e3
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--fit", action="store_true", help="re-fit the shipped model on all boxed photos and write it")
+    ap.add_argument("--model-out", type=Path, default=fg.MODEL_PATH, help="where --fit writes (default: the shipped file)")
+    ap.add_argument("--smoke", action="store_true", help="a few photos, two folds, a short fit")
+    args = ap.parse_args()
+    _util.require(REAL / "boxes.csv", REAL / "images")
+    smoke = args.smoke
+    folds = SMOKE["folds"] if smoke else FOLDS
+    fit = dict(FIT, epochs=SMOKE["epochs"]) if smoke else FIT
+    t0 = time.perf_counter()
+
+    names, photos, boxes = boxed_photos(SMOKE["photos"] if smoke else None)
+    truth = [fg.boxes_to_mask(b, p.shape[1], p.shape[0], False) for b, p in zip(boxes, photos)]
+    feats = [fg.pixel_features(p) for p in photos]
+    targets = [fg.box_targets(p, b) for p, b in zip(photos, boxes)]
+    d_photos, d_masks = drawn(DRAWN_TRAIN, SMOKE["drawn"] * 4 if smoke else None)
+    d_feats = [fg.pixel_features(p) for p in d_photos]
+    d_x, d_y = training_rows(d_feats, list(d_masks), [np.ones_like(m) for m in d_masks])
+
+    fold = np.random.default_rng(SEED).permutation(len(names)) % folds
+    learned = [None] * len(names)
+    fold_models = []
+    for k in range(folds):
+        train = np.flatnonzero(fold != k)
+        x, y = training_rows([feats[i] for i in train], [targets[i][0] for i in train], [targets[i][1] for i in train])
+        model = fg.fit_model(np.concatenate([x, d_x]), np.concatenate([y, d_y]), **fit)
+        fold_models.append(model)
+        for i in np.flatnonzero(fold == k):
+            learned[i] = fg.mask_from_probability(fg.predict(model, feats[i]).reshape(fg.MASK_SIZE, fg.MASK_SIZE))
+    classical = [fg.colour_rarity_foreground(p) for p in photos]
+    ours, today = against_boxes(learned, truth), against_boxes(classical, truth)
+    ms_learned = per_photo_ms(lambda p: fg.auto_foreground(p, fold_models[0]), photos)
+    ms_classical = per_photo_ms(fg.colour_rarity_foreground, photos)
+
+    print(f"automatic foreground on {len(names)} real photos with hand boxes ({REAL}), "
+          f"{folds}-fold cross-validated by photo (seed {SEED}); {_util.machine()}; {_util.load()}")
+    rows = [("median precision (mask inside the boxes)", "precision", ">= 0.85", lambda v: v >= 0.85),
+            ("median box IoU (tight box vs tight box of the boxes)", "box_iou", ">= 0.75", lambda v: v >= 0.75),
+            ("no foreground found", "none", "<= 5%", lambda v: v <= 0.05),
+            ("median recall (share of the boxes covered; report)", "recall", "report", None),
+            ("mean box IoU (report)", "box_iou_mean", "report", None)]
+    print(f"\n| figure | {fg.METHOD} (CV) | {fg.CLASSICAL_METHOD} (today) | bar | learned |")
+    print("| --- | --- | --- | --- | --- |")
+    fmt = lambda key, v: f"{v:.1%}" if key == "none" else f"{v:.2f}"  # noqa: E731
+    for label, key, rule, ok in rows:
+        verdict = "" if ok is None else ("PASS" if ok(ours[key]) else "FAIL")
+        print(f"| {label} | {fmt(key, ours[key])} | {fmt(key, today[key])} | {rule} | {verdict} |")
+    print(f"| CPU ms per photo at 128 px, one thread | {ms_learned:.1f} | {ms_classical:.1f} | a few ms | |")
+
+    iou = np.array(ours["per_photo_box_iou"])
+    print(f"\nshare of photos with box IoU >= 0.5: learned {np.mean(iou >= 0.5):.0%}, today "
+          f"{np.mean(np.array(today['per_photo_box_iou']) >= 0.5):.0%} (of {len(names)})")
+
+    t_photos, t_masks = drawn(DRAWN_TEST, SMOKE["drawn"] if smoke else None)
+    d_iou = lambda fn: np.array([(fn(p) & m).sum() / max((fn(p) | m).sum(), 1) for p, m in zip(t_photos, t_masks)])  # noqa: E731
+    li, ci = d_iou(lambda p: fg.auto_foreground(p, fold_models[0])), d_iou(fg.colour_rarity_foreground)
+    print(f"drawn photos (seed {DRAWN_TEST['seed']}, {len(t_photos)}, fold-0 model): median IoU with the true mask "
+          f"learned {np.median(li):.2f}, today {np.median(ci):.2f}; wrong object or none (IoU < 0.3) "
+          f"{np.mean(li < 0.3):.0%} vs {np.mean(ci < 0.3):.0%}")
+
+    if args.fit:
+        x, y = training_rows(feats, [t[0] for t in targets], [t[1] for t in targets])
+        model = fg.fit_model(np.concatenate([x, d_x]), np.concatenate([y, d_y]), **fit)
+        about = {"fitted_on": f"{len(names)} photos of {REAL.name}/boxes.csv and {len(d_photos)} drawn photos "
+                              f"(synth seed {DRAWN_TRAIN['seed']})", "by": "bench/foreground.py --fit",
+                 "fit": fit, "every": EVERY,
+                 "cross_validated": {k: round(ours[k], 3) for k in ("precision", "box_iou", "recall", "none")}}
+        fg.save_model(model, args.model_out, about)
+        print(f"\nwrote {args.model_out} ({args.model_out.stat().st_size / 1024:.0f} KB): {json.dumps(about)}")
+    print(f"\n{time.perf_counter() - t0:.0f} s in all")
+
+
+if __name__ == "__main__":
+    main()
