@@ -118,6 +118,48 @@ def against_boxes(masks: list[np.ndarray], truth: list[np.ndarray]) -> dict:
             "per_photo_box_iou": iou}
 
 
+def failure_kind(mask: np.ndarray, truth: np.ndarray) -> str | None:
+    """Why a photo's box IoU is below 0.5 (None where it is not): by the tight boxes and the precision."""
+    a, b = tight(mask), tight(truth)
+    if a is None:
+        return "none found"
+    if box_iou(a, b) >= 0.5:
+        return None
+    area = lambda t: (t[2] - t[0]) * (t[3] - t[1])  # noqa: E731
+    if (mask & truth).sum() < 0.5 * mask.sum():
+        return "mostly off the animal"
+    if area(a) < 0.6 * area(b):
+        return "part of the animal"
+    if area(a) > 1.6 * area(b):
+        return "animal and more"
+    return "shifted"
+
+
+def contact_sheets(names, photos, boxes, masks, folder: Path) -> dict:
+    """One PNG per failure kind (photo 2x, hand boxes green, estimate outlined magenta), into ``folder``
+    (bench/out: derived from the shared photos, never for the repository)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    kinds: dict[str, list] = {}
+    for name, rgb, bs, m in zip(names, photos, boxes, masks):
+        kind = failure_kind(m, fg.boxes_to_mask(bs, rgb.shape[1], rgb.shape[0], False))
+        if kind:
+            kinds.setdefault(kind, []).append((name, rgb, bs, m))
+    for kind, items in kinds.items():
+        tiles = []
+        for name, rgb, bs, m in items:
+            tile = cv2.resize(rgb, (256, 256), interpolation=cv2.INTER_NEAREST)
+            for x0, y0, x1, y1 in bs:
+                cv2.rectangle(tile, (int(x0 * 2), int(y0 * 2)), (int(x1 * 2) - 1, int(y1 * 2) - 1), (0, 255, 0), 1)
+            outline, _ = cv2.findContours(cv2.resize(m.astype(np.uint8), (256, 256), interpolation=cv2.INTER_NEAREST),
+                                          cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+            cv2.drawContours(tile, outline, -1, (255, 0, 255), 1)
+            tiles.append(tile)
+        tiles += [np.zeros_like(tiles[0])] * (-len(tiles) % 8)
+        sheet = np.vstack([np.hstack(tiles[i:i + 8]) for i in range(0, len(tiles), 8)])
+        cv2.imwrite(str(folder / (kind.replace(" ", "-") + ".png")), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    return {k: len(v) for k, v in sorted(kinds.items(), key=lambda kv: -len(kv[1]))}
+
+
 def per_photo_ms(fn, photos) -> float:
     fn(photos[0])
     t = time.process_time()
@@ -179,6 +221,10 @@ def main() -> None:
     iou = np.array(ours["per_photo_box_iou"])
     print(f"\nshare of photos with box IoU >= 0.5: learned {np.mean(iou >= 0.5):.0%}, today "
           f"{np.mean(np.array(today['per_photo_box_iou']) >= 0.5):.0%} (of {len(names)})")
+
+    counts = contact_sheets(names, photos, boxes, learned, OUT / "sheets")
+    print(f"photos below box IoU 0.5 by kind (contact sheets in {OUT / 'sheets'}): "
+          + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
     t_photos, t_masks = drawn(DRAWN_TEST, SMOKE["drawn"] if smoke else None)
     d_iou = lambda fn: np.array([(fn(p) & m).sum() / max((fn(p) | m).sum(), 1) for p, m in zip(t_photos, t_masks)])  # noqa: E731
