@@ -31,6 +31,12 @@ def test_import_whaleaudit_loads_no_torch_and_every_public_name_resolves():
              "if m.split('.')[0] in ('torch', 'fastai', 'torchvision', 'matplotlib')))")
     light = subprocess.run([sys.executable, "-c", heavy], capture_output=True, text=True, check=True)
     assert light.stdout.strip() == "[]"
+    help_only = ("import contextlib, io, sys\nfrom whaleaudit.cli import main\n"
+                 "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+                 "    main(['--help'])\n"
+                 "print('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", help_only], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
     star = ("import whaleaudit\nfrom whaleaudit import *\n"
             "print(len(whaleaudit.__all__), [n for n in whaleaudit.__all__ if n not in globals()])")
     names = subprocess.run([sys.executable, "-c", star], capture_output=True, text=True, check=True)
