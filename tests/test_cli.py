@@ -71,6 +71,11 @@ def test_info_summarises_an_audit(tmp_path, capsys):
     assert "images:   4 (3 ok, 1 failed)" in out and "classes:  2 (orca, dolphin)" in out
     assert "accuracy: 0.667 on 3 labelled images; 0.500 on 2 validation images" in out
     assert "CAM:      exact-cam at layer4, 4x4 cells, 128 px input" in out and "models/m.pth (resnet18, cam head" in out
+    manifest["model"]["path"] = None  # an audit of a Learner in a notebook
+    write_store(tmp_path / "b", frame, np.zeros((n, 2), np.float32), np.zeros((n, 2, 4, 4), np.float16),
+                np.zeros((n, 64, 64), bool), manifest, mask_size=64)
+    assert cli.main(["info", str(tmp_path / "b")]) == 0
+    assert "model:    a Learner in memory (resnet18, cam head" in capsys.readouterr().out
 
 
 @pytest.mark.slow

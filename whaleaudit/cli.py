@@ -199,7 +199,8 @@ def summary(store: Path) -> str:
     shape = "x".join(map(str, m.get("cam_shape", [])))
     lines += [f"CAM:      {cam.get('method', '?')} at {cam.get('layer', '?')}, {shape} cells, "
               f"{m.get('input_size', '?')} px input",
-              f"model:    {model.get('path', '?')} ({model.get('arch', '?')}, {model.get('head', '?')} head, "
+              f"model:    {model.get('path', '?') or 'a Learner in memory'} ({model.get('arch', '?')}, "
+              f"{model.get('head', '?')} head, "
               f"pretrained: {model.get('pretrained')})",
               f"dataset:  {m['dataset'].get('label_file') or m['dataset']['image_root']}"]
     return "\n".join(lines)
