@@ -19,6 +19,7 @@ from whaleaudit.explain.concepts import (
     CONCEPT_EVIDENCE,
     CONCEPTS_INFO,
     CONCEPTS_TABLE,
+    MAX_CONCEPTS,
     carrying_cells,
     compute_concepts,
     describe_cells,
@@ -141,9 +142,9 @@ def test_concepts_of_a_hand_built_store(tmp_path):
     np.testing.assert_allclose(second["heat"], np.eye(16)[15])
     assert list(first["example_cell"]) == [0] * 8 and set(first["example_idx"]) <= set(range(0, 24, 2))
     assert len(set(second["example_idx"])) == 8 and set(second["example_idx"]) <= set(range(1, 24, 2))
-    expected = np.zeros((27, 2), np.float32)
-    expected[:24:2] = [3, 1]
-    expected[1:24:2] = [1, 2]
+    expected = np.zeros((27, MAX_CONCEPTS), np.float32)   # column: the concept's rank in the photo's class
+    expected[:24:2, :2] = [3, 1]
+    expected[1:24:2, :2] = [1, 2]
     np.testing.assert_array_equal(concepts.evidence, expected)
     positive = np.maximum(audit.evidence[:, 0].astype(np.float32), 0).sum(axis=(1, 2))
     np.testing.assert_allclose(concepts.evidence.sum(axis=1), positive)   # the photo's positive evidence

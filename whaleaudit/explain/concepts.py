@@ -13,7 +13,8 @@ descriptor of every cell: its layer3 features projected on the audit's principal
   photo's evidence sum to that photo's positive evidence.
 
 Written into the audit folder once (:func:`write_concepts`: ``concepts.parquet``, one row per concept;
-``concept_evidence.npy``, float32 ``[N, concepts]``, the evidence each concept carries in each photo;
+``concept_evidence.npy``, float32 ``[N, MAX_CONCEPTS]``, column ``r`` the evidence that the concept of rank
+``r`` of the photo's predicted class carries in it (80 bytes a photo whatever the number of classes);
 ``concepts.json`` last, naming the parameters), each through a temporary file renamed into place; the same
 store always gives the same files (fixed seeds, inputs in index order). Cells are numbered row by row:
 ``cell = y * w + x``.
@@ -79,14 +80,15 @@ def describe_cells(features: np.ndarray, basis: np.ndarray) -> np.ndarray:
 @dataclass
 class Concepts:
     """An audit's concepts: ``table`` one row per concept (columns in :func:`compute_concepts`), ``evidence``
-    float32 ``[N, concepts]`` (a photo's row sums to its positive evidence), ``info`` the parameters."""
+    float32 ``[N, MAX_CONCEPTS]`` (column = rank among the concepts of the photo's predicted class; a photo's
+    row sums to its positive evidence), ``info`` the parameters."""
 
     table: pd.DataFrame
     evidence: np.ndarray
     info: dict
 
     def shares(self) -> np.ndarray:
-        """float32 ``[N, concepts]``: each concept's share (0..1) of each photo's positive evidence."""
+        """float32 ``[N, MAX_CONCEPTS]``: each concept's share (0..1) of each photo's positive evidence."""
         total = self.evidence.sum(axis=1, keepdims=True)
         return np.divide(self.evidence, total, out=np.zeros_like(self.evidence), where=total > 0)
 
@@ -104,15 +106,19 @@ def positive_evidence(audit: Audit) -> np.ndarray:
     return np.maximum(np.asarray(audit.evidence[:, 0], np.float32).reshape(len(audit.evidence), -1), 0)
 
 
-def cell_foreground(audit: Audit) -> np.ndarray:
+def cell_foreground(audit: Audit, block: int = 4096) -> np.ndarray:
     """float32 ``[N, cells]``: the share of each evidence cell covered by the photo's foreground (area
-    average of the stored mask over the cell); NaN for a photo without a foreground."""
+    average of the stored mask over the cell); NaN for a photo without a foreground. Unpacked a block of
+    photos at a time."""
     h, w = audit.evidence.shape[2:]
     m = int(audit.manifest["mask_size"])
-    masks = unpack_masks(np.asarray(audit.masks_packed), m).astype(np.float32)
-    fg = np.einsum("iy,nyx,jx->nij", _area_weights(h, m), masks, _area_weights(w, m)).reshape(len(masks), h * w)
+    rows, cols = _area_weights(h, m), _area_weights(w, m)
+    fg = np.empty((len(audit.masks_packed), h * w), np.float32)
+    for start in range(0, len(fg), block):
+        masks = unpack_masks(np.asarray(audit.masks_packed[start:start + block]), m).astype(np.float32)
+        fg[start:start + block] = np.einsum("iy,nyx,jx->nij", rows, masks, cols).reshape(len(masks), h * w)
     fg[(audit.images["fg_source"] == "none").to_numpy()] = np.nan
-    return fg.astype(np.float32)
+    return fg
 
 
 def _area_weights(cells: int, pixels: int) -> np.ndarray:
@@ -179,12 +185,13 @@ def choose_concepts(x: np.ndarray, seed: int) -> np.ndarray:
 def compute_concepts(audit: Audit) -> Concepts:
     """The concepts of every class predicted in ``audit``, from its store alone (see the module docstring).
 
-    Table columns: ``concept`` (its column in ``evidence``), ``species``, ``class_idx``, ``rank`` (0 = the
-    largest share of the class's evidence), ``evidence_share`` (of the class's positive evidence),
-    ``n_photos`` (photos where it holds carrying cells), ``n_cells`` (carrying cells), ``on_animal`` (share of
-    its evidence on the foreground, over photos that have one; NaN if none), ``heat`` (where in the frame its
-    evidence lies: ``h * w`` values summing to 1, row by row), ``example_idx`` / ``example_cell`` (its most
-    representative carrying cells, nearest its centre, one per photo, for crops).
+    Table columns: ``species``, ``class_idx`` and ``rank`` (0 = the largest share of the class's evidence; the
+    concept's column in ``evidence`` for the photos predicted as that class), ``evidence_share`` (of the
+    class's positive evidence), ``n_photos`` (photos where it holds carrying cells), ``n_cells`` (carrying
+    cells), ``on_animal`` (share of its evidence on the foreground, over photos that have one; NaN if none),
+    ``heat`` (where in the frame its evidence lies: ``h * w`` values summing to 1, row by row),
+    ``example_idx`` / ``example_cell`` (its most representative carrying cells, nearest its centre, one per
+    photo, for crops).
     """
     positive = positive_evidence(audit)
     carrying = carrying_cells(positive)
@@ -192,42 +199,39 @@ def compute_concepts(audit: Audit) -> Concepts:
     images = audit.images
     ok = (images["status"] == "ok").to_numpy()
     pred = images["pred_idx"].to_numpy()
-    rows, evidence_columns = [], []
+    rows = []
+    evidence = np.zeros((len(images), MAX_CONCEPTS), np.float32)
     for class_idx, species in enumerate(audit.classes):
         photos = np.flatnonzero(ok & (pred == class_idx))
         if not len(photos) or not carrying[photos].any():
             continue
         p, carry = positive[photos], carrying[photos]
-        descriptors = np.asarray(audit.cells[photos], np.float32)
         fit = np.argwhere(carry)   # (photo, cell) in index order
         rng = np.random.default_rng([SEED, class_idx])
         if len(fit) > FIT_CELLS:
             fit = fit[np.sort(rng.choice(len(fit), FIT_CELLS, replace=False))]
-        centres = choose_concepts(descriptors[fit[:, 0], fit[:, 1]], seed=SEED + class_idx)
-        assign = nearest(descriptors.reshape(-1, descriptors.shape[-1]), centres).reshape(p.shape)
+        centres = choose_concepts(np.asarray(audit.cells[photos[fit[:, 0]], fit[:, 1]], np.float32),
+                                  seed=SEED + class_idx)
+        assign, distance = _assigned(audit.cells, photos, centres)
         amounts = np.stack([np.where(assign == j, p, 0).sum(axis=1) for j in range(len(centres))], axis=1)
         order = np.argsort(-amounts.sum(axis=0), kind="stable")
+        evidence[photos, :len(order)] = amounts[:, order]
         class_total = p.sum()
         fg = foreground[photos]
         has_fg = ~np.isnan(fg[:, 0])
         for rank, j in enumerate(order):
-            mine = (assign == j) & (p > 0)
-            weight = np.where(mine, p, 0)
+            weight = np.where(assign == j, p, 0)
+            carried = (assign == j) & carry
             on = weight[has_fg].sum()
-            examples = _examples(descriptors, (assign == j) & carry, centres[j])
-            rows.append({"concept": len(rows), "species": species, "class_idx": class_idx, "rank": rank,
+            examples = _examples(np.where(carried, distance, np.inf))
+            rows.append({"species": species, "class_idx": class_idx, "rank": rank,
                          "evidence_share": float(weight.sum() / class_total),
-                         "n_photos": int(((assign == j) & carry).any(axis=1).sum()),
-                         "n_cells": int(((assign == j) & carry).sum()),
+                         "n_photos": int(carried.any(axis=1).sum()), "n_cells": int(carried.sum()),
                          "on_animal": float((weight[has_fg] * fg[has_fg]).sum() / on) if on > 0 else np.nan,
                          "heat": (weight.sum(axis=0) / max(weight.sum(), np.finfo(np.float32).tiny)).tolist(),
                          "example_idx": photos[examples[:, 0]].tolist(), "example_cell": examples[:, 1].tolist()})
-            column = np.zeros(len(images), np.float32)
-            column[photos] = amounts[:, j]
-            evidence_columns.append(column)
-    table = pd.DataFrame(rows, columns=["concept", "species", "class_idx", "rank", "evidence_share", "n_photos",
-                                        "n_cells", "on_animal", "heat", "example_idx", "example_cell"])
-    evidence = np.stack(evidence_columns, axis=1) if evidence_columns else np.zeros((len(images), 0), np.float32)
+    table = pd.DataFrame(rows, columns=["species", "class_idx", "rank", "evidence_share", "n_photos", "n_cells",
+                                        "on_animal", "heat", "example_idx", "example_cell"])
     info = {"format": FORMAT, "evidence": "predicted class, layer3 Grad-CAM, positive part",
             "parameters": {"carrying_share": CARRYING_SHARE, "max_concepts": MAX_CONCEPTS, "gain": GAIN,
                            "min_cells": MIN_CELLS, "fit_cells": FIT_CELLS, "examples": EXAMPLES, "seed": SEED},
@@ -236,13 +240,27 @@ def compute_concepts(audit: Audit) -> Concepts:
     return Concepts(table, evidence, info)
 
 
-def _examples(descriptors: np.ndarray, cells: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    """``[<= EXAMPLES, 2]`` (photo row, cell): the cells among ``cells`` nearest ``centre``, one per photo."""
-    at = np.argwhere(cells)
+def _assigned(cells: np.ndarray, photos: np.ndarray, centres: np.ndarray, block: int = 4096):
+    """``(concept [n, cells], squared distance to it [n, cells])`` of every cell of ``photos``, read from the
+    memory-mapped descriptors a block of photos at a time (memory stays flat in the number of photos)."""
+    assign = np.empty((len(photos), cells.shape[1]), np.int64)
+    distance = np.empty((len(photos), cells.shape[1]), np.float32)
+    for start in range(0, len(photos), block):
+        x = np.asarray(cells[photos[start:start + block]], np.float32)
+        flat = x.reshape(-1, x.shape[-1])
+        a = nearest(flat, centres)
+        assign[start:start + block] = a.reshape(x.shape[:2])
+        distance[start:start + block] = ((flat - centres[a]) ** 2).sum(axis=1).reshape(x.shape[:2])
+    return assign, distance
+
+
+def _examples(distance: np.ndarray) -> np.ndarray:
+    """``[<= EXAMPLES, 2]`` (photo row, cell): the cells of finite ``distance`` nearest the centre, one per
+    photo, ties by photo then cell."""
+    at = np.argwhere(np.isfinite(distance))
     if not len(at):
         return np.zeros((0, 2), np.int64)
-    d2 = ((descriptors[at[:, 0], at[:, 1]] - centre) ** 2).sum(axis=1)
-    at = at[np.lexsort((at[:, 1], at[:, 0], d2))]
+    at = at[np.lexsort((at[:, 1], at[:, 0], distance[at[:, 0], at[:, 1]]))]
     _, first = np.unique(at[:, 0], return_index=True)
     return at[np.sort(first)][:EXAMPLES]
 
@@ -275,7 +293,9 @@ def open_concepts(audit: Audit) -> Concepts:
         evidence = np.load(path / CONCEPT_EVIDENCE, mmap_mode="r")
     except Exception as e:  # noqa: BLE001 -- pyarrow and numpy raise many types for a damaged file
         raise StoreError(f"{path}: the concept files are missing or corrupt ({type(e).__name__}: {e}). {run}") from None
-    if evidence.shape != (len(audit.images), len(table)) or info.get("n_concepts") != len(table):
-        raise StoreError(f"{path}: {CONCEPT_EVIDENCE} has shape {evidence.shape}, {len(table)} concepts and "
-                         f"{len(audit.images)} images expected. {run}")
+    expected = (len(audit.images), info.get("parameters", {}).get("max_concepts"))
+    if evidence.shape != expected or info.get("n_concepts") != len(table):
+        raise StoreError(f"{path}: {CONCEPT_EVIDENCE} has shape {evidence.shape}, {expected} expected (and "
+                         f"{info.get('n_concepts')} concepts in {CONCEPTS_INFO}, {len(table)} in {CONCEPTS_TABLE}). "
+                         f"{run}")
     return Concepts(table, evidence, info)
