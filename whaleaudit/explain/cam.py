@@ -18,6 +18,10 @@ of K classes through layer4: several forward passes' worth of work at 26 classes
 is placed better at 8 x 8, at several times the default precompute's cost with many classes, so the body's
 output stays the default (the README's "Known limits" gives the figures from ``bench/score.py``).
 
+The evidence concepts (:mod:`whaleaudit.explain.concepts`) need the layer3 maps of two classes only per photo,
+the predicted and the labelled one: :func:`predict_with_evidence` makes them with one batched backward of
+those two classes through the last stage, beside the default maps, and returns the layer3 features too.
+
 How far a map cell's evidence reaches (:func:`spread`) is measured on the model itself: the softening of the
 background-attention score (:mod:`whaleaudit.explain.score`) is this wide.
 
@@ -33,21 +37,12 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
+from ..model.layout import head_kind, split
 
 log = logging.getLogger(__name__)
 
 #: Where the maps are read: the body's output (the default) or the stage before it (see the module docstring).
 LAYERS = ("layer4", "layer3")
-_PASS_THROUGH = (nn.Dropout, nn.Flatten, nn.Identity)
-
-
-def split(model: nn.Module) -> tuple[nn.Module, nn.Module]:
-    """(body, head) of a fastai vision model; anything else is refused with the reason."""
-    if not isinstance(model, nn.Sequential) or len(model) != 2:
-        raise ModelError(f"expected fastai's Sequential(body, head) layout, got {type(model).__name__} with "
-                         f"{len(model) if isinstance(model, nn.Sequential) else 'no'} parts. Export the model "
-                         "with fastai's vision_learner (or `python -m whaleaudit train`).")
-    return model[0], model[1]
 
 
 def for_inference(model: nn.Module, device: torch.device) -> nn.Module:
@@ -73,20 +68,6 @@ def for_inference(model: nn.Module, device: torch.device) -> nn.Module:
             log.info(f"BatchNorm not folded into the convolutions ({type(e).__name__}: {e}); running it as is")
             folded.append(part)
     return nn.Sequential(nn.Sequential(*folded), head).eval().to(device, memory_format=torch.channels_last)
-
-
-def head_kind(model: nn.Module) -> str:
-    """"cam" when the head is global average pooling then one Linear layer (exact CAM), else "fastai"."""
-    _, head = split(model)
-    leaves = [m for m in head.modules() if not list(m.children()) and not _is_pass_through(m)]
-    if (len(leaves) == 2 and isinstance(leaves[0], nn.AdaptiveAvgPool2d)
-            and leaves[0].output_size in (1, (1, 1)) and isinstance(leaves[1], nn.Linear)):
-        return "cam"
-    return "fastai"
-
-
-def _is_pass_through(m: nn.Module) -> bool:
-    return isinstance(m, _PASS_THROUGH) or (type(m).__name__ == "Flatten" and type(m).__module__.startswith("fastai"))
 
 
 def cam_method(head: str, layer: str = "layer4") -> str:
