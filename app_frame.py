@@ -165,8 +165,8 @@ def sync_url() -> None:
 
 #: Which demo recipe the build button asks for (``whaleaudit.demo.build.RECIPES``); tests name "tiny".
 DEMO_RECIPE_ENV = "WHALEAUDIT_DEMO_RECIPE"
-#: Seconds between two looks at the running jobs.
-JOBS_REFRESH = 1.0
+#: Seconds between two looks at the jobs while one runs, and while none does (one started in another tab).
+JOBS_REFRESH, JOBS_WATCH = 1.0, 3.0
 
 
 def offer_demo(folder: Path) -> None:
@@ -192,22 +192,21 @@ def offer_demo(folder: Path) -> None:
 
 def show_jobs(folder: Path) -> None:
     """The background jobs of this audits folder, on every page: progress while they run (refreshed every
-    second), the error and the log where one failed or died; when one finishes, the page reloads to show it."""
+    second), the error and the log where one failed or died; when one starts, ends or dies (in any tab), the
+    page reloads to show it."""
     try:
         listed = jobs.list_jobs(jobs=jobs.folder(folder))
     except WhaleAuditError as e:
         st.warning(str(e))
         return
-    running = {j.id for j in listed if j.active}
-    if running:
-        st.fragment(run_every=JOBS_REFRESH)(_jobs_panel)(folder, running)
-    else:
-        _jobs_panel(folder, running)
+    statuses = {j.id: j.status for j in listed}
+    refresh = JOBS_REFRESH if jobs.RUNNING in statuses.values() else JOBS_WATCH
+    st.fragment(run_every=refresh)(_jobs_panel)(folder, statuses)
 
 
-def _jobs_panel(folder: Path, running: set[str]) -> None:
+def _jobs_panel(folder: Path, statuses: dict[str, str]) -> None:
     listed = jobs.list_jobs(jobs=jobs.folder(folder))
-    if {j.id for j in listed if j.active} != running:  # one finished, died or started: redraw the whole page
+    if {j.id: j.status for j in listed} != statuses:  # one started, finished or died: redraw the whole page
         st.rerun(scope="app")
     for job in listed:
         name = "Building the demo audit" if job.kind == "demo" else f"Job {job.id}"

@@ -60,15 +60,19 @@ def test_a_job_runs_in_its_own_process_and_every_other_start_joins_it(home):
     assert job.result == str(home / "audits" / "demo") and open_audit(home / "audits" / "demo").images.shape[0] == 24
     assert any(r and r > 0 for r in rates), "no images per second was ever reported"
     assert any(s.startswith("Training") for s in stages) and any(s.startswith("Computing maps") for s in stages)
-    assert "demo: ready" in open(job.log).read()
+    assert "demo: ready" in Path(job.log).read_text()
     state = json.loads((home / "audits" / ".jobs" / f"{ident}.json").read_text())
     assert state["kind"] == "demo" and state["arguments"] == arguments and state["pid"] == job.pid
 
 
-def test_a_killed_job_is_reported_dead_with_its_log_and_a_new_start_resumes_it(home):
+def test_a_job_outlives_its_starter_and_a_killed_one_reads_dead_with_its_log_and_resumes(home):
+    """Started by a process that then exits (a server stopped or restarted), the job goes on; killed, it is
+    reported dead, and a new start resumes it from the steps it finished."""
     arguments = jobs.demo_arguments(home / "audits", "tiny")
-    job, started = jobs.start("demo", arguments)
-    job = wait_for(job.id, lambda j: j.stage.startswith("Computing maps") or not j.active)
+    server = subprocess.run([sys.executable, "-c", "from whaleaudit import jobs; import sys; "
+                             f"print(jobs.start('demo', {arguments!r})[0].id)"], capture_output=True, text=True,
+                            check=True)
+    job = wait_for(server.stdout.strip(), lambda j: j.stage.startswith("Computing maps") or not j.active)
     assert job.active, job.sentence()
     os.killpg(job.pid, signal.SIGKILL)
     died = wait_for(job.id, lambda j: j.status == jobs.DIED, timeout=30)
@@ -78,7 +82,7 @@ def test_a_killed_job_is_reported_dead_with_its_log_and_a_new_start_resumes_it(h
     assert started and again.id == job.id
     done = wait_for(job.id, lambda j: not j.active)
     assert done.status == jobs.DONE, done.sentence()
-    log = open(done.log).read()
+    log = Path(done.log).read_text()
     assert "drawn already" in log and "trained already" in log  # resumed, not started over
     open_audit(home / "audits" / "demo")
 
@@ -158,7 +162,7 @@ def test_the_dashboard_builds_the_demo_as_a_job_every_session_sees_it_and_a_dead
     assert job.log in first.error[0].value
     [b for b in first.button if b.label == "Build the demo audit"][0].click().run()
     done = wait_for(ident, lambda j: not j.active)
-    assert done.status == jobs.DONE and "drawn already" in open(done.log).read()  # resumed, not started over
+    assert done.status == jobs.DONE and "drawn already" in Path(done.log).read_text()  # resumed, not started over
     first.run()
     assert not first.exception and first.title[0].value == "Overview · demo"
     second.run()

@@ -113,9 +113,10 @@ def start(kind: str, arguments: dict, *, jobs: Path | None = None) -> tuple[Job,
                                             "log": str(log_path), "pid": None, "stage": "starting", "share": 0.0,
                                             "started": time.time(), "updated": time.time()})
         with open(log_path, "wb") as out:
-            process = subprocess.Popen([sys.executable, "-m", "whaleaudit", "jobs", "run", ident, "--folder", str(jobs),
-                              "--lock-fd", str(fd)], pass_fds=(fd,), start_new_session=True, stdin=subprocess.DEVNULL,
-                             stdout=out, stderr=subprocess.STDOUT, close_fds=True)
+            command = [sys.executable, "-m", "whaleaudit", "jobs", "run", ident, "--folder", str(jobs),
+                       "--lock-fd", str(fd)]
+            process = subprocess.Popen(command, pass_fds=(fd,), start_new_session=True, stdin=subprocess.DEVNULL,
+                                       stdout=out, stderr=subprocess.STDOUT)
     finally:
         os.close(fd)  # the job's process holds the lock from here on
     threading.Thread(target=process.wait, daemon=True).start()  # reaps it when it ends: no zombie in the server

@@ -77,7 +77,6 @@ class Checkpoint:
                "(the checkpoint is replaced after it).")
         warnings.warn(msg, stacklevel=3)
         log.warning(msg)
-        return None
 
 
 def restore(learn, state: dict) -> None:
