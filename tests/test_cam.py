@@ -10,7 +10,8 @@ from _helpers_engine import SIZE, draw, tiny_model
 from torch import nn
 
 from whaleaudit.errors import ModelError
-from whaleaudit.explain.cam import for_inference, head_kind, predict_with_maps, spread
+from whaleaudit.explain.cam import for_inference, predict_with_maps, spread
+from whaleaudit.model.layout import head_kind
 from whaleaudit.model.load import build_model, load_model
 
 pytestmark = pytest.mark.slow  # trains the tiny models on first use

@@ -31,6 +31,7 @@ from .. import workspace
 from ..data.images import resolve_image
 from ..errors import ModelError
 from ..files import file_sha256
+from .layout import head_kind
 
 ARCH = "resnet18"
 HEADS = ("cam", "fastai")
@@ -106,8 +107,6 @@ def learner_model(learn):
 
 
 def _described(sidecar: dict, model: nn.Module, *, path: str | None, sha256: str) -> dict:
-    from ..explain.cam import head_kind
-
     return dict(sidecar, head=head_kind(model), path=path, sha256=sha256)
 
 
