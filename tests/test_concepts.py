@@ -21,6 +21,7 @@ from whaleaudit.explain.concepts import (
     CONCEPTS_TABLE,
     MAX_CONCEPTS,
     carrying_cells,
+    class_heat,
     compute_concepts,
     describe_cells,
     fit_cell_basis,
@@ -148,6 +149,10 @@ def test_concepts_of_a_hand_built_store(tmp_path):
     np.testing.assert_array_equal(concepts.evidence, expected)
     positive = np.maximum(audit.evidence[:, 0].astype(np.float32), 0).sum(axis=(1, 2))
     np.testing.assert_allclose(concepts.evidence.sum(axis=1), positive)   # the photo's positive evidence
+    heat = np.zeros((4, 4), np.float32)
+    heat[0, 0], heat[3, 3] = 48 / 84, 36 / 84
+    np.testing.assert_allclose(class_heat(audit, 0), heat, rtol=1e-6)
+    assert not class_heat(audit, 1).any()   # its photos hold no positive evidence
     shares = concepts.shares()
     np.testing.assert_allclose(shares[:24].sum(axis=1), 1, rtol=1e-6)
     assert not shares[24:].any()

@@ -106,6 +106,17 @@ def positive_evidence(audit: Audit) -> np.ndarray:
     return np.maximum(np.asarray(audit.evidence[:, 0], np.float32).reshape(len(audit.evidence), -1), 0)
 
 
+def class_heat(audit: Audit, class_idx: int) -> np.ndarray:
+    """float32 ``[h, w]``: where in the frame the positive evidence of the photos predicted as ``class_idx``
+    lies, summing to 1 (zeros if there is none): the class's average evidence map, every photo's evidence
+    counted as it is (a photo with more evidence weighs more)."""
+    photos = np.flatnonzero((audit.images["status"] == "ok").to_numpy()
+                            & (audit.images["pred_idx"].to_numpy() == class_idx))
+    total = positive_evidence(audit)[photos].sum(axis=0)
+    heat = total / total.sum() if total.sum() > 0 else total
+    return heat.reshape(audit.evidence.shape[2:]).astype(np.float32)
+
+
 def cell_foreground(audit: Audit, block: int = 4096) -> np.ndarray:
     """float32 ``[N, cells]``: the share of each evidence cell covered by the photo's foreground (area
     average of the stored mask over the cell); NaN for a photo without a foreground. Unpacked a block of
