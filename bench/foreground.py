@@ -67,6 +67,13 @@ def boxed_photos(limit: int | None) -> tuple[list[str], list[np.ndarray], list[l
     return names, [rgb_of(REAL / "images" / n) for n in names], [boxes[n] for n in names]
 
 
+def species_of(names: list[str]) -> list[str]:
+    import pandas as pd
+
+    labels = pd.read_csv(REAL / "labels.csv").set_index("image")["species"]
+    return [str(labels.get(n, "unknown")) for n in names]
+
+
 def drawn(params: dict, limit: int | None = None) -> tuple[list[np.ndarray], np.ndarray]:
     """Drawn photos and their true masks at MASK_SIZE (drawn once into bench/out/foreground)."""
     folder = OUT / f"drawn-{params['seed']}-{params['n_per_species']}"
@@ -222,6 +229,22 @@ def main() -> None:
     print(f"\nshare of photos with box IoU >= 0.5: learned {np.mean(iou >= 0.5):.0%}, today "
           f"{np.mean(np.array(today['per_photo_box_iou']) >= 0.5):.0%} (of {len(names)})")
 
+    species = species_of(names)
+    for held in sorted(set(species)):
+        train = [i for i, sp in enumerate(species) if sp != held]
+        test = [i for i, sp in enumerate(species) if sp == held]
+        if not train or not test:
+            continue
+        x, y = training_rows([feats[i] for i in train], [targets[i][0] for i in train], [targets[i][1] for i in train])
+        model = fg.fit_model(np.concatenate([x, d_x]), np.concatenate([y, d_y]), **fit)
+        other = against_boxes([fg.mask_from_probability(fg.predict(model, feats[i]).reshape(fg.MASK_SIZE, fg.MASK_SIZE))
+                               for i in test], [truth[i] for i in test])
+        same = against_boxes([learned[i] for i in test], [truth[i] for i in test])
+        then = against_boxes([classical[i] for i in test], [truth[i] for i in test])
+        print(f"a species it never saw: {held} ({len(test)} photos) by a model fitted on the other species only: "
+              f"precision {other['precision']:.2f}, box IoU {other['box_iou']:.2f}, none {other['none']:.1%} "
+              f"(5-fold CV on both species: {same['precision']:.2f}, {same['box_iou']:.2f}, {same['none']:.1%}; "
+              f"today: {then['precision']:.2f}, {then['box_iou']:.2f}, {then['none']:.1%})")
     counts = contact_sheets(names, photos, boxes, learned, OUT / "sheets")
     print(f"photos below box IoU 0.5 by kind (contact sheets in {OUT / 'sheets'}): "
           + ", ".join(f"{k} {v}" for k, v in counts.items()))
