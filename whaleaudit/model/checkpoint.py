@@ -83,8 +83,8 @@ def restore(learn, state: dict) -> None:
     """Put the weights, the optimizer's state and the random states back; ``learn.opt`` must exist, in the phase
     (frozen or not) that the checkpoint was saved in."""
     learn.model.load_state_dict(state["model"])
-    devices = [p.device for p, *_ in learn.opt.all_params()]
-    opt_state = [{k: v.to(d) if torch.is_tensor(v) else v for k, v in s.items()} for s, d in zip(state["opt"], devices)]
+    device = learn.dls.device  # where the fit moves the model: the optimizer's state must be there already
+    opt_state = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in s.items()} for s in state["opt"]]
     learn.opt.load_state_dict({"hypers": learn.opt.hypers, "state": opt_state})
     _set_random_states(learn, state["random"])
 
