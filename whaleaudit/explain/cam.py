@@ -19,8 +19,9 @@ is placed better at 8 x 8, at several times the default precompute's cost with m
 output stays the default (the README's "Known limits" gives the figures from ``bench/score.py``).
 
 The evidence concepts (:mod:`whaleaudit.explain.concepts`) need the layer3 maps of two classes only per photo,
-the predicted and the labelled one: :func:`predict_with_evidence` makes them with one batched backward of
-those two classes through the last stage, beside the default maps, and returns the layer3 features too.
+the predicted and the labelled one: :func:`predict_with_evidence` makes them by one backward of the predicted
+class through the last stage (and another for the photos it gets wrong), beside the default maps, and
+returns the layer3 features too.
 
 How far a map cell's evidence reaches (:func:`spread`) is measured on the model itself: the softening of the
 background-attention score (:mod:`whaleaudit.explain.score`) is this wide.
@@ -129,16 +130,18 @@ def predict_with_evidence(model: nn.Module, x: torch.Tensor, labels: torch.Tenso
     ``(logits [B, C], maps [B, C, h, w], evidence [B, 2, h3, w3], features [B, K3, h3, w3])``, float32.
 
     ``evidence`` is the layer3 Grad-CAM of each photo's predicted class (row 0) and of its labelled class
-    ``labels`` (row 1; zeros where the label is -1, a class the model does not know), made by one batched
-    backward of those two classes through the last stage instead of all ``C``; ``features`` is the layer3
-    feature map itself (the cells the concepts cluster). With ``layer="layer3"`` the maps of every class are
-    made anyway and ``evidence`` is their two rows.
+    ``labels`` (row 1; zeros where the label is -1, a class the model does not know): one backward of the
+    predicted class through the last stage, and a second pass through it for the photos whose label differs
+    from the prediction only, instead of all ``C`` classes; ``features`` is the layer3 feature map itself
+    (the cells the concepts cluster). With ``layer="layer3"`` the maps of every class are made anyway and
+    ``evidence`` is their two rows.
     """
     if model.training:
         raise ModelError("predict_with_evidence needs the model in eval mode (model.eval()): dropout and "
                          "batch statistics would make the maps random.")
     body, head = split(model)
     front, last = stages(body, "layer3")
+    labels = labels.to(x.device)
     with torch.inference_mode(False):
         if x.is_inference():
             x = x.clone()  # a tensor made in inference mode cannot enter autograd
@@ -148,11 +151,11 @@ def predict_with_evidence(model: nn.Module, x: torch.Tensor, labels: torch.Tenso
         with torch.enable_grad():
             act = last(features)
             logits = head(act)
-        n_classes = logits.shape[1]
-        chosen = torch.stack([logits.argmax(dim=1), labels.to(logits.device).clamp(min=0)])  # [2, B]
+        pred = logits.argmax(dim=1)
         if layer == "layer3":
             maps = _class_maps(logits, features, _every_class(logits))
-            evidence = maps.gather(1, chosen.T[:, :, None, None].expand(-1, -1, *maps.shape[2:]))
+            chosen = torch.stack([pred, labels.clamp(min=0)], dim=1)
+            evidence = maps.gather(1, chosen[:, :, None, None].expand(-1, -1, *maps.shape[2:]))
         else:
             if head_kind(model) == "cam":
                 linear = next(m for m in head.modules() if isinstance(m, nn.Linear))
@@ -160,8 +163,16 @@ def predict_with_evidence(model: nn.Module, x: torch.Tensor, labels: torch.Tenso
                 maps = maps if linear.bias is None else maps + linear.bias[None, :, None, None]
             else:
                 maps = _class_maps(logits, act, _every_class(logits), keep=True)
-            evidence = _class_maps(logits, features, nn.functional.one_hot(chosen, n_classes).to(logits.dtype))
-        evidence[:, 1] *= (labels.to(evidence.device) >= 0)[:, None, None]
+            evidence = _class_maps(logits, features, nn.functional.one_hot(pred, logits.shape[1])[None]
+                                   .to(logits.dtype)).expand(-1, 2, -1, -1).clone()
+            other = (labels >= 0) & (labels != pred)
+            if other.any():
+                apart = features[other].detach().requires_grad_(True)
+                with torch.enable_grad():
+                    apart_logits = head(last(apart))
+                select = nn.functional.one_hot(labels[other], logits.shape[1])[None].to(logits.dtype)
+                evidence[other, 1] = _class_maps(apart_logits, apart, select)[:, 0]
+        evidence[:, 1] *= (labels >= 0)[:, None, None]
     return logits.detach(), maps, evidence, features.detach()
 
 
