@@ -196,10 +196,17 @@ def score_agreement(model_path: Path, names, fold, fold_models, trust: bool) -> 
             mask = fg.auto_foreground(rgb, model_of[image_id])
             return (mask, "auto") if mask.any() else (None, "none")
 
+        def describe(self):
+            return dict(super().describe(), auto_model={"path": f"bench: {len(fold_models)} fold models, "
+                                                                "each photo's from the fold that never saw it"})
+
     class Classical(fg.ForegroundProvider):
         def __call__(self, image_id, rgb, full_size=None):
             mask = fg.colour_rarity_foreground(rgb)
             return (mask, "auto") if mask.any() else (None, "none")
+
+        def describe(self):
+            return dict(super().describe(), auto_method=fg.CLASSICAL_METHOD, auto_model=None)
 
     runs = {"boxes": fg.ForegroundProvider(dataset.image_root, boxes_csv=REAL / "boxes.csv"),
             "learned": CrossValidated(dataset.image_root), "classical": Classical(dataset.image_root)}
