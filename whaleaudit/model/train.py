@@ -121,8 +121,7 @@ def train(dataset: Dataset, *, out: Path | None = None, epochs: int = 10, lr: fl
     done = 0 if resumed is None else resumed["epoch"]
     history = [] if resumed is None else resumed["history"]
     if resumed is not None:
-        log.info(f"resuming from epoch {done} of {total}: the first {done} were finished by a run that stopped "
-                 f"(checkpoint {checkpoint.folder})")
+        log.info(f"resuming from epoch {done} of {total}, saved by a run that stopped (checkpoint {checkpoint.folder})")
 
     class EpochLog(Callback):
         """Keeps every epoch's numbers (fine_tune's two fits each reset the Recorder) and saves the checkpoint.
@@ -138,8 +137,13 @@ def train(dataset: Dataset, *, out: Path | None = None, epochs: int = 10, lr: fl
             if self.restore_smooth_loss:  # after the Recorder's reset: the logged train loss runs on unbroken
                 restore_smooth_loss(self.learn, resumed)
 
+        def before_epoch(self):
+            if self.first + self.epoch < len(history):  # skipped: not logged as an empty row of the table
+                self.shown, self.learn.logger = self.learn.logger, lambda *_: None
+
         def after_epoch(self):
             if self.first + self.epoch < len(history):
+                self.learn.logger = self.shown
                 return
             train_loss, valid_loss, acc = (float(v) for v in self.recorder.values[-1])
             phase = "frozen" if len(history) < freeze_epochs else "unfrozen"
