@@ -40,22 +40,21 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")   # one core, as the bars are stated
 
-import _util  # noqa: E402
-from _util import DATA  # noqa: E402
+import _util
+import cv2
+import numpy as np
+from _util import DATA
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-
-from whaleaudit.demo import synth  # noqa: E402
-from whaleaudit.explain import foreground as fg  # noqa: E402
+from whaleaudit.demo import synth
+from whaleaudit.explain import foreground as fg
 
 REAL = DATA / "happywhale128"
 OUT = _util.OUT / "foreground"
 FOLDS, SEED = 5, 0
-DRAWN_TRAIN = dict(n_per_species=40, size=128, seed=404, shortcut=True)
-DRAWN_TEST = dict(n_per_species=100, size=128, seed=202, shortcut=True)
-FIT = dict(hidden=32, alpha=1e-3, epochs=30, seed=0)
-SMOKE = dict(photos=16, folds=2, drawn=3, epochs=2)
+DRAWN_TRAIN = {"n_per_species": 40, "size": 128, "seed": 404, "shortcut": True}
+DRAWN_TEST = {"n_per_species": 100, "size": 128, "seed": 202, "shortcut": True}
+FIT = {"hidden": 32, "alpha": 1e-3, "epochs": 30, "seed": 0}
+SMOKE = {"photos": 16, "folds": 2, "drawn": 3, "epochs": 2}
 EVERY = 3      # every third mask pixel of a fitting photo goes into the fit (neighbours say much the same)
 
 
@@ -115,7 +114,7 @@ def box_iou(a, b) -> float:
     if a is None or b is None:
         return 0.0
     inter = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    area = lambda t: (t[2] - t[0]) * (t[3] - t[1])  # noqa: E731
+    area = lambda t: (t[2] - t[0]) * (t[3] - t[1])
     return inter / (area(a) + area(b) - inter)
 
 
@@ -138,7 +137,7 @@ def failure_kind(mask: np.ndarray, truth: np.ndarray) -> str | None:
         return "none found"
     if box_iou(a, b) >= 0.5:
         return None
-    area = lambda t: (t[2] - t[0]) * (t[3] - t[1])  # noqa: E731
+    area = lambda t: (t[2] - t[0]) * (t[3] - t[1])
     if (mask & truth).sum() < 0.5 * mask.sum():
         return "mostly off the animal"
     if area(a) < 0.6 * area(b):
@@ -285,7 +284,7 @@ def main() -> None:
             ("mean box IoU (report)", "box_iou_mean", "report", None)]
     print(f"\n| figure | {fg.METHOD} (CV) | {fg.CLASSICAL_METHOD} (today) | bar | learned |")
     print("| --- | --- | --- | --- | --- |")
-    fmt = lambda key, v: f"{v:.1%}" if key == "none" else f"{v:.2f}"  # noqa: E731
+    fmt = lambda key, v: f"{v:.1%}" if key == "none" else f"{v:.2f}"
     for label, key, rule, ok in rows:
         verdict = "" if ok is None else ("PASS" if ok(ours[key]) else "FAIL")
         print(f"| {label} | {fmt(key, ours[key])} | {fmt(key, today[key])} | {rule} | {verdict} |")
@@ -316,7 +315,7 @@ def main() -> None:
           + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
     t_photos, t_masks = drawn(DRAWN_TEST, SMOKE["drawn"] if smoke else None)
-    d_iou = lambda fn: np.array([(fn(p) & m).sum() / max((fn(p) | m).sum(), 1) for p, m in zip(t_photos, t_masks)])  # noqa: E731
+    d_iou = lambda fn: np.array([(fn(p) & m).sum() / max((fn(p) | m).sum(), 1) for p, m in zip(t_photos, t_masks)])
     li, ci = d_iou(lambda p: fg.auto_foreground(p, fold_models[0])), d_iou(fg.colour_rarity_foreground)
     print(f"drawn photos (seed {DRAWN_TEST['seed']}, {len(t_photos)}, fold-0 model): median IoU with the true mask "
           f"learned {np.median(li):.2f}, today {np.median(ci):.2f}; wrong object or none (IoU < 0.3) "

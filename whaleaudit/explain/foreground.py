@@ -423,6 +423,7 @@ def fit_model(features: np.ndarray, animal: np.ndarray, hidden: int = 32, alpha:
     clf = MLPClassifier(hidden_layer_sizes=(hidden,), alpha=alpha, max_iter=epochs, batch_size=512,
                         random_state=seed)
     import warnings
+
     from sklearn.exceptions import ConvergenceWarning
 
     with warnings.catch_warnings():
