@@ -122,8 +122,10 @@ def test_bad_requests_are_refused_with_a_sentence(home):
     folder = jobs.folder()
     folder.mkdir(parents=True)
     (folder / "demo-y.json").write_text("{half")
-    with pytest.raises(WhaleAuditError, match=r"demo-y\.json: unreadable job state .* delete it"):
-        jobs.read("demo-y")
+    (folder / "demo-z.json").write_text('{"id": "demo-z"}')
+    for ident in ("demo-y", "demo-z"):
+        with pytest.raises(WhaleAuditError, match=rf"{ident}\.json: unreadable job state .* delete it"):
+            jobs.read(ident)
     run = subprocess.run([sys.executable, "-m", "whaleaudit", "jobs", "run", "demo-y", "--folder", str(folder),
                           "--lock-fd", "0"], capture_output=True, text=True)
     assert run.returncode == 2 and "started without its lock" in run.stderr

@@ -137,20 +137,23 @@ def _joined(jobs: Path, ident: str) -> Job:
 def read(ident: str, *, jobs: Path | None = None) -> Job | None:
     """The job ``ident`` as its file says, "died" where it says running and no process holds its lock."""
     jobs = folder() if jobs is None else Path(jobs)
-    try:
-        state = json.loads((jobs / f"{ident}.json").read_text())
-    except FileNotFoundError:
-        return None
-    except ValueError as e:
-        raise WhaleAuditError(f"{jobs / ident}.json: unreadable job state ({e}); delete it to forget the job.") from None
-    names = {f.name for f in fields(Job)}
-    job = Job(**{k: v for k, v in state.items() if k in names})
-    if job.status == RUNNING and not _is_locked(jobs / f"{ident}.lock"):
-        again = json.loads((jobs / f"{ident}.json").read_text())  # it may have ended just now
-        job = Job(**{k: v for k, v in again.items() if k in names})
-        if job.status == RUNNING:
+    path = jobs / f"{ident}.json"
+    job = _read_state(path)
+    if job is not None and job.status == RUNNING and not _is_locked(jobs / f"{ident}.lock"):
+        job = _read_state(path)  # it may have ended just now
+        if job is not None and job.status == RUNNING:
             job.status = DIED
     return job
+
+
+def _read_state(path: Path) -> Job | None:
+    try:
+        state = json.loads(path.read_text())
+        return Job(**{k: v for k, v in state.items() if k in {f.name for f in fields(Job)}})
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError, AttributeError) as e:
+        raise WhaleAuditError(f"{path}: unreadable job state ({e}); delete it to forget the job.") from None
 
 
 def list_jobs(*, jobs: Path | None = None) -> list[Job]:
