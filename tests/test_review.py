@@ -226,3 +226,135 @@ def test_flags_follow_the_file_at_the_path_when_it_is_moved_aside_or_the_audit_r
     review.flag(["img_003"], "other", "fresh start")
     assert Review(store / "review.sqlite").flags()["note"].tolist() == ["fresh start"]
     assert len(Review(aside / "review.sqlite").flags()) == 2
+
+
+# --- the analyst's corrected foregrounds ----------------------------------------------------------------------
+
+#: The schema of the review databases written before corrections existed, as they were created.
+OLD_SCHEMA = """
+CREATE TABLE flags (image TEXT PRIMARY KEY, flagged INTEGER NOT NULL, reason TEXT NOT NULL, note TEXT NOT NULL,
+                    who TEXT NOT NULL, "when" TEXT NOT NULL);
+CREATE TABLE history (seq INTEGER PRIMARY KEY AUTOINCREMENT, image TEXT NOT NULL, action TEXT NOT NULL,
+                      old_flagged INTEGER NOT NULL, new_flagged INTEGER NOT NULL, old_reason TEXT NOT NULL,
+                      new_reason TEXT NOT NULL, old_note TEXT NOT NULL, new_note TEXT NOT NULL, who TEXT NOT NULL,
+                      "when" TEXT NOT NULL);
+CREATE INDEX history_image ON history (image);
+INSERT INTO flags VALUES ('fin_7', 1, 'attention on ice', 'old note', 'ana', '2026-01-02T03:04:05.000006+00:00');
+INSERT INTO history VALUES (1, 'fin_7', 'flag', 0, 1, '', 'attention on ice', '', 'old note', 'ana',
+                            '2026-01-02T03:04:05.000006+00:00');
+"""
+
+
+def test_corrections_boxes_clear_undo_and_their_history(tmp_path):
+    review = Review(tmp_path / "review.sqlite")
+    review.correct("a", [(0.1, 0.2, 0.5, 0.6), [0.6, 0.0, 1.0, 0.25]], who="ana")
+    review.clear("b", who="ben")
+    review.correct("b", [(0, 0, 1, 1)], who="ben")
+    review.correct("c", [(0.25, 0.25, 0.75, 0.75)])
+    review.undo_correction("c", who="cy")
+
+    current = review.corrections()
+    assert current[["image", "boxes", "who"]].values.tolist() == [
+        ["a", [(0.1, 0.2, 0.5, 0.6), (0.6, 0.0, 1.0, 0.25)], "ana"], ["b", [(0.0, 0.0, 1.0, 1.0)], "ben"]]
+    assert review.correction("c") is None and review.correction("never") is None
+    assert review.correction("a")["boxes"] == [(0.1, 0.2, 0.5, 0.6), (0.6, 0.0, 1.0, 0.25)]
+    history = review.correction_history()
+    a_boxes, c_boxes = [(0.1, 0.2, 0.5, 0.6), (0.6, 0.0, 1.0, 0.25)], [(0.25, 0.25, 0.75, 0.75)]
+    assert history[["seq", "image", "action", "old_boxes", "new_boxes", "who"]].values.tolist() == [
+        [1, "a", "boxes", None, a_boxes, "ana"],
+        [2, "b", "clear", None, [], "ben"],
+        [3, "b", "boxes", [], [(0.0, 0.0, 1.0, 1.0)], "ben"],
+        [4, "c", "boxes", None, c_boxes, ""],
+        [5, "c", "undo", c_boxes, None, "cy"],
+    ]
+    when = [datetime.fromisoformat(w) for w in history["when"]]
+    assert when == sorted(when) and all(w.utcoffset().total_seconds() == 0 for w in when)
+    review.clear("a")
+    assert review.correction("a")["boxes"] == []
+    assert review.flags().empty and review.history().empty  # corrections are not flags
+
+
+@pytest.mark.parametrize("boxes, message", [
+    ([], "no box given"), ([(0.5, 0.1, 0.4, 0.9)], "x0 < x1"), ([(0.1, 0.1, 0.5, 1.5)], "inside the photo"),
+    ([(0.1, float("nan"), 0.5, 0.9)], "inside the photo"), ([(0.1, 0.2, 0.3)], "four numbers"),
+    ([("left", 0, 1, 1)], "four numbers")])
+def test_a_box_that_is_not_one_is_refused_and_changes_nothing(tmp_path, boxes, message):
+    review = Review(tmp_path / "review.sqlite")
+    with pytest.raises(ValueError, match=message):
+        review.correct("a", boxes)
+    assert review.corrections().empty and review.correction_history().empty
+
+
+def test_a_correction_changes_the_version_and_shows_in_another_process(tmp_path):
+    review = Review(tmp_path / "review.sqlite")
+    start = review.version()
+    subprocess.run([sys.executable, "-c", "import sys; from whaleaudit.audit.review import Review; "
+                    "Review(sys.argv[1]).correct('fin_2', [(0.2, 0.3, 0.6, 0.7)], who='other')",
+                    str(tmp_path / "review.sqlite")], check=True, cwd=REPO)
+    assert review.version() != start
+    assert review.corrections()[["image", "boxes", "who"]].values.tolist() == [
+        ["fin_2", [(0.2, 0.3, 0.6, 0.7)], "other"]]
+
+
+def test_a_correction_reported_saved_survives_the_process_being_killed(tmp_path):
+    code = ("import os, signal, sys; sys.path.insert(0, sys.argv[1]); from whaleaudit.audit.review import Review; "
+            "r = Review(sys.argv[2]); r.correct('fin_1', [(0.1, 0.1, 0.4, 0.3)]); r.clear('fin_2'); "
+            "print('saved', flush=True); os.kill(os.getpid(), signal.SIGKILL)")
+    done = subprocess.run([sys.executable, "-c", code, str(REPO), str(tmp_path / "review.sqlite")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL and done.stdout.strip() == "saved"
+    assert Review(tmp_path / "review.sqlite").corrections()[["image", "boxes"]].values.tolist() == [
+        ["fin_1", [(0.1, 0.1, 0.4, 0.3)]], ["fin_2", []]]
+
+
+def test_a_review_written_before_corrections_opens_with_its_flags_unchanged(tmp_path):
+    path = tmp_path / "review.sqlite"
+    con = sqlite3.connect(path)
+    con.executescript(OLD_SCHEMA)
+    con.close()
+    review = Review(path)
+    assert review.flags()[["image", "reason", "note", "who", "when"]].values.tolist() == [
+        ["fin_7", "attention on ice", "old note", "ana", "2026-01-02T03:04:05.000006+00:00"]]
+    assert review.history()[["seq", "image", "action", "new_note"]].values.tolist() == [[1, "fin_7", "flag", "old note"]]
+    review.correct("fin_7", [(0.1, 0.1, 0.9, 0.9)])
+    review.flag(["fin_8"], "label wrong")
+    assert review.history()["seq"].tolist() == [1, 2]
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 1
+    assert Review(path).correction("fin_7")["boxes"] == [(0.1, 0.1, 0.9, 0.9)]  # opened again: nothing migrates twice
+
+
+def test_a_review_from_a_newer_whaleaudit_is_a_clear_store_error(tmp_path):
+    con = sqlite3.connect(tmp_path / "review.sqlite")
+    con.execute("PRAGMA user_version = 7")
+    con.close()
+    with pytest.raises(StoreError, match="review schema 7, this WhaleAudit reads up to 1"):
+        Review(tmp_path / "review.sqlite")
+
+
+def test_an_export_snapshot_shows_flags_and_corrections_of_one_moment(tmp_path):
+    """A writer flags and corrects each image in turn; a snapshot never holds one without the other."""
+    path = tmp_path / "review.sqlite"
+    Review(path)
+    stop = threading.Event()
+
+    def write():
+        writer, i = Review(path), 0
+        while not stop.is_set():
+            image = f"img_{i}"
+            with writer._connect() as con:  # both in one transaction, as a consistent snapshot must show them
+                con.execute("BEGIN IMMEDIATE")
+                con.execute("INSERT INTO flags VALUES (?, 1, 'other', '', '', '')", (image,))
+                con.execute("INSERT INTO corrections VALUES (?, '[]', '', '')", (image,))
+                con.execute("COMMIT")
+            i += 1
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    try:
+        snapshots = [Review(path).snapshot() for _ in range(40)]
+    finally:
+        stop.set()
+        thread.join()
+    assert any(len(flags) for flags, _ in snapshots)
+    for flags, corrections in snapshots:
+        assert flags["image"].tolist() == corrections["image"].tolist()

@@ -1,4 +1,4 @@
-"""The analysts' review of an audit: flags, reasons and notes, and the history of every change.
+"""The analysts' review of an audit: flags, reasons and notes, corrected foregrounds, and the history of every change.
 
 Stored in the audit's ``review.sqlite``, the only mutable file of an audit. Each action is one
 ``BEGIN IMMEDIATE`` transaction, so browser tabs, server threads and other processes can write at once
@@ -11,12 +11,27 @@ checkpoint the WAL every time.
 
 Tables::
 
-    flags    one row per image ever touched: image, flagged (0/1), reason, note, who, "when"
-    history  append-only: seq, image, action (flag/unflag/note), old and new flagged/reason/note, who, "when"
+    flags               one row per image ever touched: image, flagged (0/1), reason, note, who, "when"
+    history             append-only: seq, image, action (flag/unflag/note), old and new flagged/reason/note, who,
+                        "when"
+    corrections         one row per image whose foreground the analyst corrected: image, boxes, who, "when"
+    correction_history  append-only: seq, image, action (boxes/clear/undo), old and new boxes, who, "when"
+
+A correction is the analyst's boxes around the animal, stored as JSON ``[[x0, y0, x1, y1], ...]`` in fractions
+0..1 of the photo's width and height (left, top, right, bottom). The model sees the photo squashed to a square,
+so the same fractions place the boxes on its input and on its maps; they are also what a ``--boxes`` file takes
+(:func:`whaleaudit.explain.foreground.read_boxes`). ``[]`` is a cleared foreground: no animal in the photo.
+In the history, NULL boxes mean no correction (the audit's own foreground).
+
+The schema's version is SQLite's ``user_version``: 0 for a review written before corrections existed (flags
+alone), 1 now. Opening an older file adds the missing tables in one transaction and leaves its flags and
+history as they were.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import sqlite3
 import threading
@@ -34,7 +49,7 @@ REASONS = ["attention on water", "attention on ice", "attention on another objec
 BUSY_TIMEOUT_MS = 30_000
 SYNCHRONOUS = "FULL"  # a flag the page shows as saved survives a crash of the server or the machine
 
-_SCHEMA = """
+_FLAGS = """
 CREATE TABLE IF NOT EXISTS flags (
     image   TEXT PRIMARY KEY,
     flagged INTEGER NOT NULL,
@@ -58,6 +73,28 @@ CREATE TABLE IF NOT EXISTS history (
 );
 CREATE INDEX IF NOT EXISTS history_image ON history (image);
 """
+_CORRECTIONS = """
+CREATE TABLE corrections (
+    image   TEXT PRIMARY KEY,
+    boxes   TEXT NOT NULL,
+    who     TEXT NOT NULL,
+    "when"  TEXT NOT NULL
+);
+CREATE TABLE correction_history (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    image     TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    old_boxes TEXT,
+    new_boxes TEXT,
+    who       TEXT NOT NULL,
+    "when"    TEXT NOT NULL
+);
+CREATE INDEX correction_history_image ON correction_history (image);
+"""
+#: Schema steps: step k brings a file at ``user_version`` k to k + 1. Step 0 makes a new file, or adds the
+#: corrections to a file of the first reviews, which never set a version (hence the flags' IF NOT EXISTS).
+MIGRATIONS = (_FLAGS + _CORRECTIONS,)
+SCHEMA_VERSION = len(MIGRATIONS)
 
 _UNTOUCHED = (0, "", "")  # flagged, reason, note of an image nobody has touched
 
@@ -104,7 +141,7 @@ class Review:
                     con.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
                     con.execute(f"PRAGMA synchronous={SYNCHRONOUS}")
                     con.execute("PRAGMA journal_mode=WAL")
-                    con.executescript(_SCHEMA)
+                    _migrate(con, self.path)
                 except sqlite3.DatabaseError as e:
                     con.close()
                     raise StoreError(f"{self.path}: the review database cannot be opened ({e}). Move it aside to "
@@ -177,8 +214,9 @@ class Review:
         identity and the number of its last change. Cheap enough to ask on every rerun (one index lookup), so
         what the dashboard derives from the flags can be kept until the review changes."""
         with self._connect() as con:
-            last = con.execute("SELECT max(seq) FROM history").fetchone()[0]
-            return (*self._opened[1:], last or 0)
+            flags = con.execute("SELECT max(seq) FROM history").fetchone()[0]
+            corrections = con.execute("SELECT max(seq) FROM correction_history").fetchone()[0]
+            return (*self._opened[1:], flags or 0, corrections or 0)
 
     def history(self, last: int | None = None) -> pd.DataFrame:
         """Every change ever made (or only the ``last`` ones), oldest first."""
@@ -186,11 +224,129 @@ class Review:
             return self._read("SELECT * FROM history ORDER BY seq")
         return self._read("SELECT * FROM (SELECT * FROM history ORDER BY seq DESC LIMIT ?) ORDER BY seq", (last,))
 
+    # --- the analyst's foreground -------------------------------------------------------------------------------
+
+    def correct(self, image: str, boxes, who: str = "") -> None:
+        """Set the animal of one image to ``boxes``: ``[(x0, y0, x1, y1), ...]`` in fractions of the photo
+        (see the module docstring); at least one box (:meth:`clear` says there is no animal)."""
+        boxes = check_boxes(boxes)
+        if not boxes:
+            raise ValueError("no box given: draw at least one box around the animal, or clear the foreground "
+                             "if the photo has no animal")
+        self._write_correction("boxes", image, boxes, who)
+
+    def clear(self, image: str, who: str = "") -> None:
+        """Say the photo shows no animal: no foreground, so no background-attention score."""
+        self._write_correction("clear", image, [], who)
+
+    def undo_correction(self, image: str, who: str = "") -> None:
+        """Drop the correction of one image: it is scored with the audit's own foreground again."""
+        self._write_correction("undo", image, None, who)
+
+    def _write_correction(self, action: str, image: str, boxes: list | None, who: str) -> None:
+        (image,) = _image_ids([image])
+        new = None if boxes is None else json.dumps(boxes)
+        when = utc_now()
+        with self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                row = con.execute("SELECT boxes FROM corrections WHERE image = ?", (image,)).fetchone()
+                old = row[0] if row else None
+                if new is None:
+                    con.execute("DELETE FROM corrections WHERE image = ?", (image,))
+                else:
+                    con.execute('INSERT INTO corrections (image, boxes, who, "when") VALUES (?,?,?,?) '
+                                'ON CONFLICT(image) DO UPDATE SET boxes=excluded.boxes, who=excluded.who, '
+                                '"when"=excluded."when"', (image, new, who, when))
+                con.execute('INSERT INTO correction_history (image, action, old_boxes, new_boxes, who, "when") '
+                            "VALUES (?,?,?,?,?,?)", (image, action, old, new, who, when))
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+    def corrections(self) -> pd.DataFrame:
+        """Current corrections: image, boxes (a list of ``(x0, y0, x1, y1)`` fractions; empty: no animal), who,
+        when; by image."""
+        return _parse_boxes(self._read('SELECT image, boxes, who, "when" FROM corrections ORDER BY image'))
+
+    def correction(self, image: str) -> dict | None:
+        """One image's correction (as a row of :meth:`corrections`), or None where the analyst made none."""
+        frame = _parse_boxes(self._read('SELECT image, boxes, who, "when" FROM corrections WHERE image = ?',
+                                        (image,)))
+        return None if frame.empty else frame.iloc[0].to_dict()
+
+    def correction_history(self) -> pd.DataFrame:
+        """Every correction ever made, oldest first: seq, image, action, old and new boxes (as in
+        :meth:`corrections`; None: no correction), who, when."""
+        frame = self._read("SELECT * FROM correction_history ORDER BY seq")
+        for column in ("old_boxes", "new_boxes"):
+            frame[column] = pd.Series([[tuple(b) for b in json.loads(text)] if isinstance(text, str) else None
+                                       for text in frame[column]], index=frame.index, dtype=object)
+        return frame
+
+    def snapshot(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """:meth:`flags` and :meth:`corrections` read in one transaction, so they show the same moment however
+        many analysts write meanwhile (the CSV export)."""
+        with self._connect() as con:
+            con.execute("BEGIN")
+            try:
+                frames = [_frame(con.execute(sql)) for sql in (
+                    'SELECT image, reason, note, who, "when" FROM flags WHERE flagged = 1 ORDER BY image',
+                    'SELECT image, boxes, who, "when" FROM corrections ORDER BY image')]
+            finally:
+                con.execute("COMMIT")
+        return frames[0], _parse_boxes(frames[1])
+
     def _read(self, sql: str, params: tuple = ()) -> pd.DataFrame:
         with self._connect() as con:
-            cursor = con.execute(sql, params)
-            columns = [d[0] for d in cursor.description]
-            return pd.DataFrame(cursor.fetchall(), columns=columns)
+            return _frame(con.execute(sql, params))
+
+
+def _frame(cursor) -> pd.DataFrame:
+    return pd.DataFrame(cursor.fetchall(), columns=[d[0] for d in cursor.description])
+
+
+def _parse_boxes(frame: pd.DataFrame) -> pd.DataFrame:
+    frame["boxes"] = [[tuple(box) for box in json.loads(text)] for text in frame["boxes"]]
+    return frame
+
+
+def _migrate(con: sqlite3.Connection, path: Path) -> None:
+    """Bring the file to :data:`SCHEMA_VERSION`, in one transaction that another process cannot interleave;
+    a file already there is only read."""
+    if con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+        return
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        at = con.execute("PRAGMA user_version").fetchone()[0]
+        if at > SCHEMA_VERSION:
+            raise StoreError(f"{path}: review schema {at}, this WhaleAudit reads up to {SCHEMA_VERSION}. Open it "
+                             "with the WhaleAudit that wrote it, or update this one.")
+        for step in MIGRATIONS[at:]:
+            for statement in step.split(";"):
+                if statement.strip():
+                    con.execute(statement)
+        con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def check_boxes(boxes) -> list[list[float]]:
+    """``boxes`` as a list of ``[x0, y0, x1, y1]`` fractions, or ValueError naming the box that is not one."""
+    checked = []
+    for box in boxes:
+        try:
+            x0, y0, x1, y1 = (float(v) for v in box)
+        except (TypeError, ValueError):
+            raise ValueError(f"box {box!r} is not four numbers (x0, y0, x1, y1)") from None
+        if not all(map(math.isfinite, (x0, y0, x1, y1))) or not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
+            raise ValueError(f"box {box!r} is not a box inside the photo: it needs 0 <= x0 < x1 <= 1 and "
+                             "0 <= y0 < y1 <= 1, in fractions of the photo's width and height")
+        checked.append([x0, y0, x1, y1])
+    return checked
 
 
 def _image_ids(images) -> list[str]:
