@@ -101,8 +101,8 @@ def _flagged_table(path: str, stamp: int | None, version: tuple, _images: pd.Dat
 
 
 def flagged_table(ctx: Context) -> pd.DataFrame:
-    """The flagged list the page shows, made once per audit and review version."""
-    return _flagged_table(str(ctx.audit.path), ctx.stamp, ctx.version, ctx.audit.images, ctx.flags)
+    """The flagged list the page shows (with the analyst's corrections), made once per audit and review version."""
+    return _flagged_table(str(ctx.audit.path), ctx.stamp, ctx.version, ctx.frame, ctx.flags)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -136,7 +136,7 @@ def _manifest_stamp(path: Path) -> int | None:
 def _open(path: str, stamp: int | None) -> tuple[Audit, views.Overlays, views.Table]:
     """One open audit per folder and manifest time: a rebuilt audit is opened afresh."""
     audit = open_audit(path)
-    return audit, views.Overlays(audit), views.Table(audit.images)
+    return audit, views.Overlays(audit), views.Table(audit.images, audit)
 
 
 @st.cache_resource

@@ -106,17 +106,32 @@ def cmd_concepts(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from .audit.export import flagged_csv
+    from .audit.export import boxes_csv, flagged_csv
     from .audit.review import Review
     from .audit.store import open_audit
 
+    if args.out is None and args.boxes is None:
+        raise WhaleAuditError("export needs --out (the flagged images as CSV), --boxes (the analyst's corrected "
+                              "foregrounds as a --boxes file for the next audit), or both.")
     audit = open_audit(args.audit)
-    data = flagged_csv(audit, Review(audit.review_path))
-    if str(args.out) == "-":
+    review = Review(audit.review_path)
+    if args.out is not None:
+        _write_out(args.out, flagged_csv(audit, review), "flagged images")
+    if args.boxes is not None:
+        corrections = review.corrections()
+        cleared = int((corrections["boxes"].str.len() == 0).sum())
+        _write_out(args.boxes, boxes_csv(review), f"boxes of {len(corrections) - cleared} corrected photo(s)")
+        if cleared:
+            log.info(f"{cleared} photo(s) the analyst cleared (no animal) are not in the boxes file: a --boxes file "
+                     "cannot say 'no animal', so the next audit estimates them")
+
+
+def _write_out(out: Path, data: bytes, what: str) -> None:
+    if str(out) == "-":
         sys.stdout.buffer.write(data)
     else:
-        Path(args.out).write_bytes(data)
-        log.info(f"flagged images written: {args.out}")
+        Path(out).write_bytes(data)
+        log.info(f"{what} written: {out}")
 
 
 def cmd_demo(args) -> Path:
@@ -321,10 +336,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("audit", type=Path, help="audit folder")
     p.set_defaults(run=cmd_concepts)
 
-    p = sub.add_parser("export", help="write the flagged images of an audit as CSV",
-                       description="Write the images flagged in the dashboard, with reasons and notes, as CSV.")
+    p = sub.add_parser("export", help="write the flagged images of an audit as CSV, or its corrected boxes",
+                       description="Write the images flagged in the dashboard, with reasons and notes, as CSV; "
+                                   "and/or the foregrounds the analyst corrected, as a --boxes file for the next "
+                                   "audit.")
     p.add_argument("audit", type=Path, help="audit folder")
-    p.add_argument("--out", type=Path, required=True, help="CSV file to write ('-' for stdout)")
+    p.add_argument("--out", type=Path, help="CSV file of the flagged images to write ('-' for stdout)")
+    p.add_argument("--boxes", type=Path, help="CSV file (image,x0,y0,x1,y1 in fractions of the photo) of the "
+                                              "analyst's corrected boxes to write ('-' for stdout)")
     p.set_defaults(run=cmd_export)
 
     p = sub.add_parser("demo", help="build the demo audit (drawn whales, trained and audited here)",

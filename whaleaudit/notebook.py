@@ -31,7 +31,7 @@ class WhaleAudit:
 
     def __init__(self, audit: Audit):
         self.audit = audit
-        self.table = views.Table(audit.images)
+        self.table = views.Table(audit.images, audit)
         self.review = Review(audit.review_path)
         self.overlays = views.Overlays(audit)
 
@@ -92,7 +92,7 @@ class WhaleAudit:
     @property
     def images(self) -> pd.DataFrame:
         """Every image's row (columns: :data:`whaleaudit.columns.IMAGE_COLUMNS`) with the review's current
-        ``flagged``, ``reason`` and ``note``."""
+        ``flagged``, ``reason`` and ``note``, and the scores of the foregrounds the analyst corrected."""
         return self.table.review_state(self.review)[2]
 
     # --- lists -----------------------------------------------------------------------------------------------
@@ -158,7 +158,8 @@ class WhaleAudit:
     def flagged(self) -> pd.DataFrame:
         """The flagged photos with their reasons and notes, worst background attention first: the table the
         CSV export writes."""
-        return flagged_table(self.audit.images, self.review.flags()).reset_index(drop=True)
+        _, flags, images = self.table.review_state(self.review)
+        return flagged_table(images, flags).reset_index(drop=True)
 
     def _ids(self, images) -> list[str]:
         if isinstance(images, pd.DataFrame):

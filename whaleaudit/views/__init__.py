@@ -15,6 +15,7 @@ import pandas as pd
 from PIL import Image
 
 from ..columns import CAUSAL_COLUMNS
+from .corrections import ANALYST, with_corrections
 
 SCORE = "bg_score"
 #: Gallery orderings: label -> (column, worst first?). "Worst" is high attention, high loss, low confidence.
@@ -195,27 +196,33 @@ class Table:
     """An audit's image table and what the pages need from all of its rows, shared by every session.
 
     What needs every row is worked out once per audit: the score range, the species, the orderings, integer
-    codes for the text columns the filters compare. The review's flags are joined once per review state
-    (:meth:`Review.version <whaleaudit.audit.review.Review.version>`), instead of on every rerun of every page
-    (bench/dashboard.py times them). A filter is then a few comparisons of numbers and a sorted list is a subset
-    of a ready ordering.
+    codes for the text columns the filters compare. The review's flags are joined, and the analyst's corrected
+    foregrounds scored (:func:`.corrections.with_corrections`, given the ``audit`` whose maps they are scored
+    on), once per review state (:meth:`Review.version <whaleaudit.audit.review.Review.version>`), instead of on
+    every rerun of every page (bench/dashboard.py times them). A filter is then a few comparisons of numbers and
+    a sorted list is a subset of a ready ordering, made again when corrections change the scores.
     """
 
-    def __init__(self, images: pd.DataFrame):
+    def __init__(self, images: pd.DataFrame, audit=None):
         self.images = images
+        self.audit = audit
         self._lock = threading.Lock()
-        self._review = None  # (version, flags, images with flags)
-        self._orders = {}
+        self._review = None  # (version, flags, images with flags and corrections)
+        self._scored = (None, images, {})  # (corrections, images with them, orderings of those)
         self._codes = {}
 
     def review_state(self, review) -> tuple[tuple, pd.DataFrame, pd.DataFrame]:
-        """The review's version, its current flags and the table with them (:func:`with_flags`), joined again
-        only when the review has changed. The version is read before the flags, so they are never older."""
+        """The review's version, its current flags and the table with them (:func:`with_flags`) and with the
+        analyst's corrections (where the table knows its audit), made again only when the review has changed.
+        The version is read before the flags, so they are never older."""
         version = review.version()
         with self._lock:
             if self._review is None or self._review[0] != version:
-                flags = review.flags()
-                self._review = (version, flags, with_flags(self.images, flags))
+                flags, corrections = review.snapshot()
+                scored = self._scored
+                if self.audit is not None and not (scored[0] is not None and scored[0].equals(corrections)):
+                    scored = self._scored = (corrections, with_corrections(self.images, corrections, self.audit), {})
+                self._review = (version, flags, with_flags(scored[1], flags))
             return self._review
 
     @cached_property
@@ -305,10 +312,12 @@ class Table:
         return keep
 
     def order(self, by: str) -> np.ndarray:
-        """Positions of all rows in :func:`sort_positions` order ``by``, sorted once per audit."""
-        if by not in self._orders:
-            self._orders[by] = sort_positions(self.images, by)
-        return self._orders[by]
+        """Positions of all rows in :func:`sort_positions` order ``by`` (with the analyst's corrections of the
+        last :meth:`review_state`), sorted once per audit and state of the corrections."""
+        _, images, orders = self._scored
+        if by not in orders:
+            orders[by] = sort_positions(images, by)
+        return orders[by]
 
     def ranked(self, by: str, keep: np.ndarray) -> np.ndarray:
         """Positions of the rows where ``keep`` holds, in order ``by``: the ordering restricted to them."""
@@ -376,10 +385,19 @@ MEASURES = {
 NOT_CHECKED = "not checked: outside the causal check's sample (see the audit's causal share), or no foreground"
 
 
+#: What the causal check's numbers are on a photo whose foreground the analyst corrected: they need the model.
+OLD_FOREGROUND = "computed with the audit's own foreground, before the analyst's correction"
+
+
 def score_card(row: pd.Series) -> pd.DataFrame:
-    """The stored measures of one image as text, each with what it means."""
-    measures = dict(MEASURES, fg_source="where the foreground estimate comes from: box, mask, auto or none")
-    values = [NOT_CHECKED if m in CAUSAL_COLUMNS and pd.isna(row[m]) else _text(row[m]) for m in measures]
+    """The measures of one image as text, each with what it means; on a photo the analyst corrected, the causal
+    check's numbers say that they were measured with the audit's own foreground."""
+    measures = dict(MEASURES, fg_source="where the foreground estimate comes from: box, mask, auto, analyst "
+                                        "(corrected on the Heatmap page) or none")
+    corrected = row["fg_source"] == ANALYST
+    values = [NOT_CHECKED if m in CAUSAL_COLUMNS and pd.isna(row[m])
+              else f"{_text(row[m])} ({OLD_FOREGROUND})" if m in CAUSAL_COLUMNS and corrected
+              else _text(row[m]) for m in measures]
     return pd.DataFrame({"measure": list(measures), "value": values, "meaning": list(measures.values())})
 
 
