@@ -184,10 +184,11 @@ def test_an_audit_made_before_concepts_opens_and_says_what_to_do(tmp_path, capsy
     assert audit.evidence is None and audit.cells is None and audit.cell_basis is None
     assert "evidence" not in audit.manifest
     for attempt in (compute_concepts, open_concepts):
-        with pytest.raises(StoreError, match=r"made before evidence concepts.*Rebuild it with the current precompute"):
+        with pytest.raises(StoreError, match=r"no evidence maps or cell descriptors to find concepts in \(it was made "
+                                             r"before evidence concepts.*Rebuild it with the current precompute"):
             attempt(audit)
     assert main(["concepts", str(store)]) == 1
-    assert "made before evidence concepts" in capsys.readouterr().err
+    assert "was made before evidence concepts" in capsys.readouterr().err
     assert not (store / CONCEPTS_INFO).exists()
 
 
@@ -245,3 +246,31 @@ def test_precompute_keeps_the_evidence_within_budget_and_writes_concepts(tmp_pat
     write_concepts(open_audit(again))
     for name in (CONCEPTS_TABLE, CONCEPT_EVIDENCE, CONCEPTS_INFO):
         assert (again / name).read_bytes() == (out / name).read_bytes(), name
+
+
+@pytest.mark.slow
+def test_a_model_without_stages_is_audited_without_evidence(tmp_path):
+    """A body that is not a Sequential of stages (a user's unusual architecture) has no layer3 to read: the audit
+    is made as before, without the evidence arrays, and says why."""
+    from torch import nn
+
+    from whaleaudit.audit.precompute import precompute
+    from whaleaudit.model.load import load_model
+
+    class Opaque(nn.Module):
+        def __init__(self, body):
+            super().__init__()
+            self.inner = body
+
+        def forward(self, x):
+            return self.inner(x)
+
+    model, sidecar = load_model(tiny_model("cam").with_suffix(".pth"))
+    wrapped = nn.Sequential(Opaque(model[0]), model[1]).eval()
+    dataset = load_dataset(make_dataset(tmp_path / "data", n_per_species=3, species=SPECIES[:2]))
+    with pytest.warns(UserWarning, match="this audit gets no evidence concepts: layer3 maps need the body as a "
+                                         "Sequential of stages"):
+        audit = open_audit(precompute(dataset, (wrapped, sidecar), tmp_path / "audit", causal=0.0, workers=0,
+                                      progress=False))
+    assert audit.evidence is None and audit.manifest["parameters"]["evidence"] is False
+    assert (audit.images["status"] == "ok").all() and not (audit.path / CONCEPTS_INFO).exists()

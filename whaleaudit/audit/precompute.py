@@ -39,7 +39,7 @@ from ..audit.store import StoreWriter, open_audit
 from ..columns import IMAGE_COLUMNS
 from ..data.dataset import Dataset
 from ..data.images import load_rgb_reduced, resolve_image, squish
-from ..errors import ImageError, WhaleAuditError
+from ..errors import ImageError, ModelError, WhaleAuditError
 from ..explain.cam import (
     LAYERS,
     cam_method,
@@ -93,6 +93,7 @@ def precompute(dataset: Dataset, model, out: Path, *, trust: bool = False,
         raise WhaleAuditError(f"cam_layer={cam_layer!r}: choose one of {list(LAYERS)}.")
     started = time.perf_counter()
     model, info = _loaded(model, trust, classes)
+    evidence = evidence and _evidence_possible(model)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     foreground = foreground or ForegroundProvider(dataset.image_root)
     workers = min(4, os.cpu_count() or 1) if workers is None else workers
@@ -160,6 +161,19 @@ def precompute(dataset: Dataset, model, out: Path, *, trust: bool = False,
     if evidence:
         write_concepts(open_audit(store))
     return store
+
+
+def _evidence_possible(model) -> bool:
+    """Whether the model's body has stages to read the layer3 evidence between; a model without them (a user's
+    unusual architecture) is audited without evidence concepts, with a warning saying so."""
+    try:
+        stages(split(model)[0], "layer3")
+    except ModelError as e:
+        msg = f"this audit gets no evidence concepts: {e}"
+        warnings.warn(msg, stacklevel=3)
+        log.warning(msg)
+        return False
+    return True
 
 
 def _cell_basis(model, sample: torch.Tensor) -> tuple[np.ndarray, float]:

@@ -95,8 +95,8 @@ class Concepts:
 
 def require_evidence(audit: Audit) -> None:
     if audit.evidence is None or audit.cells is None:
-        raise StoreError(f"{audit.path}: this audit was made before evidence concepts, so it has no evidence maps "
-                         "or cell descriptors to find them in. Rebuild it with the current precompute "
+        raise StoreError(f"{audit.path}: this audit has no evidence maps or cell descriptors to find concepts in (it "
+                         "was made before evidence concepts, or without them). Rebuild it with the current precompute "
                          f"(`python -m whaleaudit precompute ... --out {audit.path}`); the analysts' flags are kept.")
 
 
