@@ -143,6 +143,8 @@ def test_concepts_of_a_hand_built_store(tmp_path):
     np.testing.assert_allclose(second["heat"], np.eye(16)[15])
     assert list(first["example_cell"]) == [0] * 8 and set(first["example_idx"]) <= set(range(0, 24, 2))
     assert len(set(second["example_idx"])) == 8 and set(second["example_idx"]) <= set(range(1, 24, 2))
+    np.testing.assert_allclose(first["centre"], [10, 0], atol=0.3)   # the mean of the cells on cell 0
+    np.testing.assert_allclose(second["centre"], [0, 10], atol=0.3)
     expected = np.zeros((27, MAX_CONCEPTS), np.float32)   # column: the concept's rank in the photo's class
     expected[:24:2, :2] = [3, 1]
     expected[1:24:2, :2] = [1, 2]

@@ -202,7 +202,8 @@ def compute_concepts(audit: Audit) -> Concepts:
     cells), ``on_animal`` (share of its evidence on the foreground, over photos that have one; NaN if none),
     ``heat`` (where in the frame its evidence lies: ``h * w`` values summing to 1, row by row),
     ``example_idx`` / ``example_cell`` (its most representative carrying cells, nearest its centre, one per
-    photo, for crops).
+    photo, for crops), ``centre`` (its k-means centre among the cell descriptors: a cell of any photo, projected
+    on the store's basis, belongs to the concept whose centre is nearest).
     """
     positive = positive_evidence(audit)
     carrying = carrying_cells(positive)
@@ -240,9 +241,10 @@ def compute_concepts(audit: Audit) -> Concepts:
                          "n_photos": int(carried.any(axis=1).sum()), "n_cells": int(carried.sum()),
                          "on_animal": float((weight[has_fg] * fg[has_fg]).sum() / on) if on > 0 else np.nan,
                          "heat": (weight.sum(axis=0) / max(weight.sum(), np.finfo(np.float32).tiny)).tolist(),
-                         "example_idx": photos[examples[:, 0]].tolist(), "example_cell": examples[:, 1].tolist()})
+                         "example_idx": photos[examples[:, 0]].tolist(), "example_cell": examples[:, 1].tolist(),
+                         "centre": centres[j].tolist()})
     table = pd.DataFrame(rows, columns=["species", "class_idx", "rank", "evidence_share", "n_photos", "n_cells",
-                                        "on_animal", "heat", "example_idx", "example_cell"])
+                                        "on_animal", "heat", "example_idx", "example_cell", "centre"])
     info = {"format": FORMAT, "evidence": "predicted class, layer3 Grad-CAM, positive part",
             "parameters": {"carrying_share": CARRYING_SHARE, "max_concepts": MAX_CONCEPTS, "gain": GAIN,
                            "min_cells": MIN_CELLS, "fit_cells": FIT_CELLS, "examples": EXAMPLES, "seed": SEED},
