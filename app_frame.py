@@ -328,10 +328,12 @@ def open_species(species: str) -> None:
 
 
 def show_map(ctx: Context, row: pd.Series, class_idx: int | None, size: int, *, caption: str | None = None,
-             with_mask: bool = False) -> None:
-    """One photo with a class's map (or alone); a photo that cannot be read gets a message in its place."""
+             with_mask: bool = False, boxes: tuple | None = None) -> None:
+    """One photo with a class's map (or alone); a photo that cannot be read gets a message in its place. ``boxes``:
+    the analyst's corrected foreground, outlined instead of the audit's."""
     try:
-        jpeg = ctx.overlays.jpeg(int(row["idx"]), class_idx, size, ctx.colormap, round(ctx.opacity, 2), with_mask)
+        jpeg = ctx.overlays.jpeg(int(row["idx"]), class_idx, size, ctx.colormap, round(ctx.opacity, 2), with_mask,
+                                 boxes)
     except ImageError as e:
         st.warning(f"Cannot show {row['image']}: {e}")
         return

@@ -1,4 +1,6 @@
-"""Heatmap: one image large, the map of any class, the foreground outlined, the score explained; flag it."""
+"""Heatmap: one image large, the map of any class, the foreground outlined, the score explained; flag it, and
+correct the foreground: drag boxes around the animal on the photo (or say it has none), and the photo is scored
+again at once (:mod:`whaleaudit.views.corrections`)."""
 
 import numpy as np
 import plotly.graph_objects as go
@@ -7,9 +9,33 @@ import streamlit as st
 import app_frame as app
 from whaleaudit import views
 from whaleaudit.audit.review import REASONS
+from whaleaudit.errors import ImageError
+from whaleaudit.views.corrections import analyst_mask, selection_boxes
 
 LARGE = 512
 CLASS_CHOICES = ["predicted", "actual", "another class"]
+#: Invisible points every this many pixels of the shown photo: Plotly reports a dragged box only where it
+#: selects points, and an image trace has none.
+GRID = 8
+CORRECTION_RGB = "#00e5ff"
+
+
+def drawing(photo: np.ndarray, boxes) -> go.Figure:
+    """The photo as a Plotly image to drag boxes on, with the current correction's boxes outlined."""
+    height, width = photo.shape[:2]
+    ys, xs = np.mgrid[GRID / 2:height:GRID, GRID / 2:width:GRID]
+    figure = go.Figure([go.Image(z=photo, hoverinfo="skip"),
+                        go.Scatter(x=xs.ravel(), y=ys.ravel(), mode="markers", hoverinfo="skip", showlegend=False,
+                                   marker={"size": GRID, "opacity": 0}, unselected={"marker": {"opacity": 0}},
+                                   selected={"marker": {"opacity": 0}})])
+    for x0, y0, x1, y1 in boxes:
+        figure.add_shape(type="rect", x0=x0 * width, x1=x1 * width, y0=y0 * height, y1=y1 * height,
+                         line={"color": CORRECTION_RGB, "width": 3})
+    figure.update_layout(dragmode="select", margin={"t": 0, "b": 0, "l": 0, "r": 0}, height=height, width=width,
+                         newselection={"line": {"color": "#ffcc00", "width": 2, "dash": "solid"}})
+    figure.update_xaxes(visible=False, range=[0, width])
+    figure.update_yaxes(visible=False, range=[height, 0], scaleanchor="x")
+    return figure
 
 ctx = app.frame("heatmap")
 # the list previous/next walk, as row positions: the one a gallery opened, or the matching images worst first
@@ -75,22 +101,60 @@ class_idx = {"predicted": int(row["pred_idx"]), "actual": int(row["label_idx"]),
 if class_idx < 0:
     class_idx = None
 
+correction = ctx.review.correction(image)
+boxes = None if correction is None else tuple(correction["boxes"])  # the analyst's foreground, if corrected
 original, mapped = st.columns(2)
 with original:
-    app.show_map(ctx, row, None, LARGE, caption="original")
+    drawn = []
+    try:
+        photo = ctx.overlays.photo(idx, LARGE)
+    except ImageError as e:
+        st.warning(f"Cannot show {image}: {e}")
+    else:
+        event = st.plotly_chart(drawing(photo, boxes or ()), key=f"draw@{image}@{correction and correction['when']}",
+                                on_select="rerun", selection_mode="box", width="content",
+                                config={"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d", "toImage"]})
+        drawn = selection_boxes(event.selection, photo.shape[1], photo.shape[0])
+        st.caption("original · drag a box around the animal (hold Shift for more than one), then save it"
+                   + (" · blue: the analyst's foreground" if boxes else ""))
 with mapped:
     if class_idx is None:
         st.info("No map: the model has no class for this choice (unknown species or unreadable image).")
     else:
-        app.show_map(ctx, row, class_idx, LARGE, with_mask=with_mask,
+        app.show_map(ctx, row, class_idx, LARGE, with_mask=with_mask, boxes=boxes,
                         caption=f"map for {ctx.audit.classes[class_idx]} · colour scale 0 .. "
                                 f"{ctx.overlays.vmax:.3g} (fixed for the whole audit)"
-                                + (" · white line: foreground estimate" if with_mask else ""))
+                                + (" · white line: foreground" + (" (the analyst's)" if boxes else " estimate")
+                                   if with_mask else ""))
+
+st.subheader("Foreground")
+if correction is None:
+    st.caption(f"The audit's own foreground ({row['fg_source']}). Drag boxes on the photo to correct it.")
+elif boxes:
+    st.info(f"Corrected by {correction['who'] or 'someone'} at {correction['when']}: {len(boxes)} box(es). "
+            "The scores below use them; the causal check's numbers were measured with the audit's own foreground "
+            "(they need the model).")
+else:
+    st.info(f"Cleared by {correction['who'] or 'someone'} at {correction['when']}: no animal, so no score.")
+fix = st.columns([2, 2, 2, 3], vertical_alignment="center")
+if fix[0].button(f"Save {len(drawn)} box(es)" if drawn else "Save boxes", type="primary", disabled=not drawn,
+                 key="heatmap_save_boxes"):
+    ctx.review.correct(image, drawn, ctx.who)
+    st.rerun()
+if fix[1].button("Clear the animal", disabled=boxes == (), key="heatmap_clear", help="The photo has no animal."):
+    ctx.review.clear(image, ctx.who)
+    st.rerun()
+if fix[2].button("Undo my correction", disabled=correction is None, key="heatmap_undo"):
+    ctx.review.undo_correction(image, ctx.who)
+    st.rerun()
+if drawn:
+    fix[3].caption(f"{len(drawn)} box(es) drawn, not saved yet.")
 
 st.subheader("Background attention")
 st.dataframe(views.score_card(row), hide_index=True)
-if class_idx is not None and row["status"] == "ok" and row["fg_source"] != "none":
-    parts = views.explain_score(ctx.audit.cam(idx, class_idx), ctx.audit.mask(idx), ctx.audit.spread)
+mask = ctx.audit.mask(idx) if boxes is None else analyst_mask(boxes)
+if class_idx is not None and row["status"] == "ok" and row["fg_source"] != "none" and mask.any():
+    parts = views.explain_score(ctx.audit.cam(idx, class_idx), mask, ctx.audit.spread)
     st.markdown(
         f"How it is computed, for the map of **{ctx.audit.classes[class_idx]}**: each of the map's "
         f"{parts['evidence'].size} cells holds a share of the positive evidence and is covered by the foreground "

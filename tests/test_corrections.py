@@ -4,12 +4,14 @@ written as a --boxes file that the next audit scores alike; and drawn, saved and
 import csv
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from _helpers_dashboard import UNREADABLE, make_audit
 from _helpers_engine import tiny_dataset, tiny_model
+from streamlit.testing.v1 import AppTest
 
 from whaleaudit import views
 from whaleaudit.audit.export import BOX_COLUMNS, boxes_csv, flagged_csv
@@ -77,7 +79,7 @@ def test_the_table_pages_share_scores_and_orders_the_corrections(audit):
     worst = before["image"].iat[table.ranked("background attention", table.readable)[0]]
     review.clear(worst)  # no foreground, no score: it leaves the top of the list
     review.flag([worst], "attention on water")
-    _, flags, frame = table.review_state(review)
+    _, _, frame = table.review_state(review)
     assert frame.loc[frame["image"] == worst, ["fg_source", "flagged"]].values.tolist() == [["analyst", True]]
     ranked = frame["image"].to_numpy()[table.ranked("background attention", table.readable)]
     assert worst not in ranked[:-5] and ranked[0] != worst
@@ -171,3 +173,85 @@ def _selection(box: list[list[float]]) -> str:
     return json.dumps({"selection": {"points": [], "point_indices": [], "lasso": [],
                                      "box": [{"xref": "x", "yref": "y", "x": [x0, x1], "y": [y0, y1]}
                                              for x0, y0, x1, y1 in box]}})
+
+
+# --- the Heatmap page ------------------------------------------------------------------------------------------
+
+APP = Path(__file__).resolve().parents[1] / "streamlit_app.py"
+
+
+@pytest.fixture
+def served(tmp_path, monkeypatch):
+    """The small audit where the dashboard finds it, and the pages' folder importable as ``streamlit run`` has it."""
+    store = make_audit(tmp_path)
+    monkeypatch.setenv("WHALEAUDIT_AUDITS", str(store.parent))
+    monkeypatch.syspath_prepend(str(APP.parent))
+    return open_audit(store)
+
+
+def _heatmap(image: str) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=30)
+    at.query_params["image"] = image
+    at.run()
+    at.switch_page("pages/heatmap.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _drag(at: AppTest, boxes: list) -> AppTest:
+    """Simulate the browser's selection event: Streamlit's frontend sets the chart's widget value to the
+    selection, then reruns. AppTest has no Plotly element to set, so the value goes in beside the others'."""
+    (chart,) = [e for e in at.main if getattr(e, "type", None) == "plotly_chart" and e.proto.selection_mode]
+    states = at._tree.get_widget_states()
+    state = states.widgets.add()
+    state.id, state.string_value = chart.proto.id, _selection(boxes)
+    at._run(states)
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _card(at: AppTest) -> pd.Series:
+    (card,) = [d.value for d in at.dataframe if "measure" in d.value.columns]
+    return card.set_index("measure")["value"]
+
+
+def test_heatmap_draw_save_see_the_score_change_and_a_new_session_sees_it(served):
+    image = "img_009"
+    before = _row(served, image)
+    at = _heatmap(image)
+    assert _card(at)["bg_score"] == f"{before['bg_score']:.3f}" and _card(at)["fg_source"] == "auto"
+    assert at.button(key="heatmap_save_boxes").disabled and at.button(key="heatmap_undo").disabled
+
+    photo = views.Overlays(served).photo(int(before["idx"]), 512)  # the photo as the page shows it
+    height, width = photo.shape[:2]
+    _drag(at, [[width / 2, height, 0, 0]])  # dragged from bottom right to top left: the left half
+    assert "1 box(es) drawn, not saved yet." in [c.value for c in at.caption]
+    at.button(key="heatmap_save_boxes").click().run()
+
+    saved = Review(served.review_path).correction(image)
+    assert saved["boxes"] == LEFT_HALF
+    expected = with_corrections(served.images, Review(served.review_path).corrections(), served)
+    expected = expected.set_index("image").loc[image]
+    card = _card(at)
+    assert card["fg_source"] == "analyst" and card["bg_score"] == f"{expected['bg_score']:.3f}" != \
+        f"{before['bg_score']:.3f}"
+    assert card["prob_without_animal"].endswith(f"({views.OLD_FOREGROUND})")
+    assert any("Corrected by" in i.value for i in at.info)
+    assert f"bg_score = 1 - on / ideal = **{expected['bg_score']:.3f}**" in "".join(m.value for m in at.markdown)
+
+    again = _heatmap(image)  # another tab, or after a restart: it reads review.sqlite
+    assert _card(again)["bg_score"] == f"{expected['bg_score']:.3f}" and _card(again)["fg_source"] == "analyst"
+    again.button(key="heatmap_clear").click().run()
+    assert Review(served.review_path).correction(image)["boxes"] == []
+    assert _card(again)["bg_score"] == "n/a" and any("Cleared by" in i.value for i in again.info)
+    again.button(key="heatmap_undo").click().run()
+    assert Review(served.review_path).correction(image) is None
+    assert _card(again)["bg_score"] == f"{before['bg_score']:.3f}" and _card(again)["fg_source"] == "auto"
+    assert Review(served.review_path).correction_history()["action"].tolist() == ["boxes", "clear", "undo"]
+
+
+def test_a_dragged_box_becomes_fractions_of_the_photo_clipped_to_it():
+    selection = {"box": [{"x": [384.0, 128.0], "y": [-10.0, 200.0]}, {"x": [5.0, 5.0], "y": [0.0, 9.0]},
+                         {"x": [], "y": []}]}
+    assert views.corrections.selection_boxes(selection, 512, 400) == [(0.25, 0.0, 0.75, 0.5)]
+    assert views.corrections.selection_boxes({"box": []}, 512, 400) == []

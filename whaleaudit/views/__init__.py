@@ -15,7 +15,7 @@ import pandas as pd
 from PIL import Image
 
 from ..columns import CAUSAL_COLUMNS
-from .corrections import ANALYST, with_corrections
+from .corrections import ANALYST, analyst_mask, with_corrections
 
 SCORE = "bg_score"
 #: Gallery orderings: label -> (column, worst first?). "Worst" is high attention, high loss, low confidence.
@@ -542,15 +542,20 @@ class Overlays:
         return fit(self._load(path, size)[0], size)
 
     def rgb(self, idx: int, class_idx: int | None, size: int, colormap: str = "turbo", opacity: float = 0.5,
-            with_mask: bool = False) -> np.ndarray:
+            with_mask: bool = False, boxes: tuple | None = None) -> np.ndarray:
         """Row ``idx`` as uint8 pixels: the photo alone (``class_idx`` None) or with that class's map, and with
-        its foreground outlined (``with_mask``, where it has one)."""
+        its foreground outlined (``with_mask``, where it has one): the audit's, or the analyst's ``boxes``
+        (a tuple of ``(x0, y0, x1, y1)`` fractions, empty when cleared) where the analyst corrected it."""
         rgb = self.photo(idx, size)
         cam = None if class_idx is None else self.audit.cam(idx, class_idx)
-        mask = self.audit.mask(idx) if with_mask and self.audit.images.iloc[idx]["fg_source"] != "none" else None
+        mask = None
+        if with_mask and boxes is not None:
+            mask = analyst_mask(boxes) if boxes else None
+        elif with_mask and self.audit.images.iloc[idx]["fg_source"] != "none":
+            mask = self.audit.mask(idx)
         return overlay(rgb, cam, vmax=self.vmax, colormap=colormap, opacity=opacity, mask=mask)
 
     def _render(self, idx: int, class_idx: int | None, size: int, colormap: str = "turbo", opacity: float = 0.5,
-                with_mask: bool = False) -> bytes:
+                with_mask: bool = False, boxes: tuple | None = None) -> bytes:
         """JPEG of :meth:`rgb`."""
-        return to_jpeg(self.rgb(idx, class_idx, size, colormap, opacity, with_mask))
+        return to_jpeg(self.rgb(idx, class_idx, size, colormap, opacity, with_mask, boxes))
