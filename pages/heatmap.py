@@ -18,6 +18,7 @@ CLASS_CHOICES = ["predicted", "actual", "another class"]
 #: selects points, and an image trace has none.
 GRID = 8
 CORRECTION_RGB = "#00e5ff"
+DRAW_WIDTH = 480  # pixels on screen of the photo to draw on (the column's width on a laptop)
 
 
 def drawing(photo: np.ndarray, boxes) -> go.Figure:
@@ -31,7 +32,8 @@ def drawing(photo: np.ndarray, boxes) -> go.Figure:
     for x0, y0, x1, y1 in boxes:
         figure.add_shape(type="rect", x0=x0 * width, x1=x1 * width, y0=y0 * height, y1=y1 * height,
                          line={"color": CORRECTION_RGB, "width": 3})
-    figure.update_layout(dragmode="select", margin={"t": 0, "b": 0, "l": 0, "r": 0}, height=height, width=width,
+    figure.update_layout(dragmode="select", margin={"t": 0, "b": 0, "l": 0, "r": 0},
+                         height=round(DRAW_WIDTH * height / width), width=DRAW_WIDTH,
                          newselection={"line": {"color": "#ffcc00", "width": 2, "dash": "solid"}})
     figure.update_xaxes(visible=False, range=[0, width])
     figure.update_yaxes(visible=False, range=[height, 0], scaleanchor="x")
@@ -113,7 +115,7 @@ with original:
     else:
         event = st.plotly_chart(drawing(photo, boxes or ()), key=f"draw@{image}@{correction and correction['when']}",
                                 on_select="rerun", selection_mode="box", width="content",
-                                config={"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d", "toImage"]})
+                                config={"displayModeBar": False})
         drawn = selection_boxes(event.selection, photo.shape[1], photo.shape[0])
         st.caption("original · drag a box around the animal (hold Shift for more than one), then save it"
                    + (" · blue: the analyst's foreground" if boxes else ""))
