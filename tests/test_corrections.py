@@ -84,6 +84,9 @@ def test_the_table_pages_share_scores_and_orders_the_corrections(audit):
     ranked = frame["image"].to_numpy()[table.ranked("background attention", table.readable)]
     assert worst not in ranked[:-5] and ranked[0] != worst
     assert not table.mask(frame, threshold=0.0)[frame["image"] == worst].any()
+    with_score = audit.images["bg_score"].notna().sum()
+    assert table.histogram["count"].sum() == frame["bg_score"].notna().sum() == with_score - 1
+    assert worst not in table.scatter.dropna(subset=["bg_score"])["image"].tolist()
     scored = table._scored
     review.note(worst, "a note changes the flags, not the corrections")
     table.review_state(review)

@@ -208,7 +208,7 @@ class Table:
         self.audit = audit
         self._lock = threading.Lock()
         self._review = None  # (version, flags, images with flags and corrections)
-        self._scored = (None, images, {})  # (corrections, images with them, orderings of those)
+        self._scored = (None, images, {})  # (corrections, images with them, what is derived from those)
         self._codes = {}
 
     def review_state(self, review) -> tuple[tuple, pd.DataFrame, pd.DataFrame]:
@@ -242,14 +242,23 @@ class Table:
     def summary(self) -> dict:
         return summary(self.images)
 
-    @cached_property
+    @property
     def histogram(self) -> pd.DataFrame:
-        return score_histogram(self.images)
+        """:func:`score_histogram` of the scores with the analyst's corrections."""
+        return self._derived("histogram", score_histogram)
 
-    @cached_property
+    @property
     def scatter(self) -> pd.DataFrame:
-        """:func:`scatter_sample` of the readable images."""
-        return scatter_sample(self.images, self.readable)
+        """:func:`scatter_sample` of the readable images, with the analyst's corrections."""
+        return self._derived("scatter", lambda images: scatter_sample(images, self.readable))
+
+    def _derived(self, name, make):
+        """``make(images)`` of the images with the corrections of the last :meth:`review_state`, made once per
+        state of the corrections."""
+        _, images, derived = self._scored
+        if name not in derived:
+            derived[name] = make(images)
+        return derived[name]
 
     @cached_property
     def readable(self) -> np.ndarray:
@@ -314,10 +323,7 @@ class Table:
     def order(self, by: str) -> np.ndarray:
         """Positions of all rows in :func:`sort_positions` order ``by`` (with the analyst's corrections of the
         last :meth:`review_state`), sorted once per audit and state of the corrections."""
-        _, images, orders = self._scored
-        if by not in orders:
-            orders[by] = sort_positions(images, by)
-        return orders[by]
+        return self._derived(("order", by), lambda images: sort_positions(images, by))
 
     def ranked(self, by: str, keep: np.ndarray) -> np.ndarray:
         """Positions of the rows where ``keep`` holds, in order ``by``: the ordering restricted to them."""
