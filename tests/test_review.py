@@ -358,3 +358,38 @@ def test_an_export_snapshot_shows_flags_and_corrections_of_one_moment(tmp_path):
     assert any(len(flags) for flags, _ in snapshots)
     for flags, corrections in snapshots:
         assert flags["image"].tolist() == corrections["image"].tolist()
+
+
+def test_concurrent_corrections_lose_no_change_and_chain_their_history(tmp_path):
+    """Threads, on one shared Review and on their own connections, correct, clear and undo the same photos: each
+    change is recorded on the state it replaced, and the current state is the last change's."""
+    path = tmp_path / "review.sqlite"
+    shared = Review(path)
+    images, errors = ["fin_a", "fin_b", "fin_c"], []
+
+    def work(worker: int) -> None:
+        review = shared if worker % 2 else Review(path)
+        try:
+            for i in range(60):
+                image = images[(worker + i) % len(images)]
+                if i % 5 == 3:
+                    review.clear(image, who=f"w{worker}")
+                elif i % 5 == 4:
+                    review.undo_correction(image, who=f"w{worker}")
+                else:
+                    review.correct(image, [(0.01 * worker, 0.01 * i, 0.5, 0.9)], who=f"w{worker}")
+        except Exception as e:  # surfaced below: a thread's exception would otherwise vanish
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    history = Review(path).correction_history()
+    assert len(history) == 4 * 60
+    current = Review(path).corrections().set_index("image")["boxes"].to_dict()
+    for image, rows in history.groupby("image", sort=False):
+        assert rows["old_boxes"].tolist() == [None, *rows["new_boxes"].tolist()[:-1]], image
+        assert current.get(image) == rows["new_boxes"].iloc[-1]

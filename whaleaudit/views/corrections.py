@@ -54,8 +54,7 @@ def analyst_scores(audit, rows: pd.DataFrame, boxes: list) -> pd.DataFrame:
 def with_corrections(frame: pd.DataFrame, corrections: pd.DataFrame, audit) -> pd.DataFrame:
     """``frame`` (the audit's image table, with or without flags) with the corrected photos' rows scored again
     (:func:`analyst_scores`); the frame itself where there is no correction. Corrections of images not in the
-    audit (it was rebuilt on other photos) are left out. Only the corrected rows are scored: a few milliseconds
-    per hundred."""
+    audit (it was rebuilt on other photos) are left out. Only the corrected rows are scored."""
     if corrections.empty:
         return frame
     boxes = dict(zip(corrections["image"], corrections["boxes"]))
