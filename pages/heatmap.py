@@ -1,6 +1,6 @@
 """Heatmap: one image large, the map of any class, the foreground outlined, the score explained; flag it, and
 correct the foreground: drag boxes around the animal on the photo (or say it has none), and the photo is scored
-again at once (:mod:`whaleaudit.views.corrections`)."""
+again at once (:mod:`whaleaudit.audit.corrections`)."""
 
 import numpy as np
 import plotly.graph_objects as go
@@ -8,9 +8,10 @@ import streamlit as st
 
 import app_frame as app
 from whaleaudit import views
+from whaleaudit.audit.corrections import analyst_mask
 from whaleaudit.audit.review import REASONS
 from whaleaudit.errors import ImageError
-from whaleaudit.views.corrections import analyst_mask, selection_boxes
+from whaleaudit.views.selection import selection_boxes
 
 LARGE = 512
 CLASS_CHOICES = ["predicted", "actual", "another class"]

@@ -14,6 +14,7 @@ from _helpers_engine import tiny_dataset, tiny_model
 from streamlit.testing.v1 import AppTest
 
 from whaleaudit import views
+from whaleaudit.audit.corrections import CORRECTED, with_corrections
 from whaleaudit.audit.export import BOX_COLUMNS, boxes_csv, flagged_csv
 from whaleaudit.audit.precompute import precompute
 from whaleaudit.audit.review import Review
@@ -22,7 +23,7 @@ from whaleaudit.cli import main
 from whaleaudit.data.dataset import load_dataset
 from whaleaudit.explain.foreground import ForegroundProvider, read_boxes
 from whaleaudit.notebook import WhaleAudit
-from whaleaudit.views.corrections import CORRECTED, with_corrections
+from whaleaudit.views.selection import selection_boxes
 
 LEFT_HALF = [(0.0, 0.0, 0.5, 1.0)]
 
@@ -256,5 +257,5 @@ def test_heatmap_draw_save_see_the_score_change_and_a_new_session_sees_it(served
 def test_a_dragged_box_becomes_fractions_of_the_photo_clipped_to_it():
     selection = {"box": [{"x": [384.0, 128.0], "y": [-10.0, 200.0]}, {"x": [5.0, 5.0], "y": [0.0, 9.0]},
                          {"x": [], "y": []}]}
-    assert views.corrections.selection_boxes(selection, 512, 400) == [(0.25, 0.0, 0.75, 0.5)]
-    assert views.corrections.selection_boxes({"box": []}, 512, 400) == []
+    assert selection_boxes(selection, 512, 400) == [(0.25, 0.0, 0.75, 0.5)]
+    assert selection_boxes({"box": []}, 512, 400) == []

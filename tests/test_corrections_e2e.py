@@ -11,12 +11,12 @@ import pytest
 from _helpers_dashboard import chromium, free_port, make_audit, settle
 from _helpers_dashboard import serve as serve_command
 
+from whaleaudit.audit.corrections import with_corrections
 from whaleaudit.audit.review import Review
 from whaleaudit.audit.store import open_audit
 from whaleaudit.cli import main
 from whaleaudit.explain.foreground import read_boxes
 from whaleaudit.views import explain_score
-from whaleaudit.views.corrections import with_corrections
 
 REPO = Path(__file__).resolve().parents[1]
 SCORE = re.compile(r"bg_score = 1 - on / ideal = (\d\.\d{3})")

@@ -1,7 +1,7 @@
 """The flagged list as CSV: what the analyst takes away to crop, relabel or re-photograph; and the analyst's
 corrected foregrounds as a ``--boxes`` file for the next audit.
 
-The flagged list shows each photo's scores with the analyst's corrections (:mod:`whaleaudit.views.corrections`):
+The flagged list shows each photo's scores with the analyst's corrections (:mod:`whaleaudit.audit.corrections`):
 a corrected photo's ``fg_source`` reads ``analyst``.
 
 Species names, notes and image ids come from label files and from people, so a cell may start with a
@@ -50,7 +50,7 @@ def flagged_csv(audit, review) -> bytes:
     Flags and corrections are read in one transaction, i.e. one consistent snapshot, however many analysts
     write meanwhile.
     """
-    from ..views.corrections import with_corrections
+    from .corrections import with_corrections
 
     flags, corrections = review.snapshot()
     table = flagged_table(with_corrections(audit.images, corrections, audit), flags).map(neutralise)

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from ..audit.corrections import ANALYST, analyst_mask, with_corrections
 from ..columns import CAUSAL_COLUMNS
-from .corrections import ANALYST, analyst_mask, with_corrections
 
 SCORE = "bg_score"
 #: Gallery orderings: label -> (column, worst first?). "Worst" is high attention, high loss, low confidence.
@@ -197,7 +197,7 @@ class Table:
 
     What needs every row is worked out once per audit: the score range, the species, the orderings, integer
     codes for the text columns the filters compare. The review's flags are joined, and the analyst's corrected
-    foregrounds scored (:func:`.corrections.with_corrections`, given the ``audit`` whose maps they are scored
+    foregrounds scored (:func:`whaleaudit.audit.corrections.with_corrections`, given the ``audit`` whose maps they are scored
     on), once per review state (:meth:`Review.version <whaleaudit.audit.review.Review.version>`), instead of on
     every rerun of every page (bench/dashboard.py times them). A filter is then a few comparisons of numbers and
     a sorted list is a subset of a ready ordering, made again when corrections change the scores.
