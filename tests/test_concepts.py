@@ -10,24 +10,21 @@ import pytest
 import torch
 from _helpers_engine import SPECIES, make_dataset, tiny_model
 
+from whaleaudit.audit.concepts import (
+    CONCEPT_EVIDENCE,
+    CONCEPTS_INFO,
+    CONCEPTS_TABLE,
+    class_heat,
+    compute_concepts,
+    open_concepts,
+    write_concepts,
+)
 from whaleaudit.audit.store import CELLS, EVIDENCE, open_audit, write_store
 from whaleaudit.cli import main
 from whaleaudit.columns import IMAGE_COLUMNS
 from whaleaudit.data.dataset import load_dataset
 from whaleaudit.errors import StoreError
-from whaleaudit.explain.concepts import (
-    CONCEPT_EVIDENCE,
-    CONCEPTS_INFO,
-    CONCEPTS_TABLE,
-    MAX_CONCEPTS,
-    carrying_cells,
-    class_heat,
-    compute_concepts,
-    describe_cells,
-    fit_cell_basis,
-    open_concepts,
-    write_concepts,
-)
+from whaleaudit.explain.concepts import MAX_CONCEPTS, carrying_cells, describe_cells, fit_cell_basis
 
 
 @pytest.mark.slow

@@ -20,18 +20,18 @@ import pytest
 import torch
 from _helpers_engine import make_dataset, tiny_model, workdir
 
-from whaleaudit.audit.precompute import precompute
-from whaleaudit.audit.store import MANIFEST, open_audit, partial_dir
-from whaleaudit.data.dataset import load_dataset
-from whaleaudit.errors import StoreError
-from whaleaudit.explain import concepts as concepts_module
-from whaleaudit.explain.concepts import (
+from whaleaudit.audit.concepts import (
     CONCEPT_EVIDENCE,
     CONCEPTS_INFO,
     CONCEPTS_TABLE,
     open_concepts,
     write_concepts,
 )
+from whaleaudit.audit.precompute import precompute
+from whaleaudit.audit.store import MANIFEST, open_audit, partial_dir
+from whaleaudit.data.dataset import load_dataset
+from whaleaudit.errors import StoreError
+from whaleaudit.explain import concepts as concepts_module
 
 pytestmark = pytest.mark.slow  # trains the tiny model on first use
 CONCEPT_FILES = (CONCEPTS_TABLE, CONCEPT_EVIDENCE, CONCEPTS_INFO)

@@ -15,6 +15,7 @@ import pytest
 import torch
 from _helpers_engine import SPECIES, make_dataset, tiny_dataset, tiny_model, workdir
 
+from whaleaudit.audit.concepts import CONCEPT_EVIDENCE, CONCEPTS_INFO, CONCEPTS_TABLE
 from whaleaudit.audit.precompute import causal_sample, precompute
 from whaleaudit.audit.store import (
     CAMS,
@@ -30,7 +31,6 @@ from whaleaudit.audit.store import (
 )
 from whaleaudit.data.dataset import load_dataset
 from whaleaudit.errors import StoreError, WhaleAuditError
-from whaleaudit.explain.concepts import CONCEPT_EVIDENCE, CONCEPTS_INFO, CONCEPTS_TABLE
 
 pytestmark = pytest.mark.slow  # trains the tiny models on first use
 REPO = Path(__file__).resolve().parents[1]

@@ -93,8 +93,8 @@ def cmd_audit(args) -> Path:
 
 def cmd_concepts(args) -> None:
     """Recompute an audit's evidence concepts from its store (no model needed) and list them per class."""
+    from .audit.concepts import write_concepts
     from .audit.store import open_audit
-    from .explain.concepts import write_concepts
 
     table = write_concepts(open_audit(args.audit)).table
     for species, rows in table.groupby("species", sort=False):

@@ -51,11 +51,12 @@ from ..explain.cam import (
     stages,
 )
 from ..explain.causal import EDITS, edit_probabilities
-from ..explain.concepts import describe_cells, fit_cell_basis, write_concepts
+from ..explain.concepts import describe_cells, fit_cell_basis
 from ..explain.foreground import MASK_SIZE, ForegroundProvider
 from ..explain.score import attention_scores
 from ..files import file_sha256
 from ..model.load import load_model
+from .concepts import write_concepts
 
 log = logging.getLogger(__name__)
 

@@ -12,27 +12,17 @@ descriptor of every cell: its layer3 features projected on the audit's principal
 - every cell with positive evidence is then assigned to its nearest concept, so the concepts' shares of a
   photo's evidence sum to that photo's positive evidence.
 
-Written into the audit folder once (:func:`write_concepts`: ``concepts.parquet``, one row per concept;
-``concept_evidence.npy``, float32 ``[N, MAX_CONCEPTS]``, column ``r`` the evidence that the concept of rank
-``r`` of the photo's predicted class carries in it (80 bytes a photo whatever the number of classes);
-``concepts.json`` last, naming the parameters), each through a temporary file renamed into place; the same
-store always gives the same files (fixed seeds, inputs in index order). Cells are numbered row by row:
-``cell = y * w + x``.
+Plain functions of arrays (fixed seeds, inputs in index order: the same arrays always give the same concepts);
+:mod:`whaleaudit.audit.concepts` reads them from an audit's store and writes the concepts into it. Cells are
+numbered row by row: ``cell = y * w + x``.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from ..audit.store import Audit, unpack_masks
-from ..errors import StoreError
-from ..files import write_json
 
 #: Numbers per cell descriptor: 32 principal axes of resnet18's 256 layer3 channels, float16 (4 KB a photo).
 CELL_DIMS = 32
@@ -44,9 +34,6 @@ FIT_CELLS = 4000
 EXAMPLES = 8
 SEED = 0
 
-CONCEPTS_TABLE = "concepts.parquet"
-CONCEPT_EVIDENCE = "concept_evidence.npy"
-CONCEPTS_INFO = "concepts.json"
 FORMAT = "whaleaudit-concepts/1"
 
 
@@ -79,7 +66,7 @@ def describe_cells(features: np.ndarray, basis: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Concepts:
-    """An audit's concepts: ``table`` one row per concept (columns in :func:`compute_concepts`), ``evidence``
+    """An audit's concepts: ``table`` one row per concept (columns in :func:`find_concepts`), ``evidence``
     float32 ``[N, MAX_CONCEPTS]`` (column = rank among the concepts of the photo's predicted class; a photo's
     row sums to its positive evidence), ``info`` the parameters."""
 
@@ -93,43 +80,12 @@ class Concepts:
         return np.divide(self.evidence, total, out=np.zeros_like(self.evidence), where=total > 0)
 
 
-def require_evidence(audit: Audit) -> None:
-    if audit.evidence is None or audit.cells is None:
-        raise StoreError(f"{audit.path}: this audit has no evidence maps or cell descriptors to find concepts in (it "
-                         "was made before evidence concepts, or without them). Rebuild it with the current precompute "
-                         f"(`python -m whaleaudit precompute ... --out {audit.path}`); the analysts' flags are kept.")
-
-
-def positive_evidence(audit: Audit) -> np.ndarray:
-    """float32 ``[N, cells]``: the predicted class's layer3 evidence of every cell, where above zero."""
-    require_evidence(audit)
-    return np.maximum(np.asarray(audit.evidence[:, 0], np.float32).reshape(len(audit.evidence), -1), 0)
-
-
-def class_heat(audit: Audit, class_idx: int) -> np.ndarray:
-    """float32 ``[h, w]``: where in the frame the positive evidence of the photos predicted as ``class_idx``
-    lies, summing to 1 (zeros if there is none): the class's average evidence map, every photo's evidence
-    counted as it is (a photo with more evidence weighs more)."""
-    photos = np.flatnonzero((audit.images["status"] == "ok").to_numpy()
-                            & (audit.images["pred_idx"].to_numpy() == class_idx))
-    total = positive_evidence(audit)[photos].sum(axis=0)
-    heat = total / total.sum() if total.sum() > 0 else total
-    return heat.reshape(audit.evidence.shape[2:]).astype(np.float32)
-
-
-def cell_foreground(audit: Audit, block: int = 4096) -> np.ndarray:
-    """float32 ``[N, cells]``: the share of each evidence cell covered by the photo's foreground (area
-    average of the stored mask over the cell); NaN for a photo without a foreground. Unpacked a block of
-    photos at a time."""
-    h, w = audit.evidence.shape[2:]
-    m = int(audit.manifest["mask_size"])
+def cell_cover(masks: np.ndarray, h: int, w: int) -> np.ndarray:
+    """float32 ``[n, h * w]``: the share of each of ``h x w`` cells that the masks ``[n, m, m]`` cover (the area
+    average of the mask over the cell)."""
+    m = masks.shape[-1]
     rows, cols = _area_weights(h, m), _area_weights(w, m)
-    fg = np.empty((len(audit.masks_packed), h * w), np.float32)
-    for start in range(0, len(fg), block):
-        masks = unpack_masks(np.asarray(audit.masks_packed[start:start + block]), m).astype(np.float32)
-        fg[start:start + block] = np.einsum("iy,nyx,jx->nij", rows, masks, cols).reshape(len(masks), h * w)
-    fg[(audit.images["fg_source"] == "none").to_numpy()] = np.nan
-    return fg
+    return np.einsum("iy,nyx,jx->nij", rows, masks.astype(np.float32), cols).reshape(len(masks), h * w)
 
 
 def _area_weights(cells: int, pixels: int) -> np.ndarray:
@@ -193,8 +149,11 @@ def choose_concepts(x: np.ndarray, seed: int) -> np.ndarray:
     return centres
 
 
-def compute_concepts(audit: Audit) -> Concepts:
-    """The concepts of every class predicted in ``audit``, from its store alone (see the module docstring).
+def find_concepts(positive: np.ndarray, cells: np.ndarray, foreground: np.ndarray, ok: np.ndarray,
+                  pred: np.ndarray, classes: list[str]) -> Concepts:
+    """The concepts of every class, from the photos' positive evidence per cell ``[N, cells]``, their cell
+    descriptors ``[N, cells, D]`` (memory-mapped is fine), the share of each cell on the foreground ``[N, cells]``
+    (NaN rows: no foreground), which photos were read (``ok``) and their predicted class (see the module docstring).
 
     Table columns: ``species``, ``class_idx`` and ``rank`` (0 = the largest share of the class's evidence; the
     concept's column in ``evidence`` for the photos predicted as that class), ``evidence_share`` (of the
@@ -205,15 +164,10 @@ def compute_concepts(audit: Audit) -> Concepts:
     photo, for crops), ``centre`` (its k-means centre among the cell descriptors: a cell of any photo, projected
     on the store's basis, belongs to the concept whose centre is nearest).
     """
-    positive = positive_evidence(audit)
     carrying = carrying_cells(positive)
-    foreground = cell_foreground(audit)
-    images = audit.images
-    ok = (images["status"] == "ok").to_numpy()
-    pred = images["pred_idx"].to_numpy()
     rows = []
-    evidence = np.zeros((len(images), MAX_CONCEPTS), np.float32)
-    for class_idx, species in enumerate(audit.classes):
+    evidence = np.zeros((len(positive), MAX_CONCEPTS), np.float32)
+    for class_idx, species in enumerate(classes):
         photos = np.flatnonzero(ok & (pred == class_idx))
         if not len(photos) or not carrying[photos].any():
             continue
@@ -222,9 +176,9 @@ def compute_concepts(audit: Audit) -> Concepts:
         rng = np.random.default_rng([SEED, class_idx])
         if len(fit) > FIT_CELLS:
             fit = fit[np.sort(rng.choice(len(fit), FIT_CELLS, replace=False))]
-        centres = choose_concepts(np.asarray(audit.cells[photos[fit[:, 0]], fit[:, 1]], np.float32),
+        centres = choose_concepts(np.asarray(cells[photos[fit[:, 0]], fit[:, 1]], np.float32),
                                   seed=SEED + class_idx)
-        assign, distance = _assigned(audit.cells, photos, centres)
+        assign, distance = _assigned(cells, photos, centres)
         amounts = np.stack([np.where(assign == j, p, 0).sum(axis=1) for j in range(len(centres))], axis=1)
         order = np.argsort(-amounts.sum(axis=0), kind="stable")
         evidence[photos, :len(order)] = amounts[:, order]
@@ -248,7 +202,7 @@ def compute_concepts(audit: Audit) -> Concepts:
     info = {"format": FORMAT, "evidence": "predicted class, layer3 Grad-CAM, positive part",
             "parameters": {"carrying_share": CARRYING_SHARE, "max_concepts": MAX_CONCEPTS, "gain": GAIN,
                            "min_cells": MIN_CELLS, "fit_cells": FIT_CELLS, "examples": EXAMPLES, "seed": SEED},
-            "n_concepts": len(table), "n_images": len(images),
+            "n_concepts": len(table), "n_images": len(positive),
             "per_class": table.groupby("species", sort=False).size().to_dict()}
     return Concepts(table, evidence, info)
 
@@ -276,39 +230,3 @@ def _examples(distance: np.ndarray) -> np.ndarray:
     at = at[np.lexsort((at[:, 1], at[:, 0], distance[at[:, 0], at[:, 1]]))]
     _, first = np.unique(at[:, 0], return_index=True)
     return at[np.sort(first)][:EXAMPLES]
-
-
-def write_concepts(audit: Audit) -> Concepts:
-    """Compute the concepts and write them into the audit folder (see the module docstring); returns them."""
-    concepts = compute_concepts(audit)
-    table_tmp = audit.path / (CONCEPTS_TABLE + ".tmp")
-    evidence_tmp = audit.path / (CONCEPT_EVIDENCE + ".tmp")
-    concepts.table.to_parquet(table_tmp, index=False)
-    with open(evidence_tmp, "wb") as f:
-        np.save(f, concepts.evidence)
-    (audit.path / CONCEPTS_INFO).unlink(missing_ok=True)   # first: a run killed below leaves no stale pairing
-    os.replace(table_tmp, audit.path / CONCEPTS_TABLE)
-    os.replace(evidence_tmp, audit.path / CONCEPT_EVIDENCE)
-    write_json(audit.path / CONCEPTS_INFO, concepts.info)
-    return concepts
-
-
-def open_concepts(audit: Audit) -> Concepts:
-    """The concepts written into ``audit``; a clear StoreError saying what to run where there are none."""
-    require_evidence(audit)
-    path = Path(audit.path)
-    run = f"Compute them with `python -m whaleaudit concepts {path}`."
-    if not (path / CONCEPTS_INFO).is_file():
-        raise StoreError(f"{path}: no evidence concepts computed yet. {run}")
-    try:
-        info = json.loads((path / CONCEPTS_INFO).read_text())
-        table = pd.read_parquet(path / CONCEPTS_TABLE)
-        evidence = np.load(path / CONCEPT_EVIDENCE, mmap_mode="r")
-    except Exception as e:  # noqa: BLE001 -- pyarrow and numpy raise many types for a damaged file
-        raise StoreError(f"{path}: the concept files are missing or corrupt ({type(e).__name__}: {e}). {run}") from None
-    expected = (len(audit.images), info.get("parameters", {}).get("max_concepts"))
-    if evidence.shape != expected or info.get("n_concepts") != len(table):
-        raise StoreError(f"{path}: {CONCEPT_EVIDENCE} has shape {evidence.shape}, {expected} expected (and "
-                         f"{info.get('n_concepts')} concepts in {CONCEPTS_INFO}, {len(table)} in {CONCEPTS_TABLE}). "
-                         f"{run}")
-    return Concepts(table, evidence, info)

@@ -1,0 +1,104 @@
+"""An audit's evidence concepts on disk: found from its store (:mod:`whaleaudit.explain.concepts` does the
+finding) and written into its folder once.
+
+``concepts.parquet``, one row per concept; ``concept_evidence.npy``, float32 ``[N, MAX_CONCEPTS]``, column ``r`` the
+evidence that the concept of rank ``r`` of the photo's predicted class carries in it (80 bytes a photo whatever the
+number of classes); ``concepts.json`` last, naming the parameters. Each goes through a temporary file renamed into
+place, and ``concepts.json`` is removed first, so a run killed half-way never leaves a set that reads as complete.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import StoreError
+from ..explain.concepts import Concepts, cell_cover, find_concepts
+from ..files import atomic_write_bytes, write_json
+from .store import Audit, unpack_masks
+
+CONCEPTS_TABLE = "concepts.parquet"
+CONCEPT_EVIDENCE = "concept_evidence.npy"
+CONCEPTS_INFO = "concepts.json"
+
+
+def require_evidence(audit: Audit) -> None:
+    if audit.evidence is None or audit.cells is None:
+        raise StoreError(f"{audit.path}: this audit has no evidence maps or cell descriptors to find concepts in (it "
+                         "was made before evidence concepts, or without them). Rebuild it with the current precompute "
+                         f"(`python -m whaleaudit precompute ... --out {audit.path}`); the analysts' flags are kept.")
+
+
+def positive_evidence(audit: Audit) -> np.ndarray:
+    """float32 ``[N, cells]``: the predicted class's layer3 evidence of every cell, where above zero."""
+    require_evidence(audit)
+    return np.maximum(np.asarray(audit.evidence[:, 0], np.float32).reshape(len(audit.evidence), -1), 0)
+
+
+def class_heat(audit: Audit, class_idx: int) -> np.ndarray:
+    """float32 ``[h, w]``: where in the frame the positive evidence of the photos predicted as ``class_idx``
+    lies, summing to 1 (zeros if there is none): the class's average evidence map, every photo's evidence
+    counted as it is (a photo with more evidence weighs more)."""
+    photos = np.flatnonzero((audit.images["status"] == "ok").to_numpy()
+                            & (audit.images["pred_idx"].to_numpy() == class_idx))
+    total = positive_evidence(audit)[photos].sum(axis=0)
+    heat = total / total.sum() if total.sum() > 0 else total
+    return heat.reshape(audit.evidence.shape[2:]).astype(np.float32)
+
+
+def cell_foreground(audit: Audit, block: int = 4096) -> np.ndarray:
+    """float32 ``[N, cells]``: the share of each evidence cell covered by the photo's stored foreground; NaN for
+    a photo without one. Unpacked a block of photos at a time."""
+    h, w = audit.evidence.shape[2:]
+    m = int(audit.manifest["mask_size"])
+    fg = np.empty((len(audit.masks_packed), h * w), np.float32)
+    for start in range(0, len(fg), block):
+        fg[start:start + block] = cell_cover(unpack_masks(np.asarray(audit.masks_packed[start:start + block]), m), h, w)
+    fg[(audit.images["fg_source"] == "none").to_numpy()] = np.nan
+    return fg
+
+
+def compute_concepts(audit: Audit) -> Concepts:
+    """The concepts of every class predicted in ``audit``, from its store alone
+    (:func:`whaleaudit.explain.concepts.find_concepts`, whose docstring lists the table's columns)."""
+    images = audit.images
+    return find_concepts(positive_evidence(audit), audit.cells, cell_foreground(audit),
+                         (images["status"] == "ok").to_numpy(), images["pred_idx"].to_numpy(), audit.classes)
+
+
+def write_concepts(audit: Audit) -> Concepts:
+    """Compute the concepts and write them into the audit folder (see the module docstring); returns them."""
+    concepts = compute_concepts(audit)
+    table, evidence = io.BytesIO(), io.BytesIO()
+    concepts.table.to_parquet(table, index=False)
+    np.save(evidence, concepts.evidence)
+    (audit.path / CONCEPTS_INFO).unlink(missing_ok=True)   # first: a run killed below leaves no stale pairing
+    atomic_write_bytes(audit.path / CONCEPTS_TABLE, table.getvalue())
+    atomic_write_bytes(audit.path / CONCEPT_EVIDENCE, evidence.getvalue())
+    write_json(audit.path / CONCEPTS_INFO, concepts.info)
+    return concepts
+
+
+def open_concepts(audit: Audit) -> Concepts:
+    """The concepts written into ``audit``; a clear StoreError saying what to run where there are none."""
+    require_evidence(audit)
+    path = Path(audit.path)
+    run = f"Compute them with `python -m whaleaudit concepts {path}`."
+    if not (path / CONCEPTS_INFO).is_file():
+        raise StoreError(f"{path}: no evidence concepts computed yet. {run}")
+    try:
+        info = json.loads((path / CONCEPTS_INFO).read_text())
+        table = pd.read_parquet(path / CONCEPTS_TABLE)
+        evidence = np.load(path / CONCEPT_EVIDENCE, mmap_mode="r")
+    except Exception as e:  # noqa: BLE001 -- pyarrow and numpy raise many types for a damaged file
+        raise StoreError(f"{path}: the concept files are missing or corrupt ({type(e).__name__}: {e}). {run}") from None
+    expected = (len(audit.images), info.get("parameters", {}).get("max_concepts"))
+    if evidence.shape != expected or info.get("n_concepts") != len(table):
+        raise StoreError(f"{path}: {CONCEPT_EVIDENCE} has shape {evidence.shape}, {expected} expected (and "
+                         f"{info.get('n_concepts')} concepts in {CONCEPTS_INFO}, {len(table)} in {CONCEPTS_TABLE}). "
+                         f"{run}")
+    return Concepts(table, evidence, info)
