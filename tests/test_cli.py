@@ -14,7 +14,12 @@ from whaleaudit import cli, workspace
 from whaleaudit.audit.store import open_audit, write_store
 from whaleaudit.columns import IMAGE_COLUMNS
 
-COMMANDS = ["train", "precompute", "audit", "export", "demo", "info"]
+COMMANDS = ["train", "precompute", "audit", "concepts", "export", "demo", "info", "jobs", "dashboard"]
+
+
+def test_the_help_tests_cover_every_command():
+    verbs = next(a for a in cli.parser()._actions if a.dest == "command").choices
+    assert sorted(verbs) == sorted(COMMANDS)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
