@@ -102,3 +102,26 @@ def test_the_installed_command_serves_the_dashboard_from_another_folder(installe
         assert not page.locator('[data-testid="stException"]').count()
         page.close()
     assert f"URL: http://127.0.0.1:{port}" in log.read_text()  # this machine only, with no config file in sight
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_the_installed_command_builds_the_demo_and_serves_it_from_another_folder(installed, tmp_path):
+    """A user's first steps after `pip install`: `whaleaudit demo`, then `whaleaudit dashboard`, in a folder of
+    their own; what they make lands in that folder."""
+    elsewhere = tmp_path / "project"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "WHALEAUDIT_AUDITS", "WHALEAUDIT_HOME", "VIRTUAL_ENV")}
+    done = run([str(installed / "whaleaudit"), "demo", "--recipe", "tiny"], elsewhere, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (elsewhere / "audits" / "demo" / "manifest.json").is_file() and (elsewhere / "models" / "demo.pth").is_file()
+    assert "whaleaudit dashboard" in done.stderr
+    port = free_port()
+    with serve([str(installed / "whaleaudit"), "dashboard", "--port", str(port)], port, cwd=elsewhere, env=env,
+               log=tmp_path / "dashboard.log") as base, chromium() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(base)
+        page.get_by_role("heading", name="Overview · demo").wait_for(timeout=60_000)
+        assert not page.locator('[data-testid="stException"]').count()
+        page.close()

@@ -135,9 +135,9 @@ def _write_out(out: Path, data: bytes, what: str) -> None:
 
 
 def cmd_demo(args) -> Path:
-    from .demo.build import build_demo
+    from .demo.build import RECIPES, build_demo
 
-    store = build_demo(args.out)
+    store = build_demo(args.out, recipe=RECIPES[args.recipe])
     log.info(f"demo audit ready: {store}  (browse it: whaleaudit dashboard)")
     return store
 
@@ -349,6 +349,9 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="build the demo audit (drawn whales, trained and audited here)",
                        description="Draw the demo dataset, train on it and precompute its audit.")
     p.add_argument("--out", type=Path, help="demo audit folder (default: the dashboard's demo location)")
+    p.add_argument("--recipe", choices=["full", "tiny"], default="full",  # whaleaudit.demo.build.RECIPES
+                   help="full: the demo (about 3 minutes on 2 cores, default); tiny: every step in seconds, "
+                        "nothing learnt (a quick check of an install)")
     p.set_defaults(run=cmd_demo)
 
     p = sub.add_parser("info", help="summarise an audit", description="Summarise an audit: images, failures, "
