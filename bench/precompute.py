@@ -75,6 +75,7 @@ LAYER3 = "WhaleAudit precompute, layer3 maps (8x8), no causal check"
 NOTEBOOK = "original notebook: test_dl([img]) + hook, one at a time"
 GRAD_CAM = "pytorch-grad-cam GradCAM, predicted class only"
 STAGES = "stages"
+EVIDENCE = "evidence (layer3 Grad-CAM of the predicted and labelled class)"
 
 
 def photos(n: int) -> Dataset:
@@ -201,11 +202,12 @@ def stage_costs(ds: Dataset, pth: Path, bs: int, n_audit: int) -> dict[str, floa
     """CPU ms per photo of each stage of the precompute, each run alone in this process over the photos of ``ds``
     with the functions the precompute calls: decode (reduced-scale JPEG decode and squash, in the loader
     processes during an audit), foreground (the automatic estimate), network (normalise and forward, the model
-    folded as the precompute runs it), maps (``predict_with_maps`` less the forward it includes), scores
+    folded as the precompute runs it), maps (``predict_with_maps`` less the forward it includes), evidence
+    (``predict_with_evidence`` less ``predict_with_maps``: the evidence concepts' layer3 maps), scores
     (predicted and labelled class) and the maps' spread (once per audit, spread over ``n_audit`` photos)."""
     from whaleaudit.audit.precompute import SPREAD_PHOTOS, _stats, normalised
     from whaleaudit.data.images import load_rgb_reduced, squish
-    from whaleaudit.explain.cam import for_inference, predict_with_maps, spread
+    from whaleaudit.explain.cam import for_inference, predict_with_evidence, predict_with_maps, spread
     from whaleaudit.explain.foreground import MASK_SIZE, ForegroundProvider
     from whaleaudit.explain.score import attention_scores
 
@@ -233,6 +235,11 @@ def stage_costs(ds: Dataset, pth: Path, bs: int, n_audit: int) -> dict[str, floa
         for _ in range(2):   # alternating, the best of two each: the maps' own cost is the small difference
             per_photo("network", lambda: [net(normalised(x, mean, std)) for x in pixels])
             out = per_photo("maps", lambda: [predict_with_maps(net, normalised(x, mean, std)) for x in pixels])
+    known = {c: k for k, c in enumerate(info["classes"])}
+    labels = torch.tensor([known.get(c, -1) for c in ds.frame["species"]])
+    per_photo(EVIDENCE, lambda: [predict_with_evidence(net, normalised(x, mean, std), labels[i * bs:(i + 1) * bs])
+                                 for i, x in enumerate(pixels)])
+    cost[EVIDENCE] -= cost["maps"]
     cost["maps"] -= cost["network"]
     maps = torch.cat([m for _, m in out]).numpy()
     pred = torch.cat([lo for lo, _ in out]).argmax(1).numpy()
