@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from _helpers_dashboard import UNREADABLE, VANISHED, make_audit
+from _oracles import sort_images, top_losses
 from streamlit.testing.v1 import AppTest
 
 from whaleaudit import views
@@ -55,23 +56,6 @@ def ok(at: AppTest) -> AppTest:
 
 def frame_of(audit):
     return views.with_flags(audit.images, Review(audit.review_path).flags())
-
-
-def worst_first(frame, by: str):
-    """The images in a gallery's order: worst first, images without the number last, ties by image id."""
-    column, descending = {"background attention": ("bg_score", True), "loss": ("loss", True),
-                          "confidence": ("prob_pred", False)}[by]
-    return frame.sort_values([column, "image"], ascending=[not descending, True], na_position="last")
-
-
-def top_losses(frame, actual: str | None = None, predicted: str | None = None):
-    """Readable images with a loss, in one cell of the confusion matrix if given, highest loss first."""
-    keep = (frame["status"] == "ok") & frame["loss"].notna()
-    if actual:
-        keep &= frame["species"] == actual
-    if predicted:
-        keep &= frame["prediction"] == predicted
-    return worst_first(frame[keep], "loss")
 
 
 def shown_ids(at: AppTest, elements) -> list[str]:
@@ -150,7 +134,7 @@ def test_choosing_a_species_opens_its_gallery(audit):
     at.button(key="open_species").click().run()
     ok(at)
     assert at.selectbox(key="species_focus").value == "killer_whale"
-    rows = worst_first(frame_of(audit).query("species == 'killer_whale'"), "background attention")
+    rows = sort_images(frame_of(audit).query("species == 'killer_whale'"), "background attention")
     assert shown_ids(at, at.caption) == rows["image"].tolist()[:12]
 
 
@@ -160,7 +144,7 @@ def test_gallery_sorts_restyles_and_reports_a_vanished_photo(audit):
     at.selectbox(key="species_focus").set_value(species).run()
     at.selectbox(key="species_sort").set_value("confidence").run()
     ok(at)
-    rows = worst_first(frame_of(audit).query("species == @species"), "confidence")
+    rows = sort_images(frame_of(audit).query("species == @species"), "confidence")
     assert shown_ids(at, at.caption) == rows["image"].tolist()[:12]
     assert any(VANISHED in w.value for w in at.warning)  # the vanished photo gets a message in its place
     before = [url for i in at.image for url in i.value]
@@ -208,7 +192,7 @@ def test_heatmap_from_a_shared_link_walks_the_list_and_flags(audit):
     at.selectbox(key="heatmap_class").set_value("beluga").run()
     assert [c for i in ok(at).image for c in i.captions][0].startswith("map for beluga")
 
-    listed = worst_first(frame_of(audit), "background attention")["image"].tolist()
+    listed = sort_images(frame_of(audit), "background attention")["image"].tolist()
     at.button(key="heatmap_next").click().run()
     current = listed[listed.index("img_005") + 1]
     assert ok(at).title[0].value == current and at.query_params["image"] == current
@@ -237,7 +221,7 @@ def test_review_threshold_filter_flags_all_matching_and_exports_them_neutralised
     at.sidebar.toggle(key="above@small").set_value(True)
     at.sidebar.slider(key="threshold@small").set_value(0.6).run()
     frame = frame_of(audit)
-    expected = worst_first(frame[frame["bg_score"] >= 0.6], "background attention")
+    expected = sort_images(frame[frame["bg_score"] >= 0.6], "background attention")
     assert ok(at).dataframe[0].value["image"].tolist() == expected["image"].tolist()
 
     at.radio(key="review_target").set_value("all matching images")
@@ -260,7 +244,7 @@ def test_review_lists_only_the_held_out_photos_when_asked(audit):
     at = start("review")
     at.sidebar.radio(key="split@small").set_value("validation").run()
     frame = frame_of(audit)
-    expected = worst_first(frame[frame["split"] == "valid"], "background attention")
+    expected = sort_images(frame[frame["split"] == "valid"], "background attention")
     assert ok(at).dataframe[0].value["image"].tolist() == expected["image"].tolist()
     assert 0 < len(expected) < len(audit.images)
 
@@ -279,7 +263,7 @@ def test_the_review_table_pages_through_a_long_list(tmp_path, monkeypatch):
     """The browser gets a page of rows at a time; selecting and flagging work on the page shown."""
     store = make_audit(tmp_path, n=1030)
     monkeypatch.setenv("WHALEAUDIT_AUDITS", str(store.parent))
-    listed = worst_first(open_audit(store).images, "background attention")["image"].tolist()
+    listed = sort_images(open_audit(store).images, "background attention")["image"].tolist()
     at = start("review")
     assert at.dataframe[0].value["image"].tolist() == listed[:1000]
     assert any(c.value.startswith("Rows 1 to 1,000 of 1,030") for c in at.caption)

@@ -46,13 +46,6 @@ def with_flags(frame: pd.DataFrame, flags: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(flagged=flagged, **texts)
 
 
-def filter_images(frame: pd.DataFrame, *, threshold: float | None = None, species=None, correct: bool | None = None,
-                  flagged: bool | None = None, split: str | None = None) -> pd.DataFrame:
-    """Rows matching every given filter (see :meth:`Table.mask`)."""
-    return frame[Table(frame).mask(frame, threshold=threshold, species=species, correct=correct, flagged=flagged,
-                                   split=split)]
-
-
 def default_threshold(frame: pd.DataFrame, score: str = SCORE, quantile: float = 0.9) -> float:
     """A starting threshold that singles out the top tenth of images by background attention."""
     values = frame[score].dropna()
@@ -149,31 +142,9 @@ def scatter_sample(frame: pd.DataFrame, keep: np.ndarray | None = None, n: int =
     return frame.iloc[rows.to_numpy()].sort_index()
 
 
-def confusion(frame: pd.DataFrame) -> pd.DataFrame:
-    """Counts of actual (rows) against predicted (columns) species over the readable images."""
-    return Table(frame).confusion()
-
-
-def loss_positions(frame: pd.DataFrame, actual: str | None = None, predicted: str | None = None) -> np.ndarray:
-    """Row positions of the readable images that have a loss, highest loss first, optionally for one cell of
-    the confusion matrix. Nothing is copied: a page takes only the rows it shows."""
-    table = Table(frame)
-    return table.ranked("loss", table.with_loss(actual, predicted))
-
-
-def top_losses(frame: pd.DataFrame, actual: str | None = None, predicted: str | None = None) -> pd.DataFrame:
-    """Readable images, highest loss first, optionally for one cell of the confusion matrix."""
-    return frame.iloc[loss_positions(frame, actual, predicted)]
-
-
-def sort_images(frame: pd.DataFrame, by: str) -> pd.DataFrame:
-    """Order by one of :data:`SORTS`, worst first; images without that number go last."""
-    return frame.iloc[sort_positions(frame, by)]
-
-
 def sort_positions(frame: pd.DataFrame, by: str) -> np.ndarray:
-    """Row positions in :func:`sort_images` order, missing values last, ties by image id. A gallery reorders
-    only the rows of the page it shows: reordering every column of 500k rows costs seconds.
+    """Row positions in order ``by`` (one of :data:`SORTS`), worst first, missing values last, ties by image id.
+    A gallery reorders only the rows of the page it shows: reordering every column of 500k rows costs seconds.
 
     One numeric sort, then ids compared only within ties: a two-key ``sort_values`` sorts the id strings of
     every row, which costs seconds at 500k images.
@@ -340,7 +311,8 @@ class Table:
         return np.where(known, 1 + actual * len(predicted_names) + predicted, 0), actual_names, predicted_names
 
     def confusion(self, keep: np.ndarray | None = None) -> pd.DataFrame:
-        """:func:`confusion` of the rows where ``keep`` holds: one count over the rows' cell numbers."""
+        """Counts of actual (rows) against predicted (columns) species over the readable rows where ``keep`` holds
+        (default: all), species without a count left out: one count over the rows' cell numbers."""
         cells, actual_names, predicted_names = self._cells
         shape = (len(actual_names), len(predicted_names))
         counts = np.bincount(cells, weights=keep, minlength=1 + shape[0] * shape[1])[1:]
