@@ -1,6 +1,7 @@
 """Training, export and loading: what the files hold, what loads safely, what is refused and why."""
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -22,7 +23,6 @@ from _helpers_engine import SIZE, make_dataset, tiny_dataset, tiny_model, workdi
 
 from whaleaudit.data.dataset import load_dataset, stratified_split
 from whaleaudit.errors import ModelError
-from whaleaudit.files import file_sha256
 from whaleaudit.model.load import load_model
 from whaleaudit.model.train import readable_rows, train, trained_alike, training_options
 
@@ -39,7 +39,7 @@ def test_train_exports_learner_weights_and_sidecar(head):
     assert sidecar["pretrained"] is False and sidecar["normalize"] is None
     assert sidecar["dataset"]["fingerprint"] == dataset.fingerprint()
     for kind in ("pkl", "pth"):
-        assert sidecar["files"][kind]["sha256"] == file_sha256(pkl.with_suffix("." + kind))
+        assert sidecar["files"][kind]["sha256"] == hashlib.sha256(pkl.with_suffix("." + kind).read_bytes()).hexdigest()
     training = sidecar["training"]
     assert [e["phase"] for e in training["history"]] == ["frozen", "unfrozen"]  # fine_tune(1): 1 frozen + 1
     assert all(0 <= e["accuracy"] <= 1 and np.isfinite(e["valid_loss"]) for e in training["history"])
@@ -58,7 +58,7 @@ def test_weights_file_and_pickle_load_the_same_network(head, monkeypatch):
     for path in (pkl.with_suffix(".pth"), pkl):
         model, sidecar = load_model(path)
         assert not model.training and sidecar["head"] == head and sidecar["size"] == SIZE
-        assert sidecar["sha256"] == file_sha256(path)
+        assert sidecar["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
         with torch.no_grad():
             outputs.append(model(x))
     torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
