@@ -277,12 +277,16 @@ def test_a_run_killed_anywhere_resumes_to_the_same_store(tmp_path):
     reference = precompute(load_dataset(labels), model, tmp_path / "reference", **OPTIONS)
     out, rng, kills, landed = tmp_path / "resumed", random.Random(7), 0, []
     chunks = partial_dir(out) / "chunks"
+    # a kill falls at a random point of the chunk after the one awaited: scaled to this machine's chunk time, so
+    # a fast machine does not finish the run before the five kills
+    speed = json.loads((reference / MANIFEST).read_text())["timings"]["images_per_second"]
+    chunk_seconds = OPTIONS["chunk_images"] / speed
     for _ in range(8):
         done = len(list(chunks.glob("*.parquet")))
         proc = _start(labels, model, out)
         while proc.poll() is None and len(list(chunks.glob("*.parquet"))) <= done:
             time.sleep(0.01)
-        time.sleep(rng.uniform(0, 0.3))
+        time.sleep(rng.uniform(0, chunk_seconds))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
