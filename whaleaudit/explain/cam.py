@@ -101,24 +101,32 @@ def predict_with_maps(model: nn.Module, x: torch.Tensor, *, layer: str = "layer4
         front, rest = stages(body, layer)
         return _grad_cam(front, nn.Sequential(rest, head), x)
     if head_kind(model) == "cam":
-        linear = [m for m in head.modules() if isinstance(m, nn.Linear)][0]
         with torch.inference_mode():
             act = body(x)
-            logits = head(act)
-            maps = torch.einsum("ck,bkhw->bchw", linear.weight, act)
-            if linear.bias is not None:
-                maps = maps + linear.bias[None, :, None, None]
-        return logits, maps
+            return head(act), _exact_cam(head, act)
     return _grad_cam(body, head, x)
+
+
+def _exact_cam(head: nn.Module, act: torch.Tensor) -> torch.Tensor:
+    """``W·A + b`` of the exact-CAM head's one Linear layer over the body's output ``act``: every class's map."""
+    linear = next(m for m in head.modules() if isinstance(m, nn.Linear))
+    maps = torch.einsum("ck,bkhw->bchw", linear.weight, act)
+    return maps if linear.bias is None else maps + linear.bias[None, :, None, None]
+
+
+def _leaf(front: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``front(x)`` computed without autograd, as a leaf the rest of the network is differentiated against; call
+    it outside inference mode (a tensor made in inference mode cannot enter autograd, so ``x`` is copied)."""
+    if x.is_inference():
+        x = x.clone()
+    with torch.no_grad():
+        act = front(x)
+    return act.detach().requires_grad_(True)
 
 
 def _grad_cam(body: nn.Module, head: nn.Module, x: torch.Tensor):
     with torch.inference_mode(False):
-        if x.is_inference():
-            x = x.clone()  # a tensor made in inference mode cannot enter autograd
-        with torch.no_grad():
-            act = body(x)
-        act = act.detach().requires_grad_(True)
+        act = _leaf(body, x)
         with torch.enable_grad():
             logits = head(act)
         maps = _class_maps(logits, act, _every_class(logits))
@@ -143,11 +151,7 @@ def predict_with_evidence(model: nn.Module, x: torch.Tensor, labels: torch.Tenso
     front, last = stages(body, "layer3")
     labels = labels.to(x.device)
     with torch.inference_mode(False):
-        if x.is_inference():
-            x = x.clone()  # a tensor made in inference mode cannot enter autograd
-        with torch.no_grad():
-            features = front(x)
-        features = features.detach().requires_grad_(True)
+        features = _leaf(front, x)
         with torch.enable_grad():
             act = last(features)
             logits = head(act)
@@ -158,9 +162,7 @@ def predict_with_evidence(model: nn.Module, x: torch.Tensor, labels: torch.Tenso
             evidence = maps.gather(1, chosen[:, :, None, None].expand(-1, -1, *maps.shape[2:]))
         else:
             if head_kind(model) == "cam":
-                linear = next(m for m in head.modules() if isinstance(m, nn.Linear))
-                maps = torch.einsum("ck,bkhw->bchw", linear.weight, act.detach())
-                maps = maps if linear.bias is None else maps + linear.bias[None, :, None, None]
+                maps = _exact_cam(head, act.detach())
             else:
                 maps = _class_maps(logits, act, _every_class(logits), keep=True)
             evidence = _class_maps(logits, features, nn.functional.one_hot(pred, logits.shape[1])[None]
