@@ -41,7 +41,6 @@ alternating. Goal: at most 1.3x the CPU time per photo at 128 px.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -223,12 +222,11 @@ def stage_costs(ds: Dataset, pth: Path, bs: int, n_audit: int) -> dict[str, floa
         cost[name] = min(cost.get(name, np.inf), 1000 * timed(lambda: results.append(fn()))[1] / photos)
         return results[0]
 
+    decoded = per_photo("decode", lambda: [(rgb, full, squish(rgb, size))
+                                           for rgb, full in (load_rgb_reduced(p, size) for p in paths)])
     provider = ForegroundProvider(ds.image_root)
-    with loader_threads():
-        decoded = per_photo("decode", lambda: [(rgb, full, squish(rgb, size))
-                                               for rgb, full in (load_rgb_reduced(p, size) for p in paths)])
-        found = per_photo("foreground", lambda: [provider(i, rgb, full)[0]
-                                                 for i, (rgb, full, _) in zip(ds.frame["image"], decoded)])
+    found = per_photo("foreground", lambda: [provider(i, rgb, full)[0]
+                                             for i, (rgb, full, _) in zip(ds.frame["image"], decoded)])
     mean, std = _stats(info["normalize"], torch.device("cpu"))
     net = for_inference(model.eval(), torch.device("cpu"))
     pixels = [torch.from_numpy(np.stack([d[2] for d in decoded[i:i + bs]])) for i in range(0, n, bs)]
@@ -252,22 +250,6 @@ def stage_costs(ds: Dataset, pth: Path, bs: int, n_audit: int) -> dict[str, floa
     sample = normalised(pixels[0][:SPREAD_PHOTOS], mean, std)
     per_photo("spread (once per audit)", lambda: spread(net, sample), n_audit)
     return cost
-
-
-@contextlib.contextmanager
-def loader_threads():
-    """OpenCV and OpenBLAS on one thread, as in the precompute's loader processes (``_one_thread_each``), while
-    the decode and the foreground are timed; as before afterwards."""
-    import cv2
-    from threadpoolctl import threadpool_limits
-
-    before = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        with threadpool_limits(1):
-            yield
-    finally:
-        cv2.setNumThreads(before)
 
 
 def run_head(head: str, ds: Dataset, names: list[str], args) -> list[dict]:

@@ -29,12 +29,10 @@ import time
 import warnings
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from threadpoolctl import threadpool_limits
 
 from .. import __version__
 from ..audit.store import StoreWriter, open_audit
@@ -131,8 +129,7 @@ def precompute(dataset: Dataset, model, out: Path, *, trust: bool = False,
     split_of = _split_lookup(info)
 
     loader = torch.utils.data.DataLoader(images, batch_sampler=batches, num_workers=workers,
-                                         persistent_workers=workers > 0, collate_fn=_collate,
-                                         worker_init_fn=_one_thread_each)
+                                         persistent_workers=workers > 0, collate_fn=_collate)
     remaining = sum(stop - start for _, start, stop in todo)
     computed_from = time.perf_counter()
     bar = _progress_bar(n, n - remaining, progress)
@@ -312,15 +309,6 @@ class AuditImages(torch.utils.data.Dataset):
         mask = np.zeros((MASK_SIZE, MASK_SIZE), bool) if mask is None else np.asarray(mask, bool)
         return {"idx": i, "pixels": torch.from_numpy(pixels), "mask": torch.from_numpy(mask), "has_mask": has_mask,
                 "fg_source": source, "error": error}
-
-
-def _one_thread_each(worker_id: int) -> None:
-    """A loader process computes on one thread: OpenCV's and OpenBLAS's own thread pools (one thread per core,
-    inherited from this process) busy-wait between the foreground's many small calls and double its CPU time
-    without making it faster, with the network and the other loaders already on every core. The masks are the
-    same either way."""
-    cv2.setNumThreads(1)
-    threadpool_limits(1)
 
 
 def normalised(pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
