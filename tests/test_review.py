@@ -101,14 +101,18 @@ def test_the_last_changes_of_the_history(tmp_path):
     assert review.history(last=2).equals(review.history().tail(2).reset_index(drop=True))
 
 
+def _saved_then_killed(path, actions: str) -> None:
+    """A process makes the review ``actions`` (Python on ``r``, a Review of ``path``), reports them saved and is
+    killed at once, with no clean shutdown."""
+    code = (f"import os, signal, sys; from whaleaudit.audit.review import Review; r = Review(sys.argv[1]); {actions}; "
+            "print('saved', flush=True); os.kill(os.getpid(), signal.SIGKILL)")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL and done.stdout.strip() == "saved", done.stderr
+
+
 def test_a_flag_reported_saved_survives_the_process_being_killed(tmp_path):
     """The server is killed (no clean shutdown) right after it reported a flag saved."""
-    code = ("import os, signal, sys; sys.path.insert(0, sys.argv[1]); from whaleaudit.audit.review import Review; "
-            "r = Review(sys.argv[2]); r.flag(['fin_1'], 'attention on ice', 'saved'); print('saved', flush=True); "
-            "os.kill(os.getpid(), signal.SIGKILL)")
-    done = subprocess.run([sys.executable, "-c", code, str(REPO), str(tmp_path / "review.sqlite")],
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == -signal.SIGKILL and done.stdout.strip() == "saved"
+    _saved_then_killed(tmp_path / "review.sqlite", "r.flag(['fin_1'], 'attention on ice', 'saved')")
     assert Review(tmp_path / "review.sqlite").flags()[["image", "reason", "note"]].values.tolist() == [
         ["fin_1", "attention on ice", "saved"]]
 
@@ -297,12 +301,7 @@ def test_a_correction_changes_the_version_and_shows_in_another_process(tmp_path)
 
 
 def test_a_correction_reported_saved_survives_the_process_being_killed(tmp_path):
-    code = ("import os, signal, sys; sys.path.insert(0, sys.argv[1]); from whaleaudit.audit.review import Review; "
-            "r = Review(sys.argv[2]); r.correct('fin_1', [(0.1, 0.1, 0.4, 0.3)]); r.clear('fin_2'); "
-            "print('saved', flush=True); os.kill(os.getpid(), signal.SIGKILL)")
-    done = subprocess.run([sys.executable, "-c", code, str(REPO), str(tmp_path / "review.sqlite")],
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == -signal.SIGKILL and done.stdout.strip() == "saved"
+    _saved_then_killed(tmp_path / "review.sqlite", "r.correct('fin_1', [(0.1, 0.1, 0.4, 0.3)]); r.clear('fin_2')")
     assert Review(tmp_path / "review.sqlite").corrections()[["image", "boxes"]].values.tolist() == [
         ["fin_1", [(0.1, 0.1, 0.4, 0.3)]], ["fin_2", []]]
 
