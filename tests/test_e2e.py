@@ -15,6 +15,7 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 from _helpers_dashboard import chromium, free_port, make_audit, settle
 from _helpers_dashboard import serve as serve_command
 
@@ -65,8 +66,10 @@ def test_a_shared_link_is_the_first_request_and_opens_the_page_in_its_frame(brow
         sidebar = page.get_by_test_id("stSidebar")
         assert [sidebar.get_by_role("link", name=link).count() for link, _ in PAGES.values()] == [1] * len(PAGES)
         assert sidebar.get_by_role("combobox", name="Audit").input_value() == "small"
+        # The frontend loads a widget kind's code on its first use: on a fresh server the sliders and radios may
+        # show a moment after the script has finished, so wait for each label rather than count at once.
         for label in ("Background-attention threshold", "Prediction", "Flag", "Colormap"):
-            assert sidebar.get_by_text(label, exact=True).count() == 1, label
+            expect(sidebar.get_by_text(label, exact=True)).to_have_count(1, timeout=30_000)
         assert not page.locator('[data-testid="stException"]').count()
         page.wait_for_function("() => new URLSearchParams(location.search).get('audit') === 'small'",
                                timeout=60_000)
