@@ -39,15 +39,38 @@ def positive_evidence(audit: Audit) -> np.ndarray:
     return np.maximum(np.asarray(audit.evidence[:, 0], np.float32).reshape(len(audit.evidence), -1), 0)
 
 
+def concept_name(species: str, rank: int) -> str:
+    """How a concept is named wherever it is shown or exported: its species and its place among that species'
+    concepts, counted from 1 (``killer_whale #1`` holds the largest share of the class's evidence)."""
+    return f"{species} #{rank + 1}"
+
+
+def has_concepts(audit: Audit) -> bool:
+    """Were evidence concepts computed for ``audit`` (:func:`open_concepts` may still refuse damaged files)?"""
+    return audit.evidence is not None and (Path(audit.path) / CONCEPTS_INFO).is_file()
+
+
+def class_heats(audit: Audit, block: int = 65536) -> np.ndarray:
+    """float32 ``[classes, h, w]``: per class, where in the frame the positive evidence of the photos predicted as
+    it lies, summing to 1 (zeros if there is none): the class's average evidence map, every photo's evidence
+    counted as it is (a photo with more evidence weighs more). One pass over the evidence, a block of photos at
+    a time, for every class at once: a dashboard shows them all."""
+    require_evidence(audit)
+    n, _, h, w = audit.evidence.shape
+    classes = np.arange(len(audit.classes))
+    predicted = np.where((audit.images["status"] == "ok").to_numpy(), audit.images["pred_idx"].to_numpy(), -1)
+    totals = np.zeros((len(classes), h * w), np.float64)
+    for start in range(0, n, block):
+        positive = np.maximum(np.asarray(audit.evidence[start:start + block, 0], np.float32).reshape(-1, h * w), 0)
+        totals += (predicted[start:start + block] == classes[:, None]).astype(np.float32) @ positive
+    sums = totals.sum(axis=1, keepdims=True)
+    heats = np.divide(totals, sums, out=np.zeros_like(totals), where=sums > 0)
+    return heats.reshape(len(classes), h, w).astype(np.float32)
+
+
 def class_heat(audit: Audit, class_idx: int) -> np.ndarray:
-    """float32 ``[h, w]``: where in the frame the positive evidence of the photos predicted as ``class_idx``
-    lies, summing to 1 (zeros if there is none): the class's average evidence map, every photo's evidence
-    counted as it is (a photo with more evidence weighs more)."""
-    photos = np.flatnonzero((audit.images["status"] == "ok").to_numpy()
-                            & (audit.images["pred_idx"].to_numpy() == class_idx))
-    total = positive_evidence(audit)[photos].sum(axis=0)
-    heat = total / total.sum() if total.sum() > 0 else total
-    return heat.reshape(audit.evidence.shape[2:]).astype(np.float32)
+    """float32 ``[h, w]``: the average evidence map of one class (:func:`class_heats`)."""
+    return class_heats(audit)[class_idx]
 
 
 def cell_foreground(audit: Audit, block: int = 4096) -> np.ndarray:
