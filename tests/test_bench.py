@@ -53,3 +53,10 @@ def test_dashboard_bench_smoke(real_labels, real_photos, tmp_path):
     rows = {line.split("|")[1].strip() for line in out.splitlines() if line.startswith("| ")}
     assert {"overview", "species", "top_losses", "heatmap", "review"} <= rows  # every page ran at both sizes
     assert "300: server start" in out and "3,000: server start" in out and "peak memory" in out
+
+
+@pytest.mark.slow
+def test_train_bench_smoke(real_labels, real_photos, tmp_path):
+    out = smoke("train.py", tmp_path)
+    assert "| photos" in out and "resized-photo cache" in out and "no cache" in out and "goal:" in out
+    assert list((tmp_path / "out" / "train" / ".cache" / "resized").rglob("*.npy"))  # the cache was filled

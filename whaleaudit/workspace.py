@@ -32,8 +32,13 @@ def demo_data() -> Path:
     return root() / "demo_data"
 
 
+def cache() -> Path:
+    """``<workspace>/.cache``: the libraries' caches and WhaleAudit's own (resized photos)."""
+    return root() / ".cache"
+
+
 def use_cache() -> None:
     """Point torch's, fastai's and matplotlib's caches into ``<workspace>/.cache`` where the environment
     leaves them unset, instead of the home folder."""
     for var in CACHE_VARIABLES:
-        os.environ.setdefault(var, str(root() / ".cache" / var.lower()))
+        os.environ.setdefault(var, str(cache() / var.lower()))

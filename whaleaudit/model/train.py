@@ -28,7 +28,8 @@ import torch
 
 from .. import __version__, workspace
 from ..data.dataset import Dataset, stratified_split
-from ..data.images import check_image, load_rgb_resized, resolve_image
+from ..data.images import check_image, resolve_image
+from ..data.resized import ResizedPhotos
 from ..errors import ImageError, ModelError
 from ..files import file_sha256, write_json
 from .checkpoint import Checkpoint, restore, restore_smooth_loss
@@ -231,7 +232,9 @@ def default_model_path(dataset: Dataset, head: str) -> Path:
 
 class ReadImage:
     """fastai item getter: a dataset row -> PILImage of the photo as the audit will feed it to the model
-    (:func:`whaleaudit.data.images.load_rgb_resized`: a large JPEG decoded at reduced scale, squashed to ``size``).
+    (:func:`whaleaudit.data.images.load_rgb_resized`: a large JPEG decoded at reduced scale, squashed to ``size``),
+    through the resized-photo cache (:mod:`whaleaudit.data.resized`), so a large photo is decoded once, not
+    every epoch.
 
     A class rather than a lambda so the exported learner can be unpickled wherever whaleaudit is installed.
     A file that passed the quick check in :func:`readable_rows` but fails to decode (truncated, say) becomes
@@ -245,7 +248,7 @@ class ReadImage:
         from fastai.vision.core import PILImage
 
         try:
-            rgb = load_rgb_resized(resolve_image(self.image_root, row["path"]), self.size)
+            rgb = ResizedPhotos(self.size)(resolve_image(self.image_root, row["path"]))
         except ImageError as e:
             warnings.warn(f"training on a black image in place of {row['path']}: {e}", stacklevel=2)
             rgb = np.zeros((8, 8, 3), np.uint8)
