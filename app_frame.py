@@ -34,6 +34,7 @@ from whaleaudit.errors import ImageError, StoreError, WhaleAuditError
 #: page -> (its script, relative to streamlit_app.py; its label and icon in the sidebar)
 PAGES = {"overview": ("streamlit_app.py", "Overview", ":material/dashboard:"),
          "species": ("pages/species.py", "Species", ":material/photo_library:"),
+         "concepts": ("pages/concepts.py", "Concepts", ":material/category:"),
          "top_losses": ("pages/top_losses.py", "Top losses", ":material/trending_down:"),
          "heatmap": ("pages/heatmap.py", "Heatmap", ":material/image_search:"),
          "review": ("pages/review.py", "Review & export", ":material/flag:")}
@@ -209,7 +210,7 @@ def _jobs_panel(folder: Path, statuses: dict[str, str]) -> None:
     if {j.id: j.status for j in listed} != statuses:  # one started, finished or died: redraw the whole page
         st.rerun(scope="app")
     for job in listed:
-        name = "Building the demo audit" if job.kind == "demo" else f"Job {job.id}"
+        name = job.title
         if job.active:
             bar, cancel = st.columns([5, 1], vertical_alignment="bottom")
             bar.progress(job.share, text=f"{name} · {job.sentence()}")

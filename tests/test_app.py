@@ -76,7 +76,7 @@ def test_a_page_run_first_draws_its_frame(audit, page):
     assert at.sidebar.selectbox(key="audit").value == "small"
     assert at.sidebar.slider(key="threshold@small") and at.sidebar.radio(key="flagged@small")
     links = [e.proto.label for e in at.sidebar.get("page_link")]
-    assert links == ["Overview", "Species", "Top losses", "Heatmap", "Review & export"]
+    assert links == ["Overview", "Species", "Concepts", "Top losses", "Heatmap", "Review & export"]
     assert at.query_params["audit"] == "small"
 
 

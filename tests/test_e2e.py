@@ -25,8 +25,8 @@ from whaleaudit.audit.store import open_audit
 REPO = Path(__file__).resolve().parents[1]
 #: page -> (its link in the sidebar, a text that shows once its main part has rendered)
 PAGES = {"overview": ("Overview", "Background attention per species"), "species": ("Species", "match the filters"),
-         "top_losses": ("Top losses", "Actual species"), "heatmap": ("Heatmap", "Background attention"),
-         "review": ("Review & export", "History of changes")}
+         "concepts": ("Concepts", "A concept is"), "top_losses": ("Top losses", "Actual species"),
+         "heatmap": ("Heatmap", "Background attention"), "review": ("Review & export", "History of changes")}
 
 pytestmark = pytest.mark.e2e
 
@@ -57,7 +57,7 @@ def test_a_shared_link_is_the_first_request_and_opens_the_page_in_its_frame(brow
     its own content inside the frame (page links, audit picker, filters), and the URL keeps the page and the
     image and gains the audit."""
     store = make_audit(tmp_path)
-    headings = {"overview": "Overview · small", "species": "Beluga", "top_losses": "Top losses",
+    headings = {"overview": "Overview · small", "species": "Beluga", "concepts": "Concepts", "top_losses": "Top losses",
                 "heatmap": "img_005", "review": "Review & export"}
     path = "" if name == "overview" else name
     with serve(store.parent, tmp_path / "streamlit.log") as base:

@@ -68,6 +68,15 @@ class Job:
     def active(self) -> bool:
         return self.status == RUNNING
 
+    @property
+    def title(self) -> str:
+        """What the job does, for a page's progress bar."""
+        if self.kind == "demo":
+            return "Building the demo audit"
+        if self.kind == "concepts":
+            return f"Finding the evidence concepts of {Path(self.arguments['audit']).name}"
+        return f"Job {self.id}"
+
     def sentence(self) -> str:
         """What became of the job, in a sentence a page can show."""
         if self.status == FAILED:
@@ -268,8 +277,25 @@ def _build_demo(arguments: dict, progress) -> Path:
                       progress=progress)
 
 
+def concepts_arguments(audit: Path) -> dict:
+    """The concepts job's arguments: the audit folder whose evidence concepts are found and written."""
+    return {"audit": str(Path(audit).resolve())}
+
+
+def _find_concepts(arguments: dict, progress) -> str:
+    """Find an audit's evidence concepts from its store and write them into it (``whaleaudit concepts``)."""
+    from .audit.concepts import write_concepts
+    from .audit.store import open_audit
+
+    progress(0.0, "opening the audit")
+    audit = open_audit(arguments["audit"])
+    progress(0.05, f"finding the evidence concepts of {len(audit.images):,} photos")
+    table = write_concepts(audit).table
+    return f"{len(table)} concepts of {table['species'].nunique()} species written into {audit.path}"
+
+
 #: kind -> function(arguments, progress) doing the work; its return value is reported as the result.
-KINDS = {"demo": _build_demo}
+KINDS = {"demo": _build_demo, "concepts": _find_concepts}
 
 
 # --- locks --------------------------------------------------------------------------------------------------

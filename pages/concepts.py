@@ -1,0 +1,178 @@
+"""Concepts: what each species' evidence is made of. Per species, its evidence concepts in the library's order,
+each with its most representative crops, its numbers, where in the frame it lies and whether on the animal;
+choosing one lists the photos where it carries most of the evidence, and flags them all in one action."""
+
+from pathlib import Path
+
+import streamlit as st
+
+import app_frame as app
+from whaleaudit import jobs, views
+from whaleaudit.audit.concepts import CONCEPTS_INFO, concept_name
+from whaleaudit.audit.review import REASONS
+from whaleaudit.errors import StoreError, WhaleAuditError
+from whaleaudit.views import concepts as concept_views
+
+COLUMNS = 4
+THUMB = 256
+PER_PAGE = 12
+INTRO = ("A concept is a kind of image cell that carries a species' evidence: the cells where the model finds "
+         "the species, grouped by what they look like to it. A concept off the animal is background the model "
+         "leans on.")
+
+ctx = app.frame("concepts")
+st.title("Concepts")
+st.caption(INTRO)
+if message := st.session_state.pop("_concepts_message", None):
+    st.success(message)
+
+
+def _concepts_stamp(path: Path) -> int | None:
+    try:
+        return (path / CONCEPTS_INFO).stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+@st.cache_resource(max_entries=4, show_spinner="Opening the concepts...")
+def _open(path: str, stamp: int | None, concepts_stamp: int | None, _audit) -> concept_views.ConceptView:
+    """One view per audit build and concepts file: concepts computed later are opened afresh."""
+    return concept_views.open_view(_audit)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _strip(path: str, stamp: int | None, concepts_stamp: int | None, species: str, rank: int, examples: tuple,
+           grid: tuple, _overlays: views.Overlays) -> bytes | None:
+    """A concept's crops as one JPEG, made once per audit build and concepts file."""
+    rgb = concept_views.strip(_overlays.photo, list(examples), grid)
+    return None if rgb is None else views.to_jpeg(rgb)
+
+
+def offer_concepts() -> None:
+    """Evidence but no concepts (or damaged ones): say so and offer to find them, as a background job whose
+    progress the frame's jobs panel shows; the page reloads with the concepts when it is done."""
+    folder = ctx.audit.path.parent
+    arguments = jobs.concepts_arguments(ctx.audit.path)
+    running = jobs.read(jobs.job_id("concepts", arguments), jobs=jobs.folder(folder))
+    if running is not None and running.active:
+        st.info("Finding this audit's concepts: the progress shows above; the page shows them when done.")
+        return
+    if st.button("Compute the concepts", type="primary",
+                 help="Runs in the background from the audit's store (no model needed): a reload or a closed tab "
+                      "does not stop it."):
+        try:
+            jobs.start("concepts", arguments, jobs=jobs.folder(folder))
+        except (OSError, WhaleAuditError) as e:
+            st.error(f"The concepts could not be computed: {e}")
+            return
+        st.rerun()
+
+
+if ctx.audit.evidence is None:
+    st.warning("This audit was made before evidence concepts existed: it keeps no evidence maps or cell "
+               "descriptors to find them in. Audit the photos again with the current WhaleAudit (the analysts' "
+               "flags are kept):")
+    st.code(concept_views.reaudit_command(ctx.audit), language="bash")
+    st.stop()
+concepts_stamp = _concepts_stamp(ctx.audit.path)
+try:
+    view = _open(str(ctx.audit.path), ctx.stamp, concepts_stamp, ctx.audit)
+except StoreError as e:
+    st.info(f"{e} Or compute them here.")
+    offer_concepts()
+    st.stop()
+if not view.species:
+    st.info("No photo of this audit holds positive evidence for its predicted species: there are no concepts.")
+    st.stop()
+
+key = f"concepts_species@{ctx.name}"
+if st.session_state.get(key) not in view.species:
+    st.session_state[key] = view.species[0]
+species = st.selectbox("Species (as predicted)", view.species, key=key, persist_state="session")
+class_idx = ctx.class_idx(species)
+table = view.of_species(species)
+in_class = view.class_photos(class_idx)
+grid = tuple(ctx.audit.evidence.shape[2:])
+chosen_key = f"concepts_pick@{ctx.name}@{species}"
+if st.session_state.get(chosen_key) not in table["rank"].tolist():
+    st.session_state[chosen_key] = int(table["rank"].iloc[0])
+st.caption(f"{len(table)} concepts in the evidence of the {app.images(in_class)} predicted as "
+           f"{species.replace('_', ' ')}, largest share first. Each shows the cells nearest its centre, outlined in "
+           "their surroundings; the square is where in the frame its evidence lies.")
+
+
+def choose(rank: int) -> None:
+    st.session_state[chosen_key] = rank
+
+
+BADGES = {"on the animal": "green", "off the animal": "orange", "no foreground": "gray"}
+with st.container(height=620):
+    for concept in table.itertuples():
+        with st.container(border=True):
+            crops, numbers, heat = st.columns([7, 3, 1.2], vertical_alignment="center")
+            jpeg = _strip(str(ctx.audit.path), ctx.stamp, concepts_stamp, species, int(concept.rank),
+                          tuple((int(i), int(c)) for i, c in zip(concept.example_idx, concept.example_cell)), grid,
+                          ctx.overlays)
+            if jpeg is None:
+                crops.caption("None of its example photos can be read.")
+            else:
+                crops.image(jpeg)
+            mark = concept_views.where(concept.on_animal)
+            on = "n/a" if mark == "no foreground" else f"{concept.on_animal:.0%}"
+            numbers.markdown(f"**{concept_name(species, concept.rank)}** :{BADGES[mark]}-badge[{mark}]  \n"
+                             f"{concept.evidence_share:.1%} of the class's evidence  \n"
+                             f"in {concept.n_photos:,} of {app.images(in_class)}  \n"
+                             f"{on} on the animal")
+            numbers.button("List its photos", key=f"concepts_list_{concept.rank}", on_click=choose,
+                           args=(int(concept.rank),),
+                           type="primary" if st.session_state[chosen_key] == concept.rank else "secondary")
+            heat.image(concept_views.heat_image(concept.heat, grid, ctx.colormap), width="stretch")
+
+st.subheader("Photos of a concept")
+left, right = st.columns([2, 3], vertical_alignment="bottom")
+marks = dict(zip(table["rank"], table["on_animal"].map(concept_views.where)))
+rank = left.selectbox("Concept", list(marks), key=chosen_key,
+                      format_func=lambda r: f"{concept_name(species, r)} · {marks[r]}")
+at_least = right.slider("Share of the photo's evidence it carries, at least", 0.05, 1.0, 0.5, step=0.05,
+                        key="concepts_share", persist_state="session",
+                        help="0.5: the photos where this concept carries most of the evidence.")
+name = concept_name(species, rank)
+listed = view.photos(class_idx, rank, ctx.matching(species=False), at_least)
+share = view.share(class_idx, rank)
+app.showing(len(listed), in_class, f" predicted as {species}, where {name} carries at least {at_least:.0%} of the "
+            "evidence,")
+if message := st.session_state.pop("_concepts_flagged", None):
+    st.success(message)
+
+
+def flag_all(seen: app.Context, positions, note_key: str) -> None:
+    """One click, one transaction: the photos the analyst saw listed when clicking."""
+    images = seen.frame["image"].iloc[positions].tolist()
+    reason = st.session_state["concepts_reason"]
+    seen.review.flag(images, reason, st.session_state[note_key], seen.who)
+    st.session_state["_concepts_flagged"] = f"Flagged {app.images(len(images))}: {reason}."
+
+
+if not len(listed):
+    st.info("No photo matches: lower the share, or loosen the filters in the sidebar.")
+    st.stop()
+reason_col, note_col, button_col = st.columns([1, 2, 1], vertical_alignment="bottom")
+reason_col.selectbox("Reason", REASONS, key="concepts_reason")
+note_key = f"concepts_note@{species}@{rank}@{at_least}"
+note_col.text_input("Note", value=f"evidence concept {name}: at least {at_least:.0%} of the evidence",
+                    key=note_key)
+button_col.button(f"Flag all {app.images(len(listed))}", type="primary", key="concepts_flag_all", on_click=flag_all,
+                  args=(ctx, listed, note_key))
+
+pages = views.page_count(len(listed), PER_PAGE)
+page = st.pagination(pages, key=f"concepts_page@{species}@{rank}@{at_least}") if pages > 1 else 1
+shown = views.page(listed, page, PER_PAGE)
+for start in range(0, len(shown), COLUMNS):
+    for col, position in zip(st.columns(COLUMNS), shown[start:start + COLUMNS]):
+        row = ctx.frame.iloc[position]
+        with col:
+            app.show_map(ctx, row, class_idx, THUMB)
+            st.caption(f"**{row['image']}**  \n{name}: {share[position]:.0%} of its evidence  \n"
+                       f"{app.numbers(row)}")
+            if st.button("Open", key=f"concepts_open_{row['image']}"):
+                app.open_image(ctx, row["image"], listed)

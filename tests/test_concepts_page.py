@@ -1,0 +1,235 @@
+"""The Concepts page through Streamlit's AppTest, and the views behind it, on small audits the tests build: the
+dashboard tests' audit (tiny real photos, one unreadable, one gone) made again with evidence maps and cell
+descriptors of a known design, its concepts found by the library.
+
+The design: every readable photo's evidence sits on two blocks of four layer3 cells, one in the middle of the
+frame (on the animal; descriptors near one point) and one in the bottom-right corner (off it; near another),
+in proportions that vary from photo to photo. The lists the page shows are checked against shares computed here
+from ``concept_evidence.npy`` with numpy and pandas, not against the views the page calls."""
+
+import re
+import shlex
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from _helpers_dashboard import UNREADABLE, VANISHED, make_audit
+from streamlit.testing.v1 import AppTest
+
+from whaleaudit import jobs, views
+from whaleaudit.audit.concepts import CONCEPT_EVIDENCE, CONCEPTS_TABLE, write_concepts
+from whaleaudit.audit.review import Review
+from whaleaudit.audit.store import IMAGE_COLUMNS, open_audit, unpack_masks, write_store
+from whaleaudit.cli import parser
+from whaleaudit.views import concepts as concept_views
+
+APP = Path(__file__).resolve().parents[1] / "streamlit_app.py"
+N = 120
+GRID = (8, 8)
+ON_BLOCK = [27, 28, 35, 36]     # the middle of the frame: the foreground of make_audit's masks
+OFF_BLOCK = [54, 55, 62, 63]    # the bottom-right corner
+#: (evidence per cell on the middle block, on the corner block), photo by photo in turn
+AMOUNTS = [(3.0, 1.0), (1.0, 3.0), (2.0, 2.0), (4.0, 0.5), (0.5, 2.5)]
+
+
+@pytest.fixture(autouse=True)
+def _app_folder_importable(monkeypatch):
+    monkeypatch.syspath_prepend(str(APP.parent))
+
+
+def with_evidence(store: Path, seed: int = 0) -> Path:
+    """Make the audit at ``store`` again, the same but with evidence maps and cell descriptors of the design in
+    the module docstring (its review database is kept, as a rebuild keeps it)."""
+    audit = open_audit(store)
+    n = len(audit.images)
+    rng = np.random.default_rng(seed)
+    evidence = np.full((n, 2, *GRID), -0.5, np.float32)
+    cells = np.zeros((n, GRID[0] * GRID[1], 4), np.float32)
+    cells[:] = [0, 0, 10, 0]
+    cells[:, ON_BLOCK] = [10, 0, 0, 0]
+    cells[:, OFF_BLOCK] = [0, 10, 0, 0]
+    cells += rng.normal(0, 0.3, cells.shape)
+    flat = evidence.reshape(n, 2, -1)
+    for i in range(n):
+        on, off = AMOUNTS[i % len(AMOUNTS)]
+        flat[i, :, ON_BLOCK], flat[i, :, OFF_BLOCK] = on, off
+    evidence[(audit.images["status"] != "ok").to_numpy()] = 0
+    manifest = {key: audit.manifest[key] for key in ("classes", "dataset", "model", "input_size", "cam")}
+    return write_store(store, audit.images[IMAGE_COLUMNS], audit.probs, audit.cams,
+                       unpack_masks(audit.masks_packed, audit.manifest["mask_size"]), manifest,
+                       mask_size=audit.manifest["mask_size"], evidence=evidence.astype(np.float16),
+                       cells=cells.astype(np.float16), cell_basis=np.zeros((5, 8), np.float32))
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """The dashboard tests' audit, 120 photos, with evidence and its concepts."""
+    store = with_evidence(make_audit(tmp_path, n=N))
+    write_concepts(open_audit(store))
+    monkeypatch.setenv("WHALEAUDIT_AUDITS", str(store.parent))
+    return store
+
+
+def start(**query) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params.update(query)
+    at.switch_page("pages/concepts.py").run()
+    return ok(at)
+
+
+def ok(at: AppTest) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def cards(at: AppTest) -> list[str]:
+    return [m.value for m in at.markdown if re.match(r"\*\*\w+ #\d+\*\*", m.value)]
+
+
+def concept_rows(store: Path, species: str) -> pd.DataFrame:
+    """The concepts of ``species`` as the file lists them."""
+    table = pd.read_parquet(store / CONCEPTS_TABLE)
+    return table[table["species"] == species].reset_index(drop=True)
+
+
+def expected_photos(store: Path, species: str, rank: int, at_least: float, keep=None) -> list[str]:
+    """The photos predicted as ``species`` where concept ``rank`` holds at least ``at_least`` of the evidence, from
+    the stored concept evidence: largest share first, ties by image id."""
+    audit = open_audit(store)
+    images = audit.images.reset_index(drop=True)
+    evidence = np.load(store / CONCEPT_EVIDENCE)
+    total = evidence.sum(axis=1)
+    share = np.divide(evidence[:, rank], total, out=np.zeros_like(total), where=total > 0)
+    chosen = images.assign(share=share)[(images["status"] == "ok") & (images["pred_idx"] == audit.classes.index(
+        species)) & (share >= at_least) & (share > 0)]
+    if keep is not None:
+        chosen = chosen[keep(chosen)]
+    return chosen.sort_values(["share", "image"], ascending=[False, True])["image"].tolist()
+
+
+def test_each_species_shows_its_concepts_in_the_order_the_library_wrote_them(store):
+    """Cards in the file's order, each with its numbers, mark, crops and heat. The file's order is reversed first
+    within every species: the page follows the library's order, whatever rule made it, and never re-sorts."""
+    table = pd.read_parquet(store / CONCEPTS_TABLE)
+    table = table.iloc[::-1].sort_values("species", kind="stable")   # the file's order, reversed within a species
+    table.to_parquet(store / CONCEPTS_TABLE, index=False)
+    audit = open_audit(store)
+    at = start(audit="small")
+    species = at.selectbox(key="concepts_species@small")
+    assert species.options == list(dict.fromkeys(table["species"]))
+    for name in species.options:
+        at = ok(species.set_value(name).run())
+        rows = concept_rows(store, name)
+        assert len(rows) == 2 and rows["rank"].tolist() == [1, 0]   # the reversed order
+        in_class = int(((audit.images["status"] == "ok") & (audit.images["pred_idx"] == audit.classes.index(name))).sum())
+        expected = [f"**{name} #{rank + 1}** :{'green' if on > 0.5 else 'orange'}-badge[{'on' if on > 0.5 else 'off'} "
+                    f"the animal]  \n{share:.1%} of the class's evidence  \nin {photos} of {in_class} images  \n"
+                    f"{on:.0%} on the animal"
+                    for rank, share, photos, on in zip(rows["rank"], rows["evidence_share"], rows["n_photos"],
+                                                       rows["on_animal"])]
+        assert cards(at) == expected
+        listed = expected_photos(store, name, int(rows["rank"].iloc[0]), 0.5)
+        # crops and heat, then the first photos, save the one deleted since the audit (a message in its place)
+        assert len(at.image) == 2 * len(rows) + len(set(listed[:12]) - {VANISHED})
+        assert [w.value.startswith(f"Cannot show {VANISHED}:") for w in at.warning] == [True] * (
+            VANISHED in listed[:12])
+        assert at.selectbox(key=f"concepts_pick@small@{name}").value == 1   # the first one shown is chosen first
+        species = at.selectbox(key="concepts_species@small")
+    # the design puts the middle block on the animal and the corner off it, in every class
+    assert set(table.loc[table["on_animal"] > 0.5, "heat"].map(lambda h: tuple(np.flatnonzero(h)))) == {tuple(ON_BLOCK)}
+    assert set(table.loc[table["on_animal"] < 0.5, "heat"].map(lambda h: tuple(np.flatnonzero(h)))) == {tuple(OFF_BLOCK)}
+
+
+def test_choosing_a_concept_lists_its_photos_and_flag_all_flags_exactly_them(store):
+    """The list follows the chosen concept, the share and the sidebar's filters; its first page is the start of
+    the list; one click flags every photo listed, on every page of it, and nothing else."""
+    rows = concept_rows(store, "killer_whale")
+    Review(store / "review.sqlite").flag(["img_001"], "other", "flagged before", "")   # not a killer whale photo
+    at = start(audit="small")
+    at = ok(at.selectbox(key="concepts_species@small").set_value("killer_whale").run())
+    second = int(rows["rank"].iloc[1])
+    at = ok(at.button(key=f"concepts_list_{second}").click().run())
+    assert at.selectbox(key="concepts_pick@small@killer_whale").value == second
+    at = ok(at.slider(key="concepts_share").set_value(0.15).run())
+    everything = expected_photos(store, "killer_whale", second, 0.15)
+    assert 12 < len(everything)   # more than a page
+    shown = [m for c in at.caption for m in re.findall(r"\*\*(img_\w+)\*\*", c.value)]
+    assert shown == everything[:12]
+    assert any(c.value.startswith(f"{len(everything)} of ") for c in at.caption)
+
+    at.sidebar.radio(key="correct@small").set_value("correct")
+    at = ok(at.run())
+    frame = open_audit(store).images.set_index("image")
+    listed = expected_photos(store, "killer_whale", second, 0.15, keep=lambda c: c["correct"].astype(bool))
+    assert 12 < len(listed) < len(everything)   # more than a page, fewer than without the filter
+    assert any(c.value.startswith(f"{len(listed)} of ") for c in at.caption)
+    at.selectbox(key="concepts_reason").set_value("attention on another object")
+    at = ok(at.button(key="concepts_flag_all").click().run())
+    assert at.success[0].value == f"Flagged {len(listed)} images: attention on another object."
+    flags = Review(store / "review.sqlite").flags().set_index("image")
+    assert set(flags.index) == {*listed, "img_001"}
+    assert (flags.loc[listed, "reason"] == "attention on another object").all()
+    assert (flags.loc[listed, "note"] == f"evidence concept killer_whale #{second + 1}: at least 15% of the "
+                                         "evidence").all()
+    assert flags.loc["img_001", "reason"] == "other"
+    assert frame.loc[listed, "correct"].all()
+
+
+def test_an_audit_made_before_evidence_says_to_audit_again_with_the_command(tmp_path, monkeypatch):
+    store = make_audit(tmp_path)
+    monkeypatch.setenv("WHALEAUDIT_AUDITS", str(store.parent))
+    at = start(audit="small")
+    assert "made before evidence concepts existed" in at.warning[0].value
+    command = at.code[0].value
+    arguments = parser().parse_args(shlex.split(command)[1:])   # a command the CLI takes as it stands
+    assert (arguments.command, arguments.images, arguments.out) == ("precompute", tmp_path / "images", store)
+    assert not at.button and not cards(at)
+
+
+def test_concepts_not_computed_are_offered_as_a_job_and_shown_when_it_is_done(tmp_path, monkeypatch):
+    store = with_evidence(make_audit(tmp_path))
+    monkeypatch.setenv("WHALEAUDIT_AUDITS", str(store.parent))
+    at = start(audit="small")
+    assert "no evidence concepts computed yet" in at.info[0].value and not cards(at)
+    at = ok(at.button[0].click().run())
+    ident = jobs.job_id("concepts", jobs.concepts_arguments(store))
+    folder = jobs.folder(store.parent)
+    deadline = time.monotonic() + 120
+    while (job := jobs.read(ident, jobs=folder)).active and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert job.status == jobs.DONE, job.sentence()
+    assert job.result == f"6 concepts of 3 species written into {store}"
+    stages = Path(job.log).read_text()
+    assert "opening the audit" in stages and f"finding the evidence concepts of {len(open_audit(store).images)} " \
+        "photos" in stages
+    at = ok(at.run())
+    assert not at.info and cards(at)[0].startswith("**beluga #1**")
+    assert len(cards(at)) == len(concept_rows(store, at.selectbox(key="concepts_species@small").value))
+
+
+def test_a_crop_outlines_its_cell_in_its_surroundings():
+    """An 80 x 160 photo on an 8 x 8 grid: a cell is 10 x 20 pixels; its crop holds it with one cell around (two at
+    a corner), squashed to a square, and the outline runs on the cell's border."""
+    rgb = np.zeros((80, 160, 3), np.uint8)
+    rgb[20:30, 60:80] = 200   # cell 2 * 8 + 3
+    assert concept_views.cell_box(19, GRID, 80, 160) == (60, 20, 80, 30)
+    out = concept_views.crop(rgb, 19, GRID, size=90)
+    outline = (out == concept_views.OUTLINE_RGB).all(axis=2)
+    assert outline[30, 30:60].all() and outline[59, 30:60].all() and outline[30:60, 30].all() and outline[30:60, 59].all()
+    assert not outline[32:58, 32:58].any() and (out[35:55, 35:55] > 150).all()   # the cell inside, bright
+    assert not outline[:29].any() and not outline[61:].any() and (out[:25] < 30).all()
+    corner = concept_views.crop(rgb, 0, GRID, size=90)   # cells 0, 1, 8, 9: the cell is the top-left half
+    outline = (corner == concept_views.OUTLINE_RGB).all(axis=2)
+    assert outline[0, :45].all() and outline[44, :45].all() and not outline[50:].any() and not outline[:, 50:].any()
+
+
+def test_the_strip_leaves_out_photos_that_cannot_be_read(store):
+    audit = open_audit(store)
+    overlays = views.Overlays(audit)
+    row = lambda image: int(audit.images.index[audit.images["image"] == image][0])   # noqa: E731
+    both = concept_views.strip(overlays.photo, [(row("img_000"), 0), (row(VANISHED), 5), (row(UNREADABLE), 9),
+                                                (row("img_001"), 63)], GRID, size=40)
+    assert both.shape == (40, 2 * 40 + concept_views.GAP_PX, 3)
+    assert concept_views.strip(overlays.photo, [(row(VANISHED), 5)], GRID) is None
