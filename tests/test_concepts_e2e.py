@@ -1,0 +1,44 @@
+"""End to end, the Concepts page in Debian's headless Chromium on a real ``streamlit run`` server: choose a
+concept, flag every photo it lists in one click, and find exactly those photos in the Review page's flagged
+list and its CSV download."""
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+from _helpers_dashboard import chromium, make_audit, settle
+from test_concepts_page import expected_photos, with_evidence
+from test_e2e import open_page, serve
+
+from whaleaudit.audit.concepts import write_concepts
+from whaleaudit.audit.review import Review
+from whaleaudit.audit.store import open_audit
+
+pytestmark = pytest.mark.e2e
+
+
+def test_choose_a_concept_flag_all_its_photos_and_find_them_on_the_review_page(tmp_path):
+    store = with_evidence(make_audit(tmp_path, n=60))
+    concepts = write_concepts(open_audit(store)).table
+    second = concepts[concepts["species"] == "beluga"].iloc[1]
+    listed = expected_photos(store, "beluga", int(second["rank"]), 0.5)
+    assert listed
+    with chromium() as browser, serve(store.parent, tmp_path / "streamlit.log") as base:
+        page = open_page(browser, base, "concepts?audit=small", "List its photos")
+        page.get_by_role("button", name="List its photos").nth(1).click()
+        settle(page, f"where beluga #{int(second['rank']) + 1} carries at least 50%")
+        page.get_by_role("button", name=f"Flag all {len(listed)} images").click()
+        settle(page, f"Flagged {len(listed)} images: attention on water.")
+        assert set(Review(store / "review.sqlite").flags()["image"]) == set(listed)
+
+        page.get_by_test_id("stSidebar").get_by_role("link", name="Review & export").click()
+        settle(page, f"Download the flagged list ({len(listed)} images, CSV)")
+        with page.expect_download() as download:
+            page.get_by_role("button", name="Download the flagged list").click()
+        rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+        page.close()
+    assert sorted(r["image"] for r in rows) == sorted(listed)
+    assert {r["reason"] for r in rows} == {"attention on water"}
+    assert {r["note"] for r in rows} == {f"evidence concept beluga #{int(second['rank']) + 1}: at least 50% of the "
+                                         "evidence"}
