@@ -96,9 +96,9 @@ grid = tuple(ctx.audit.evidence.shape[2:])
 chosen_key = f"concepts_pick@{ctx.name}@{species}"
 if st.session_state.get(chosen_key) not in table["rank"].tolist():
     st.session_state[chosen_key] = int(table["rank"].iloc[0])
-st.caption(f"{len(table)} concepts in the evidence of the {app.images(in_class)} predicted as "
-           f"{species.replace('_', ' ')}, largest share first. Each shows the cells nearest its centre, outlined in "
-           "their surroundings; the square is where in the frame its evidence lies.")
+st.caption(f"{len(table)} concepts in the evidence of the {app.images(in_class)} predicted as {species}, in the "
+           "order of their rank. Each shows the cells nearest its centre, outlined in their surroundings; the square "
+           "is the frame, bright where the concept's evidence lies.")
 
 
 def choose(rank: int) -> None:

@@ -19,7 +19,7 @@ from _helpers_dashboard import UNREADABLE, VANISHED, make_audit
 from streamlit.testing.v1 import AppTest
 
 from whaleaudit import jobs, views
-from whaleaudit.audit.concepts import CONCEPT_EVIDENCE, CONCEPTS_TABLE, write_concepts
+from whaleaudit.audit.concepts import CONCEPT_EVIDENCE, CONCEPTS_TABLE, compute_concepts, write_concepts
 from whaleaudit.audit.review import Review
 from whaleaudit.audit.store import IMAGE_COLUMNS, open_audit, unpack_masks, write_store
 from whaleaudit.cli import parser
@@ -207,6 +207,13 @@ def test_concepts_not_computed_are_offered_as_a_job_and_shown_when_it_is_done(tm
     at = ok(at.run())
     assert not at.info and cards(at)[0].startswith("**beluga #1**")
     assert len(cards(at)) == len(concept_rows(store, at.selectbox(key="concepts_species@small").value))
+
+
+def test_finding_concepts_tells_its_progress_class_by_class(store):
+    told = []
+    again = compute_concepts(open_audit(store), progress=told.append)
+    assert told == [0, 1 / 3, 2 / 3]   # before each of the three classes
+    pd.testing.assert_frame_equal(again.table, pd.read_parquet(store / CONCEPTS_TABLE))
 
 
 def test_a_crop_outlines_its_cell_in_its_surroundings():

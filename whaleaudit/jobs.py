@@ -289,8 +289,8 @@ def _find_concepts(arguments: dict, progress) -> str:
 
     progress(0.0, "opening the audit")
     audit = open_audit(arguments["audit"])
-    progress(0.05, f"finding the evidence concepts of {len(audit.images):,} photos")
-    table = write_concepts(audit).table
+    stage = f"finding the evidence concepts of {len(audit.images):,} photos"
+    table = write_concepts(audit, lambda share: progress(0.05 + 0.9 * share, stage)).table
     return f"{len(table)} concepts of {table['species'].nunique()} species written into {audit.path}"
 
 

@@ -85,17 +85,20 @@ def cell_foreground(audit: Audit, block: int = 4096) -> np.ndarray:
     return fg
 
 
-def compute_concepts(audit: Audit) -> Concepts:
+def compute_concepts(audit: Audit, progress=None) -> Concepts:
     """The concepts of every class predicted in ``audit``, from its store alone
-    (:func:`whaleaudit.explain.concepts.find_concepts`, whose docstring lists the table's columns)."""
+    (:func:`whaleaudit.explain.concepts.find_concepts`, whose docstring lists the table's columns and says what
+    ``progress`` is told)."""
     images = audit.images
     return find_concepts(positive_evidence(audit), audit.cells, cell_foreground(audit),
-                         (images["status"] == "ok").to_numpy(), images["pred_idx"].to_numpy(), audit.classes)
+                         (images["status"] == "ok").to_numpy(), images["pred_idx"].to_numpy(), audit.classes,
+                         progress)
 
 
-def write_concepts(audit: Audit) -> Concepts:
-    """Compute the concepts and write them into the audit folder (see the module docstring); returns them."""
-    concepts = compute_concepts(audit)
+def write_concepts(audit: Audit, progress=None) -> Concepts:
+    """Compute the concepts (:func:`compute_concepts`) and write them into the audit folder (see the module
+    docstring); returns them."""
+    concepts = compute_concepts(audit, progress)
     table, evidence = io.BytesIO(), io.BytesIO()
     concepts.table.to_parquet(table, index=False)
     np.save(evidence, concepts.evidence)

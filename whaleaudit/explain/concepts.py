@@ -150,7 +150,7 @@ def choose_concepts(x: np.ndarray, seed: int) -> np.ndarray:
 
 
 def find_concepts(positive: np.ndarray, cells: np.ndarray, foreground: np.ndarray, ok: np.ndarray,
-                  pred: np.ndarray, classes: list[str]) -> Concepts:
+                  pred: np.ndarray, classes: list[str], progress=None) -> Concepts:
     """The concepts of every class, from the photos' positive evidence per cell ``[N, cells]``, their cell
     descriptors ``[N, cells, D]`` (memory-mapped is fine), the share of each cell on the foreground ``[N, cells]``
     (NaN rows: no foreground), which photos were read (``ok``) and their predicted class (see the module docstring).
@@ -163,11 +163,15 @@ def find_concepts(positive: np.ndarray, cells: np.ndarray, foreground: np.ndarra
     ``example_idx`` / ``example_cell`` (its most representative carrying cells, nearest its centre, one per
     photo, for crops), ``centre`` (its k-means centre among the cell descriptors: a cell of any photo, projected
     on the store's basis, belongs to the concept whose centre is nearest).
+
+    ``progress(share)``, if given, is told the share of the classes done before each class (a job's progress bar).
     """
     carrying = carrying_cells(positive)
     rows = []
     evidence = np.zeros((len(positive), MAX_CONCEPTS), np.float32)
     for class_idx, species in enumerate(classes):
+        if progress is not None:
+            progress(class_idx / len(classes))
         photos = np.flatnonzero(ok & (pred == class_idx))
         if not len(photos) or not carrying[photos].any():
             continue
