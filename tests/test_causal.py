@@ -1,9 +1,11 @@
 """Causal check: the animal painted over with the water around it, or kept alone on a flat fill."""
 
+import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from whaleaudit.explain.causal import GROW, animal_only, without_animal
+from whaleaudit.explain.causal import GROW, animal_only, default_picks, without_animal
 
 
 def _scene(b=2, size=64, seed=0):
@@ -69,3 +71,23 @@ def test_edge_cases_stay_finite():
     assert torch.isfinite(without_animal(x, everything)).all()
     nothing = torch.zeros_like(mask)
     assert torch.equal(without_animal(x, nothing), x) and torch.equal(animal_only(x, everything), x)
+
+
+def test_default_picks_are_the_top_tenths_and_the_sample_with_every_reason_named():
+    """The default's picks against pandas: the photos whose score (then loss) is at or above the 0.9 quantile of
+    those that have one, ties included; NaN never picked; every reason that applies, joined in order."""
+    rng = np.random.default_rng(4)
+    n = 500
+    bg = rng.uniform(0, 1, n).round(2)              # rounded: ties at the threshold
+    bg[rng.choice(n, 60, replace=False)] = np.nan   # no foreground
+    loss = rng.exponential(1, n)
+    loss[:20] = np.nan                              # a species the model does not know
+    sample = rng.uniform(0, 1, n) < 0.1
+    got = default_picks(bg, loss, sample)
+    above = pd.Series(bg) >= pd.Series(bg).quantile(0.9)
+    high_loss = pd.Series(loss) >= pd.Series(loss).quantile(0.9)
+    for i in range(n):
+        expected = [r for r, on in (("background", above[i]), ("loss", high_loss[i]), ("sample", sample[i])) if on]
+        assert got[i] == ",".join(expected), i
+    assert 0.1 * 440 <= above.sum() <= 0.13 * 440 and 0.1 * 480 <= high_loss.sum() <= 0.11 * 480
+    assert default_picks(np.full(3, np.nan), np.full(3, np.nan), np.zeros(3, bool)).tolist() == ["", "", ""]

@@ -8,6 +8,11 @@ on that photo is using the background: direct evidence of a shortcut, whatever i
 probability it still gets says whether the animal alone carries the prediction. ``flat_photo`` is the
 reference: the photo reduced to its mean colour, what the model says of nothing at all.
 
+Which photos get the check by default (:func:`default_picks`): each edit costs a forward pass, so checking
+every photo costs about as much again as the rest of an audit; the default checks the photos an analyst looks
+at first (the most background attention, the top losses) and a random sample of all photos as the reference
+those are read against.
+
 Both work on the batch exactly as fed to the model (normalised, ``[B, 3, H, W]``) with masks ``[B, 1, H, W]``
 in 0..1, and grow the mask by ``grow`` pixels first: a mask cut at 64 px misses the animal's rim, and a rim
 left in place still shows the outline.
@@ -15,6 +20,7 @@ left in place still shows the outline.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -99,3 +105,36 @@ def edit_probabilities(model: nn.Module, x: Tensor, masks: Tensor, classes: Tens
     edited = edits(x, masks).contiguous(memory_format=torch.channels_last)
     p = torch.softmax(model(edited), dim=1)
     return p[torch.arange(len(p), device=p.device), classes.repeat(len(EDITS))].view(len(EDITS), -1)
+
+
+#: The default's picks, each a share of the photos: the most background attention (the top tenth: where the
+#: dashboard's default threshold starts), the highest losses, and a random sample for reference.
+TOP_BACKGROUND = 0.10
+TOP_LOSSES = 0.10
+REFERENCE_SAMPLE = 0.10
+#: The reasons :func:`default_picks` gives, in the order they are joined.
+REASONS = ("background", "loss", "sample")
+
+
+def default_picks(bg_score: np.ndarray, loss: np.ndarray, in_sample: np.ndarray) -> np.ndarray:
+    """Why each photo gets the causal check by default, as text: the :data:`REASONS` that apply joined by ",",
+    "" for a photo left out. "background": its ``bg_score`` is in the top :data:`TOP_BACKGROUND` of the photos
+    that have one; "loss": its ``loss`` in the top :data:`TOP_LOSSES`; "sample": ``in_sample`` (bool, a random
+    :data:`REFERENCE_SAMPLE` of all photos, drawn by the caller so that a resumed run draws the same). NaN
+    scores and losses (no foreground, an unknown species, an unreadable photo) are never above a threshold."""
+    picked = [_top(np.asarray(bg_score, np.float64), TOP_BACKGROUND), _top(np.asarray(loss, np.float64), TOP_LOSSES),
+              np.asarray(in_sample, bool)]
+    reasons = np.array([""] * len(in_sample), dtype=object)
+    for reason, chosen in zip(REASONS, picked):
+        reasons[chosen] = np.where(reasons[chosen] == "", reason, reasons[chosen] + "," + reason)
+    return reasons
+
+
+def _top(values: np.ndarray, share: float) -> np.ndarray:
+    """Bool: the values at or above the ``1 - share`` quantile of the finite ones (linear interpolation, as
+    pandas' ``quantile``); none where there are no finite values."""
+    finite = np.isfinite(values)
+    if not finite.any():
+        return np.zeros(len(values), bool)
+    with np.errstate(invalid="ignore"):
+        return finite & (values >= np.quantile(values[finite], 1 - share))
