@@ -10,7 +10,7 @@ import app_frame as app
 from whaleaudit import jobs, views
 from whaleaudit.audit.concepts import CONCEPTS_INFO, concept_name
 from whaleaudit.audit.review import REASONS
-from whaleaudit.errors import StoreError, WhaleAuditError
+from whaleaudit.errors import ImageError, StoreError, WhaleAuditError
 from whaleaudit.views import concepts as concept_views
 
 COLUMNS = 4
@@ -46,6 +46,14 @@ def _strip(path: str, stamp: int | None, concepts_stamp: int | None, species: st
     """A concept's crops as one JPEG, made once per audit build and concepts file."""
     rgb = concept_views.strip(_overlays.photo, list(examples), grid)
     return None if rgb is None else views.to_jpeg(rgb)
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _photo(path: str, stamp: int | None, concepts_stamp: int | None, idx: int, class_idx: int, rank: int,
+           colormap: str, opacity: float, _view: concept_views.ConceptView, _overlays: views.Overlays) -> bytes:
+    """A listed photo with its class's map and the concept's cells outlined, made once per look."""
+    cells = concept_views.concept_cells(_view.audit, _view.of_species(_view.audit.classes[class_idx]), idx, rank)
+    return views.to_jpeg(concept_views.outline_cells(_overlays.rgb(idx, class_idx, THUMB, colormap, opacity), cells))
 
 
 def offer_concepts() -> None:
@@ -141,6 +149,7 @@ listed = view.photos(class_idx, rank, ctx.matching(species=False), at_least)
 share = view.share(class_idx, rank)
 app.showing(len(listed), in_class, f" predicted as {species}, where {name} carries at least {at_least:.0%} of the "
             "evidence,")
+st.caption(f"Each photo with the map of {species}; outlined, the cells {name} holds.")
 if message := st.session_state.pop("_concepts_flagged", None):
     st.success(message)
 
@@ -171,7 +180,11 @@ for start in range(0, len(shown), COLUMNS):
     for col, position in zip(st.columns(COLUMNS), shown[start:start + COLUMNS]):
         row = ctx.frame.iloc[position]
         with col:
-            app.show_map(ctx, row, class_idx, THUMB)
+            try:
+                st.image(_photo(str(ctx.audit.path), ctx.stamp, concepts_stamp, int(position), class_idx, rank,
+                                ctx.colormap, round(ctx.opacity, 2), view, ctx.overlays), width="stretch")
+            except ImageError as e:
+                st.warning(f"Cannot show {row['image']}: {e}")
             st.caption(f"**{row['image']}**  \n{name}: {share[position]:.0%} of its evidence  \n"
                        f"{app.numbers(row)}")
             if st.button("Open", key=f"concepts_open_{row['image']}"):

@@ -216,6 +216,32 @@ def test_finding_concepts_tells_its_progress_class_by_class(store):
     pd.testing.assert_frame_equal(again.table, pd.read_parquet(store / CONCEPTS_TABLE))
 
 
+def test_a_listed_photo_outlines_the_cells_its_concept_holds(store):
+    """The cells outlined on a photo are the library's: their positive evidence is the concept's evidence in the
+    photo as stored, and in the design they are the middle block for the concept on the animal, the corner for
+    the other; the outline runs around them."""
+    audit = open_audit(store)
+    table = pd.read_parquet(store / CONCEPTS_TABLE)
+    stored = np.load(store / CONCEPT_EVIDENCE)
+    positive = np.maximum(audit.evidence[:, 0].astype(np.float32), 0).reshape(len(stored), -1)
+    checked = 0
+    for idx in np.flatnonzero((audit.images["status"] == "ok").to_numpy()):
+        rows = table[table["class_idx"] == audit.images["pred_idx"].iloc[idx]]
+        for concept in rows.itertuples():
+            cells = concept_views.concept_cells(audit, rows, idx, concept.rank)
+            assert cells.shape == GRID
+            assert positive[idx][cells.reshape(-1)].sum() == pytest.approx(stored[idx, concept.rank], rel=1e-5)
+            assert set(np.flatnonzero(cells)) == set(ON_BLOCK if concept.on_animal > 0.5 else OFF_BLOCK)
+            checked += 1
+    assert checked == 2 * (N - 1)
+    photo = np.zeros((64, 64, 3), np.uint8)
+    block = np.zeros(GRID, bool)
+    block[3:5, 3:5] = True   # pixels 24-39
+    drawn = (concept_views.outline_cells(photo, block) == concept_views.OUTLINE_RGB).all(axis=2)
+    assert drawn[24, 24:40].all() and drawn[39, 24:40].all() and not drawn[26:38, 26:38].any()
+    assert not drawn[:23].any() and not drawn[41:].any()
+
+
 def test_a_crop_outlines_its_cell_in_its_surroundings():
     """An 80 x 160 photo on an 8 x 8 grid: a cell is 10 x 20 pixels; its crop holds it with one cell around (two at
     a corner), squashed to a square, and the outline runs on the cell's border."""

@@ -19,8 +19,8 @@ from PIL import Image
 
 from ..audit.concepts import open_concepts
 from ..errors import ImageError
-from ..explain.concepts import Concepts
-from . import colormap_lut
+from ..explain.concepts import Concepts, nearest
+from . import colormap_lut, outline
 
 #: On-animal share above which a concept is marked as on the animal (as ``whaleaudit concepts`` counts them).
 ON_ANIMAL = 0.5
@@ -74,6 +74,24 @@ class ConceptView:
         rows = np.flatnonzero(keep & (self._predicted == class_idx) & (share >= at_least) & (share > 0))
         ids = self.audit.images["image"].to_numpy(dtype=object)[rows]
         return rows[np.lexsort((ids, -share[rows]))]
+
+
+def concept_cells(audit, concepts: pd.DataFrame, idx: int, rank: int) -> np.ndarray:
+    """bool ``[h, w]``: the cells of photo row ``idx`` that concept ``rank`` holds, as the library assigns them:
+    the cells with positive evidence whose descriptor lies nearest that concept's centre among ``concepts`` (the
+    rows of the class the photo is predicted as)."""
+    centres = np.zeros((len(concepts), audit.cells.shape[-1]), np.float32)
+    centres[concepts["rank"].to_numpy()] = np.array(concepts["centre"].tolist(), np.float32)
+    positive = np.asarray(audit.evidence[idx, 0], np.float32).reshape(-1) > 0
+    held = nearest(np.asarray(audit.cells[idx], np.float32), centres) == rank
+    return (held & positive).reshape(audit.evidence.shape[2:])
+
+
+def outline_cells(rgb: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """The photo with the border of the region ``cells`` (bool ``[h, w]``) drawn on it."""
+    out = np.array(rgb)
+    out[outline(cells, *out.shape[:2])] = OUTLINE_RGB
+    return out
 
 
 def open_view(audit) -> ConceptView:
