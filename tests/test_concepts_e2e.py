@@ -42,3 +42,17 @@ def test_choose_a_concept_flag_all_its_photos_and_find_them_on_the_review_page(t
     assert {r["reason"] for r in rows} == {"attention on water"}
     assert {r["note"] for r in rows} == {f"evidence concept beluga #{int(second['rank']) + 1}: at least 50% of the "
                                          "evidence"}
+
+
+def test_an_audit_without_concepts_computes_them_in_the_background_and_shows_them(tmp_path):
+    """The offer's button starts the concepts job; its progress shows in the frame's jobs panel, and the page
+    shows the concepts by itself once the job is done (the panel reloads it), with no click of the analyst's."""
+    store = with_evidence(make_audit(tmp_path))
+    with chromium() as browser, serve(store.parent, tmp_path / "streamlit.log") as base:
+        page = open_page(browser, base, "concepts?audit=small", "no evidence concepts computed yet")
+        page.get_by_role("button", name="Compute the concepts").click()
+        page.get_by_text("beluga #1", exact=True).wait_for(timeout=60_000)
+        settle(page, "List its photos")
+        assert not page.get_by_text("no evidence concepts computed yet").count()
+        page.close()
+    assert (store / "concepts.json").is_file()
