@@ -24,7 +24,13 @@ from whaleaudit.cli import main
 from whaleaudit.columns import IMAGE_COLUMNS
 from whaleaudit.data.dataset import load_dataset
 from whaleaudit.errors import StoreError
-from whaleaudit.explain.concepts import MAX_CONCEPTS, carrying_cells, describe_cells, fit_cell_basis
+from whaleaudit.explain.concepts import (
+    MAX_CONCEPTS,
+    carrying_cells,
+    describe_cells,
+    fit_cell_basis,
+    unusualness,
+)
 
 
 @pytest.mark.slow
@@ -127,24 +133,46 @@ def hand_built(folder, evidence_cells=True):
                        masks, manifest, mask_size=MASK, **extra)
 
 
+def test_unusualness_is_distinctiveness_and_displacement():
+    """By hand: cells at x = 0 and x = 2 (mean 1, root mean square distance 1); centres at 0, 2 and 4 are 1, 1
+    and 3 such distances from the mean. Evidence all in cell 0, all in cell 1, half and half: the class's lies
+    half and half, so the first two each have half of theirs to move, the third none."""
+    x = np.array([[0, 0], [2, 0], [0, 0], [2, 0]], np.float32)
+    centres = np.array([[0, 0], [2, 0], [4, 0]], np.float32)
+    heats = np.array([[1, 0], [0, 1], [1, 1]], np.float32)
+    distinct, displaced = unusualness(x, centres, heats)
+    np.testing.assert_allclose(distinct, [1, 1, 3], rtol=1e-6)
+    np.testing.assert_allclose(displaced, [0.5, 0.5, 0], atol=1e-7)
+
+
 def test_concepts_of_a_hand_built_store(tmp_path):
+    """Two concepts: cell 0's (48 of the class's 84 units of evidence) and cell 15's (36). They look equally
+    unlike the class's evidence (their centres lie equally far from its mean), and cell 15's sits further from
+    where the class's evidence lies (48/84 of its evidence would have to move, against 36/84 of cell 0's): it
+    ranks first."""
     audit = open_audit(hand_built(tmp_path))
     concepts = compute_concepts(audit)
     table = concepts.table
     assert table["species"].tolist() == [CLASSES[0]] * 2 and table["rank"].tolist() == [0, 1]
-    first, second = table.iloc[0], table.iloc[1]
-    assert first["evidence_share"] == pytest.approx(48 / 84) and second["evidence_share"] == pytest.approx(36 / 84)
-    assert first["on_animal"] == pytest.approx(1.0) and second["on_animal"] == pytest.approx(0.25)
-    assert first["n_photos"] == 12 and second["n_photos"] == 12 and first["n_cells"] == 12
-    np.testing.assert_allclose(first["heat"], np.eye(16)[0])
-    np.testing.assert_allclose(second["heat"], np.eye(16)[15])
-    assert list(first["example_cell"]) == [0] * 8 and set(first["example_idx"]) <= set(range(0, 24, 2))
-    assert len(set(second["example_idx"])) == 8 and set(second["example_idx"]) <= set(range(1, 24, 2))
-    np.testing.assert_allclose(first["centre"], [10, 0], atol=0.3)   # the mean of the cells on cell 0
-    np.testing.assert_allclose(second["centre"], [0, 10], atol=0.3)
+    first, second = table.iloc[0], table.iloc[1]   # cell 15's, cell 0's
+    assert first["evidence_share"] == pytest.approx(36 / 84) and second["evidence_share"] == pytest.approx(48 / 84)
+    assert first["displacement"] == pytest.approx(48 / 84) and second["displacement"] == pytest.approx(36 / 84)
+    fitted = np.concatenate([audit.cells[0:24:2, 0], audit.cells[1:24:2, 15]]).astype(np.float64)  # carrying cells
+    rms = np.sqrt(((fitted - fitted.mean(0)) ** 2).sum(1).mean())
+    for row, own in ((first, audit.cells[1:24:2, 15]), (second, audit.cells[0:24:2, 0])):
+        expected_distinct = np.linalg.norm(own.astype(np.float64).mean(0) - fitted.mean(0)) / rms
+        assert row["distinctiveness"] == pytest.approx(expected_distinct, rel=1e-3)
+    assert first["on_animal"] == pytest.approx(0.25) and second["on_animal"] == pytest.approx(1.0)
+    assert first["n_photos"] == 12 and second["n_photos"] == 12 and second["n_cells"] == 12
+    np.testing.assert_allclose(first["heat"], np.eye(16)[15])
+    np.testing.assert_allclose(second["heat"], np.eye(16)[0])
+    assert list(second["example_cell"]) == [0] * 8 and set(second["example_idx"]) <= set(range(0, 24, 2))
+    assert len(set(first["example_idx"])) == 8 and set(first["example_idx"]) <= set(range(1, 24, 2))
+    np.testing.assert_allclose(second["centre"], [10, 0], atol=0.3)   # the mean of the cells on cell 0
+    np.testing.assert_allclose(first["centre"], [0, 10], atol=0.3)
     expected = np.zeros((27, MAX_CONCEPTS), np.float32)   # column: the concept's rank in the photo's class
-    expected[:24:2, :2] = [3, 1]
-    expected[1:24:2, :2] = [1, 2]
+    expected[:24:2, :2] = [1, 3]
+    expected[1:24:2, :2] = [2, 1]
     np.testing.assert_array_equal(concepts.evidence, expected)
     positive = np.maximum(audit.evidence[:, 0].astype(np.float32), 0).sum(axis=(1, 2))
     np.testing.assert_allclose(concepts.evidence.sum(axis=1), positive)   # the photo's positive evidence
