@@ -21,6 +21,7 @@ input size with bilinear filtering (fastai's ``Resize``), scale to 0..1, normali
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -33,6 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from threadpoolctl import threadpool_limits
 
 from .. import __version__
 from ..audit.store import StoreWriter, open_audit
@@ -133,7 +135,8 @@ def precompute(dataset: Dataset, model, out: Path, *, trust: bool = False,
     remaining = sum(stop - start for _, start, stop in todo)
     computed_from = time.perf_counter()
     bar = _progress_bar(n, n - remaining, progress)
-    batch_iter = iter(loader)  # the workers start decoding now, while the model is made ready
+    with _loaders_on_one_blas_thread(workers):
+        batch_iter = iter(loader)  # the workers start decoding now, while the model is made ready
     model = for_inference(model, dev)
     with torch.inference_mode():
         for k, start, stop in todo:
@@ -309,6 +312,23 @@ class AuditImages(torch.utils.data.Dataset):
         mask = np.zeros((MASK_SIZE, MASK_SIZE), bool) if mask is None else np.asarray(mask, bool)
         return {"idx": i, "pixels": torch.from_numpy(pixels), "mask": torch.from_numpy(mask), "has_mask": has_mask,
                 "fg_source": source, "error": error}
+
+
+@contextlib.contextmanager
+def _loaders_on_one_blas_thread(workers: int):
+    """Start the loader processes with BLAS (OpenBLAS, numpy's and scipy's) on one thread; this process gets its
+    threads back once they are started.
+
+    Forked loaders inherit this process's BLAS thread count, and the foreground's many small matrix products then
+    wake a pool whose threads spin between calls, tripling the loaders' CPU time without making them faster, with
+    the network and the other loaders already on every core. The limit is set here, before the fork, because
+    setting it inside a forked child can deadlock where this process had used its BLAS threads (after a training
+    in the same process). The masks are the same either way."""
+    if workers == 0:
+        yield
+        return
+    with threadpool_limits(1, user_api="blas"):
+        yield
 
 
 def normalised(pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
