@@ -27,9 +27,11 @@ import streamlit as st
 
 from whaleaudit import jobs, views, workspace
 from whaleaudit.audit import export
+from whaleaudit.audit.concepts import class_heats, concept_name
 from whaleaudit.audit.review import Review
 from whaleaudit.audit.store import MANIFEST, Audit, open_audit
 from whaleaudit.errors import ImageError, StoreError, WhaleAuditError
+from whaleaudit.explain.concepts import Concepts
 
 #: page -> (its script, relative to streamlit_app.py; its label and icon in the sidebar)
 PAGES = {"overview": ("streamlit_app.py", "Overview", ":material/dashboard:"),
@@ -45,7 +47,12 @@ SPLITS = {"all": None, "validation": "valid", "training": "train"}
 KEEP = "session"
 #: Keys of the frame's widgets; the filters' keys end in ``@<audit>``.
 FRAME_KEYS = ("audit", "colormap", "opacity", "who")
-FILTER_KEYS = ("threshold", "above", "species", "correct", "flagged", "split")
+FILTER_KEYS = ("threshold", "above", "species", "correct", "flagged", "split", "concept", "concept_share")
+#: The concept filter's choice that filters nothing, and the share it starts at once a concept is chosen.
+ANY_CONCEPT = "any"
+CONCEPT_SHARE = 0.25
+#: Pixels of a class's average evidence map on the Overview and Species pages.
+CLASS_MAP_SIZE = 96
 
 
 @dataclass(frozen=True)
@@ -58,12 +65,15 @@ class Filters:
     correct: bool | None
     flagged: bool | None
     split: str | None
+    #: ``(class_idx, rank, at_least)``: the photos where that evidence concept holds at least that share.
+    concept: tuple[int, int, float] | None = None
 
 
 @dataclass
 class Context:
     """What a page needs: the audit (opened at manifest time ``stamp``), its overlays, table and review, the
-    review's version and flags and the image table with them, the filters."""
+    review's version and flags and the image table with them, the filters, the evidence concepts (None where the
+    audit has none)."""
 
     name: str
     stamp: int | None
@@ -78,6 +88,7 @@ class Context:
     colormap: str
     opacity: float
     who: str
+    concepts: Concepts | None = None
 
     def class_idx(self, species: str) -> int | None:
         classes = self.audit.classes
@@ -92,18 +103,20 @@ class Context:
         f = self.filters
         return self.table.mask(self.frame, threshold=f.threshold if f.above_only else None,
                                species=f.species if species else None, correct=f.correct, flagged=f.flagged,
-                               split=f.split)
+                               split=f.split, concept=f.concept)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _flagged_table(path: str, stamp: int | None, version: tuple, _images: pd.DataFrame,
-                   _flags: pd.DataFrame) -> pd.DataFrame:
-    return export.flagged_table(_images, _flags)
+def _flagged_table(path: str, stamp: int | None, version: tuple, concepts_stamp: int | None, _images: pd.DataFrame,
+                   _flags: pd.DataFrame, _concepts: Concepts | None) -> pd.DataFrame:
+    return export.flagged_table(_images, _flags, _concepts)
 
 
 def flagged_table(ctx: Context) -> pd.DataFrame:
-    """The flagged list the page shows (with the analyst's corrections), made once per audit and review version."""
-    return _flagged_table(str(ctx.audit.path), ctx.stamp, ctx.version, ctx.frame, ctx.flags)
+    """The flagged list the page shows (with the analyst's corrections and, where the audit has them, each photo's
+    largest concepts), made once per audit, review version and computation of the concepts."""
+    return _flagged_table(str(ctx.audit.path), ctx.stamp, ctx.version, ctx.table.concepts_stamp, ctx.frame,
+                          ctx.flags, ctx.concepts)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -116,6 +129,32 @@ def species_table(ctx: Context) -> pd.DataFrame:
     """The overview's table per species at the sidebar's threshold, made once per audit, review version and
     threshold."""
     return _species_table(str(ctx.audit.path), ctx.stamp, ctx.version, ctx.filters.threshold, ctx.frame)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _class_heats(path: str, stamp: int | None, _audit: Audit) -> np.ndarray | None:
+    return None if _audit.evidence is None else class_heats(_audit)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _class_maps(path: str, stamp: int | None, colormap: str, size: int, _audit: Audit) -> dict[str, bytes]:
+    heats = _class_heats(path, stamp, _audit)
+    if heats is None:
+        return {}
+    return {species: views.heat_jpeg(heat, size, colormap) for species, heat in zip(_audit.classes, heats) if heat.any()}
+
+
+def class_maps(ctx: Context, size: int = CLASS_MAP_SIZE) -> dict[str, bytes]:
+    """Species -> its average evidence map as a JPEG (:func:`views.heat_jpeg` in the sidebar's colormap), for each
+    species some photo is predicted as with positive evidence; empty for an audit made before evidence maps.
+    Worked out once per audit (one pass over its evidence), drawn once per colormap."""
+    return _class_maps(str(ctx.audit.path), ctx.stamp, ctx.colormap, size, ctx.audit)
+
+
+CLASS_MAP_HELP = ("Where in the frame the model's evidence for a species comes from: the layer3 Grad-CAM evidence "
+                  "of every photo predicted as it, added up cell by cell (a photo with more evidence weighs more). "
+                  f"One scale for all: a cell holding {views.HEAT_SATURATES:g} times its even share saturates. "
+                  "The sidebar's filters do not apply.")
 
 
 def list_audits(folder: Path) -> list[str]:
@@ -239,7 +278,17 @@ def _threshold_step(low: float, high: float) -> float:
     return float(10 ** np.floor(np.log10(max(high - low, 1e-9) / 100)))
 
 
-def _filters(name: str, table: views.Table) -> Filters:
+def _concepts(table: views.Table) -> Concepts | None:
+    """The audit's evidence concepts; a damaged concept file is a warning (the Concepts page says how to
+    recompute them), and the pages go on without the concepts."""
+    try:
+        return table.concepts()
+    except StoreError as e:
+        st.sidebar.warning(f"Evidence concepts left out: {e}")
+        return None
+
+
+def _filters(name: str, table: views.Table, concepts: Concepts | None) -> Filters:
     """The shared filters, keyed per audit so another audit's values never land out of range."""
     low, high = table.score_range
     step = _threshold_step(low, high)
@@ -263,7 +312,32 @@ def _filters(name: str, table: views.Table) -> Filters:
         split = st.sidebar.radio("Photos", list(SPLITS), horizontal=True, key=f"split@{name}", persist_state=KEEP,
                                  help="validation: the photos held out from training, where the model's errors "
                                       "are honest ones; training: the photos it learnt from.")
-    return Filters(threshold, above_only, tuple(species), CORRECTNESS[correct], FLAG_STATES[flagged], SPLITS[split])
+    concept = None if concepts is None else _concept_filter(name, concepts)
+    return Filters(threshold, above_only, tuple(species), CORRECTNESS[correct], FLAG_STATES[flagged], SPLITS[split],
+                   concept)
+
+
+def _concept_filter(name: str, concepts: Concepts) -> tuple[int, int, float] | None:
+    """"Share of concept X at least t": a concept by name (:func:`whaleaudit.audit.concepts.concept_name`), then
+    the share of the photo's evidence it must hold."""
+    choices = {concept_name(c.species, c.rank): (c.class_idx, c.rank, c.evidence_share)
+               for c in concepts.table.itertuples()}
+    key = f"concept@{name}"
+    if st.session_state.get(key) not in (ANY_CONCEPT, *choices):  # unset, or gone from recomputed concepts
+        st.session_state[key] = ANY_CONCEPT
+    st.session_state.setdefault(f"concept_share@{name}", CONCEPT_SHARE)
+    chosen = st.sidebar.selectbox(
+        "Evidence concept", [ANY_CONCEPT, *choices], key=key, persist_state=KEEP,
+        format_func=lambda c: c if c == ANY_CONCEPT else f"{c} · {choices[c][2]:.0%} of the class's evidence",
+        help="Evidence concepts are what the model's evidence for a species is made of (the Concepts page shows "
+             "them): photos where the chosen one holds at least the share below of the evidence for their "
+             "predicted species.")
+    if chosen == ANY_CONCEPT:
+        return None
+    at_least = st.sidebar.slider("Its share of the photo's evidence, at least", 0.01, 1.0, step=0.01,
+                                 key=f"concept_share@{name}", persist_state=KEEP)
+    class_idx, rank, _ = choices[chosen]
+    return class_idx, rank, at_least
 
 
 def frame(page: str) -> Context:
@@ -293,7 +367,8 @@ def frame(page: str) -> Context:
     except StoreError as e:
         st.error(str(e))
         st.stop()
-    filters = _filters(name, table)
+    concepts = _concepts(table)
+    filters = _filters(name, table, concepts)
     st.sidebar.subheader("Maps")
     colormap = st.sidebar.selectbox("Colormap", views.COLORMAPS, key="colormap", persist_state=KEEP)
     st.session_state.setdefault("opacity", 0.5)
@@ -301,7 +376,8 @@ def frame(page: str) -> Context:
     who = st.sidebar.text_input("Reviewer", key="who", placeholder="your name, saved with each flag",
                                 persist_state=KEEP)
     sync_url()
-    return Context(name, stamp, audit, overlays, table, review, version, flags, rows, filters, colormap, opacity, who)
+    return Context(name, stamp, audit, overlays, table, review, version, flags, rows, filters, colormap, opacity, who,
+                   concepts)
 
 
 def open_image(ctx: Context, image: str, positions: np.ndarray) -> None:

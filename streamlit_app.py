@@ -47,6 +47,13 @@ if button_col.button("Open its gallery", key="open_species"):
 if picked.selection.rows:
     app.open_species(table["species"].iloc[picked.selection.rows[0]])
 
+if maps := app.class_maps(ctx):
+    st.subheader("Where the evidence comes from", help=app.CLASS_MAP_HELP)
+    named = [s for s in table["species"] if s in maps]
+    st.image([maps[s] for s in named], caption=named, width=app.CLASS_MAP_SIZE)
+    st.caption("Each species' average evidence map over the photos predicted as it (species no photo is "
+               "predicted as are left out); the Species page shows it larger.")
+
 left, right = st.columns(2)
 with left:
     hist = ctx.table.histogram

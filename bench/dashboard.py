@@ -5,14 +5,17 @@
 
 Builds (once, cached under bench/out/stores/) synthetic audit stores with the real label file's rows and
 species balance (../shared/data/happywhale_train.csv: 51,033 rows, 26 species), repeated ten times for the
-larger one; 4x4 maps of 26 classes, 64x64 foreground masks, a few unreadable images and a few hundred flags.
-Nothing is trained: predictions and scores are drawn at random, the maps' cell means equal the logits as an
-exact CAM's do, and each row points at one of the 3,000 real 128 px photos in ../shared/data/happywhale128.
+larger one; 4x4 maps of 26 classes, 64x64 foreground masks, 8x8 evidence maps and cell descriptors with the
+evidence concepts computed from them (whaleaudit.audit.concepts.write_concepts), a few unreadable images and
+a few hundred flags. Nothing is trained: predictions, scores, evidence and descriptors are drawn at random, the
+maps' cell means equal the logits as an exact CAM's do, and each row points at one of the 3,000 real 128 px
+photos in ../shared/data/happywhale128.
 
 Each size runs in its own process (so its peak memory is its own). For every page it times, with
 Streamlit's AppTest on the app ``whaleaudit dashboard`` serves: a first run on a cold server (caches cleared:
 the audit is opened), a first run in a new session on a warm server (the page opened directly, as a link
-does: its frame included), and a rerun of the same session; then sidebar filter changes on the Review page.
+does: its frame included), and a rerun of the same session; then sidebar filter changes on the Review page,
+the evidence-concept filter among them.
 Goals: at 51k every page under 1.5 s and a filter change under 0.5 s; at 510k every page under 5 s and the
 process under 2 GB; galleries (Species, Top losses) cost the same at both sizes.
 """
@@ -39,8 +42,10 @@ SMOKE_SIZES = [300, 3_000]
 PAGES = ["overview", "species", "top_losses", "heatmap", "review"]
 GALLERIES = ["species", "top_losses"]
 #: Describes how the synthetic stores are drawn; a cached store with other values is rebuilt.
-RECIPE = {"bench": "dashboard", "version": 2, "seed": 0, "mask_size": 64, "cam_shape": [4, 4],
-          "unreadable_every": 2000, "no_foreground_every": 50, "flags": 500}
+RECIPE = {"bench": "dashboard", "version": 3, "seed": 0, "mask_size": 64, "cam_shape": [4, 4],
+          "evidence_shape": [8, 8], "cell_dims": 4, "unreadable_every": 2000, "no_foreground_every": 50, "flags": 500}
+#: The concept the concept filter is timed with (the first concept of a species every store has).
+CONCEPT = "killer_whale #1"
 CHUNK = 32_768
 GOALS = {REAL_SIZE: {"page": 1.5, "filter": 0.5}, 10 * REAL_SIZE: {"page": 5.0, "memory": 2 * 2**30}}
 
@@ -58,11 +63,14 @@ def store_path(n: int) -> Path:
 
 
 def ensure_store(n: int) -> Path:
-    """The synthetic audit of ``n`` rows, built unless a complete one with the same recipe is cached."""
+    """The synthetic audit of ``n`` rows with its concepts, built unless a complete one with the same recipe is
+    cached."""
+    from whaleaudit.audit.concepts import CONCEPTS_INFO
     from whaleaudit.audit.store import is_complete
 
     store = store_path(n)
-    if is_complete(store) and json.loads((store / "manifest.json").read_text()).get("synthetic") == dict(RECIPE, n=n):
+    if (is_complete(store) and (store / CONCEPTS_INFO).is_file()
+            and json.loads((store / "manifest.json").read_text()).get("synthetic") == dict(RECIPE, n=n)):
         return store
     started = time.perf_counter()
     build_store(n, store)
@@ -71,9 +79,10 @@ def ensure_store(n: int) -> Path:
 
 
 def build_store(n: int, store: Path) -> None:
-    """Write the store chunk by chunk through StoreWriter, so memory stays flat whatever ``n``."""
+    """Write the store chunk by chunk through StoreWriter, so memory stays flat whatever ``n``; then its concepts."""
+    from whaleaudit.audit.concepts import write_concepts
     from whaleaudit.audit.review import REASONS, Review
-    from whaleaudit.audit.store import StoreWriter
+    from whaleaudit.audit.store import StoreWriter, open_audit
     from whaleaudit.data.dataset import load_dataset
 
     photos = DATA / "happywhale128" / "images"
@@ -81,19 +90,21 @@ def build_store(n: int, store: Path) -> None:
     classes = sorted(labels["species"].unique())
     files = np.array(sorted(p.name for p in photos.iterdir()), dtype=object)
     side = RECIPE["mask_size"]
+    basis = np.zeros((1 + RECIPE["cell_dims"], 256), np.float32)   # descriptors are drawn, not projected
     writer = StoreWriter(store, n_images=n, classes=classes, cam_shape=tuple(RECIPE["cam_shape"]), mask_size=side,
-                         fingerprint=dict(RECIPE, n=n))
+                         fingerprint=dict(RECIPE, n=n), evidence_shape=tuple(RECIPE["evidence_shape"]),
+                         cell_basis=basis)
     for k, start in enumerate(range(0, n, CHUNK)):
         if writer.chunk_done(k):
             continue
-        rows, probs, cams, masks = synthetic_chunk(labels, classes, files, start, min(start + CHUNK, n), side)
-        writer.write_chunk(k, start, rows, probs, cams, masks)
+        writer.write_chunk(k, start, *synthetic_chunk(labels, classes, files, start, min(start + CHUNK, n), side))
     manifest = {"dataset": {"label_file": str(DATA / "happywhale_train.csv"), "image_root": str(photos),
                             "n_images": n, "n_species": len(classes)},
                 "model": {"arch": "resnet18", "head": "cam", "classes": classes, "pretrained": None},
                 "cam": {"method": "exact-cam", "layer": "layer4", "shape": RECIPE["cam_shape"]}, "input_size": 128,
                 "synthetic": dict(RECIPE, n=n)}
     writer.finish(manifest)
+    write_concepts(open_audit(store))
     review = Review(store / "review.sqlite")
     if review.flags().empty:  # a rebuilt store keeps its review; seed one only once
         rng = np.random.default_rng(RECIPE["seed"])
@@ -105,9 +116,10 @@ def build_store(n: int, store: Path) -> None:
 
 
 def synthetic_chunk(labels: pd.DataFrame, classes: list[str], files: np.ndarray, start: int, stop: int, side: int):
-    """Rows ``start..stop`` of a synthetic audit: the label file's rows in order, repeated with new ids. Every
-    column of the store (``IMAGE_COLUMNS``) is filled: those not drawn here on purpose are drawn as scores in
-    [0, 1], NaN without a foreground, so a column the store gains cannot break the bench."""
+    """Rows ``start..stop`` of a synthetic audit, with their probabilities, maps, masks, evidence maps and cell
+    descriptors: the label file's rows in order, repeated with new ids. Every column of the store
+    (``IMAGE_COLUMNS``) is filled: those not drawn here on purpose are drawn as scores in [0, 1], NaN without a
+    foreground, so a column the store gains cannot break the bench."""
     from whaleaudit.columns import IMAGE_COLUMNS
 
     rng = np.random.default_rng([RECIPE["seed"], start])
@@ -156,7 +168,10 @@ def synthetic_chunk(labels: pd.DataFrame, classes: list[str], files: np.ndarray,
     inside_cols = (grid >= left[:, None]) & (grid < (left + width)[:, None])
     masks = inside_rows[:, :, None] & inside_cols[:, None, :] & has_fg[:, None, None]
     probs[~ok] = np.nan
-    return rows, probs, cams.astype(np.float16), masks
+    eh, ew = RECIPE["evidence_shape"]
+    evidence = rng.normal(0.3, 1, (n, 2, eh, ew)) * ok[:, None, None, None]
+    cells = rng.normal(0, 1, (n, eh * ew, RECIPE["cell_dims"]))
+    return rows, probs, cams.astype(np.float16), masks, evidence.astype(np.float16), cells.astype(np.float16)
 
 
 # --- timing one size, in its own process -------------------------------------------------------------------------
@@ -237,9 +252,12 @@ def filter_changes(at, name: str) -> list:
     """Sidebar filter changes on an open session, each undone by the next (widgets looked up after each run)."""
     radio = lambda: at.radio(key=f"correct@{name}")  # noqa: E731
     species = lambda: at.multiselect(key=f"species@{name}")  # noqa: E731
+    concept = lambda: at.selectbox(key=f"concept@{name}")  # noqa: E731
     return [("prediction: wrong", lambda: radio().set_value("wrong")),
             ("species: killer_whale", lambda: species().set_value(["killer_whale"])),
-            ("prediction: all, species: all", lambda: (radio().set_value("all"), species().set_value([])))]
+            (f"concept: {CONCEPT}, share at least 0.25", lambda: concept().set_value(CONCEPT)),
+            ("every filter off", lambda: (radio().set_value("all"), species().set_value([]),
+                                          concept().set_value("any")))]
 
 
 # --- report -------------------------------------------------------------------------------------------------------

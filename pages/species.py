@@ -18,7 +18,11 @@ species = top[0].selectbox("Species", species_names, key="species_focus", persis
 order = top[1].selectbox("Sort by (worst first)", list(views.SORTS), key="species_sort", persist_state="session")
 per_page = top[2].selectbox("Per page", [12, 24, 48], key="species_per_page", persist_state="session")
 
-st.title(species.replace("_", " ").capitalize())
+title, heat = st.columns([5, 1], vertical_alignment="center")
+title.title(species.replace("_", " ").capitalize())
+if species in (maps := app.class_maps(ctx, app.CLASS_MAP_SIZE * 2)):
+    heat.image(maps[species], width="stretch")
+    heat.caption("Its average evidence map, over the photos predicted as it", help=app.CLASS_MAP_HELP)
 of_species = ctx.table.where("species", [species])
 # positions of the matching images, worst first: only the rows of the page shown are taken
 ranked = ctx.table.ranked(order, ctx.matching(species=False) & of_species)

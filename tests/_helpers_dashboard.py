@@ -1,7 +1,8 @@
 """What the dashboard tests share: a small audit they build for themselves (a few dozen rows, 3 species,
 random 4x4 maps, tiny real PNG photos, one unreadable image, one photo deleted after the audit was built,
-and label text that a spreadsheet would execute), a real Streamlit server on a free local port, and
-Debian's headless Chromium (never a downloaded one) to look at it."""
+and label text that a spreadsheet would execute; on request, 8x8 evidence maps and cell descriptors with the
+evidence concepts computed from them), a real Streamlit server on a free local port, and Debian's headless
+Chromium (never a downloaded one) to look at it."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from whaleaudit.audit.store import write_store
+from whaleaudit.audit.concepts import write_concepts
+from whaleaudit.audit.store import open_audit, write_store
 from whaleaudit.columns import IMAGE_COLUMNS
 
 CLASSES = ["beluga", "bottlenose_dolphin", "killer_whale"]
@@ -31,9 +33,11 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
-def make_audit(root: Path, name: str = "small", n: int = 36, seed: int = 0, cam_shape=(4, 4)) -> Path:
+def make_audit(root: Path, name: str = "small", n: int = 36, seed: int = 0, cam_shape=(4, 4),
+               concepts: bool = False) -> Path:
     """Write images under ``root/images`` and the audit at ``root/audits/<name>``, with maps of ``cam_shape``
-    cells; return the audit folder."""
+    cells, and with ``concepts`` the evidence maps, cell descriptors and evidence concepts
+    (:func:`evidence_arrays`); return the audit folder."""
     rng = np.random.default_rng(seed)
     image_root = root / "images"
     image_root.mkdir(parents=True, exist_ok=True)
@@ -73,6 +77,7 @@ def make_audit(root: Path, name: str = "small", n: int = 36, seed: int = 0, cam_
         "prob_without_animal": rng.uniform(0, 1, n),
         "prob_animal_only": rng.uniform(0, 1, n),
         "prob_flat_photo": rng.uniform(0, 1, n),
+        "causal_checked": "sample",
     })
     frame.loc[1, "species_raw"] = MALICIOUS_SPECIES_RAW
     frame.loc[2, "individual_id"] = MALICIOUS_INDIVIDUAL
@@ -87,10 +92,27 @@ def make_audit(root: Path, name: str = "small", n: int = 36, seed: int = 0, cam_
                 "model": {"arch": "resnet18", "head": "cam", "pretrained": False}, "input_size": 128,
                 "cam": {"method": "exact-cam", "layer": "layer4", "shape": list(cam_shape)} if cam_shape == (4, 4)
                 else {"method": "grad-cam", "layer": "layer3", "shape": list(cam_shape), "spread": 1.3}}
+    extra = evidence_arrays(np.random.default_rng([seed, 1]), ok) if concepts else {}
     store = write_store(root / "audits" / name, frame.assign(idx=0)[IMAGE_COLUMNS], probs, cams, masks, manifest,
-                        mask_size=MASK_SIZE)
+                        mask_size=MASK_SIZE, **extra)
+    if concepts:
+        write_concepts(open_audit(store))
     (image_root / f"{VANISHED}.png").unlink()
     return store
+
+
+def evidence_arrays(rng, ok: np.ndarray) -> dict:
+    """8 x 8 evidence maps and 4-number cell descriptors of two kinds, the left half of the frame near one point
+    and the right half near another, so that each class's concepts split its evidence between the halves in a
+    proportion that differs from photo to photo; none for an unreadable photo."""
+    n = len(ok)
+    left = rng.uniform(0, 1, n)[:, None, None, None]
+    side = np.arange(8) < 4
+    evidence = np.where(side, left, 1 - left) * rng.uniform(0.5, 1.5, (n, 2, 8, 8)) - 0.1
+    evidence[~ok] = 0
+    cells = np.where(side[None, None, :, None], [5.0, 0, 0, 0], [0, 5.0, 0, 0]) + rng.normal(0, 0.5, (n, 8, 8, 4))
+    return {"evidence": evidence.astype(np.float16), "cells": cells.reshape(n, 64, 4).astype(np.float16),
+            "cell_basis": np.zeros((5, 8), np.float32)}
 
 
 def review_worker(path, worker: int, n_ops: int, seed: int, shared: list[str]) -> list[dict]:

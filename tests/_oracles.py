@@ -23,11 +23,28 @@ def _readable(frame: pd.DataFrame) -> np.ndarray:
     return (frame["status"] == "ok").to_numpy()
 
 
+def concept_share(evidence: np.ndarray, pred_idx, class_idx: int, rank: int) -> np.ndarray:
+    """Each photo's share of concept ``rank`` of class ``class_idx``, from the concept evidence file's rows
+    (column = rank among the concepts of the photo's predicted class): that column over the row's sum for the
+    photos predicted as the class, 0 for the others and for photos without evidence."""
+    evidence = np.asarray(evidence, dtype=np.float64)
+    total = evidence.sum(axis=1)
+    mine = (np.asarray(pred_idx) == class_idx) & (total > 0)
+    share = np.zeros(len(evidence))
+    share[mine] = evidence[mine, rank] / total[mine]
+    return share
+
+
 def filter_images(frame: pd.DataFrame, *, threshold: float | None = None, species=None, correct: bool | None = None,
-                  flagged: bool | None = None, split: str | None = None) -> pd.DataFrame:
+                  flagged: bool | None = None, split: str | None = None, concept: tuple[int, int, float] | None = None,
+                  concept_evidence: np.ndarray | None = None) -> pd.DataFrame:
     """Rows matching every given filter, ``None`` (or no species) meaning "any": a score at or above the threshold
-    (no score never passes), one of the species, readable and (in)correctly predicted, (not) flagged, that split."""
+    (no score never passes), one of the species, readable and (in)correctly predicted, (not) flagged, that split,
+    and where concept ``(class_idx, rank, at_least)`` holds at least that share (:func:`concept_share` of
+    ``concept_evidence``)."""
     keep = np.ones(len(frame), dtype=bool)
+    if concept is not None:
+        keep &= concept_share(concept_evidence, frame["pred_idx"], *concept[:2]) >= concept[2]
     if threshold is not None:
         keep &= (frame["bg_score"] >= threshold).fillna(False).to_numpy(dtype=bool)
     if species:

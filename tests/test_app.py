@@ -12,9 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
-from _helpers_dashboard import UNREADABLE, VANISHED, make_audit
-from _oracles import sort_images, top_losses
+from _helpers_dashboard import CLASSES, UNREADABLE, VANISHED, make_audit
+from _oracles import concept_share, sort_images, top_losses
 from streamlit.testing.v1 import AppTest
 
 from whaleaudit import views
@@ -338,3 +340,75 @@ def test_the_heatmap_keeps_its_image_when_the_list_empties(audit):
     at = start("heatmap", image="img_007")
     at.sidebar.radio(key="flagged@small").set_value("flagged").run()
     assert ok(at).title[0].value == "img_007" and "not in the current list" in at.caption[0].value
+
+
+@pytest.fixture
+def concepts_audit(tmp_path, monkeypatch):
+    """The small audit with its evidence maps and evidence concepts."""
+    store = make_audit(tmp_path, concepts=True)
+    monkeypatch.setenv("WHALEAUDIT_AUDITS", str(store.parent))
+    return open_audit(store)
+
+
+def test_overview_and_species_show_each_species_average_evidence_map(concepts_audit):
+    audit = concepts_audit
+    evidence = np.load(audit.path / "evidence.npy").astype(np.float64)
+    images = pd.read_parquet(audit.path / "images.parquet")
+    readable = (images["status"] == "ok").to_numpy()
+    with_evidence = {species for c, species in enumerate(CLASSES)
+                     if np.clip(evidence[readable & (images["pred_idx"] == c).to_numpy(), 0], 0, None).sum() > 0}
+    counts = images["species"].value_counts()
+    in_table_order = sorted(with_evidence, key=lambda s: (-counts[s], s))   # the species table's order
+    at = start()
+    assert "Where the evidence comes from" in [s.value for s in at.subheader]
+    (maps,) = at.image
+    assert maps.captions == in_table_order == sorted(CLASSES) and len(set(maps.value)) == len(CLASSES)
+    at.sidebar.selectbox(key="colormap").set_value("magma").run()
+    assert set(ok(at).image[0].value).isdisjoint(maps.value)   # drawn in the sidebar's colormap
+
+    at.switch_page("pages/species.py").run()
+    seen = {}
+    for species in ("killer_whale", "beluga"):
+        at.selectbox(key="species_focus").set_value(species).run()
+        photos = len(shown_ids(ok(at), at.caption)) - any(VANISHED in w.value for w in at.warning)
+        assert len(at.image) == photos + 1   # its map, then the photos that can be shown
+        assert "Its average evidence map, over the photos predicted as it" in [c.value for c in at.caption]
+        seen[species] = at.image[0].value
+    assert seen["killer_whale"] != seen["beluga"]
+
+
+def test_without_concepts_neither_the_class_maps_nor_the_concept_filter_show(audit):
+    at = start()
+    assert "Where the evidence comes from" not in [s.value for s in at.subheader] and not at.image
+    assert "concept@small" not in {w.key for w in at.sidebar.selectbox}
+    at.switch_page("pages/species.py").run()
+    at.selectbox(key="species_focus").set_value("beluga").run()
+    assert len(ok(at).image) == len(shown_ids(at, at.caption)) == 12   # the photos alone
+    assert "Its average evidence map, over the photos predicted as it" not in [c.value for c in at.caption]
+
+
+def test_the_concept_filter_narrows_the_lists_of_every_page(concepts_audit):
+    audit = concepts_audit
+    evidence = np.load(audit.path / "concept_evidence.npy")
+    class_idx = CLASSES.index("killer_whale")
+    share = concept_share(evidence, audit.images["pred_idx"], class_idx, 0)
+    frame = frame_of(audit)
+    kept = frame[share >= 0.5]
+    assert 0 < len(kept) < (frame["pred_idx"] == class_idx).sum()
+
+    at = start()
+    at.sidebar.selectbox(key="concept@small").set_value("killer_whale #1").run()
+    assert ok(at).sidebar.slider(key="concept_share@small").value == 0.25   # where a chosen concept starts
+    at.sidebar.slider(key="concept_share@small").set_value(0.5).run()
+    at.switch_page("pages/review.py").run()
+    assert ok(at).dataframe[0].value["image"].tolist() == sort_images(kept, "background attention")["image"].tolist()
+    assert f"{len(kept)} of 36 images match the filters." in [c.value for c in at.caption]
+    at.switch_page("pages/species.py").run()
+    at.selectbox(key="species_focus").set_value("killer_whale").run()
+    expected = sort_images(kept[kept["species"] == "killer_whale"], "background attention")["image"].tolist()
+    assert shown_ids(ok(at), at.caption) == expected
+    at.switch_page("pages/top_losses.py").run()
+    assert shown_ids(ok(at), at.markdown) == top_losses(kept)["image"].tolist()[:10]
+    at.sidebar.selectbox(key="concept@small").set_value("any").run()
+    at.switch_page("pages/review.py").run()
+    assert len(ok(at).dataframe[0].value) == 36

@@ -1,10 +1,13 @@
-"""The flagged-list CSV: the right rows and columns, and nothing a spreadsheet would execute."""
+"""The flagged-list CSV: the right rows and columns (each photo's largest evidence concepts where the audit has them),
+and nothing a spreadsheet would execute."""
 
 import csv
 import io
 
+import numpy as np
+import pandas as pd
 import pytest
-from _helpers_dashboard import MALICIOUS_INDIVIDUAL, MALICIOUS_SPECIES_RAW, make_audit
+from _helpers_dashboard import MALICIOUS_INDIVIDUAL, MALICIOUS_SPECIES_RAW, UNREADABLE, make_audit
 
 from whaleaudit.audit.export import EXPORT_COLUMNS, flagged_csv, neutralise
 from whaleaudit.audit.review import Review
@@ -76,3 +79,47 @@ def test_a_flag_on_an_image_no_longer_in_the_audit_is_kept(audit):
 
 def test_nothing_flagged_is_a_header_only_csv(audit):
     assert flagged_csv(audit, Review(audit.review_path)).decode().strip() == ",".join(EXPORT_COLUMNS)
+
+
+@pytest.fixture
+def with_concepts(tmp_path):
+    return open_audit(make_audit(tmp_path / "concepts", concepts=True))
+
+
+def test_each_flagged_photo_exports_its_largest_concepts_and_their_shares(with_concepts):
+    audit = with_concepts
+    review = Review(audit.review_path)
+    images = audit.images
+    picked = images["image"].iloc[[0, 1, 5, 7, 20]].tolist() + [UNREADABLE, "gone_since_rebuild"]
+    review.flag(picked, "attention on water")
+
+    rows = {r["image"]: r for r in _rows(flagged_csv(audit, review))}
+    at = EXPORT_COLUMNS.index("reason")
+    names = ["concept_1", "concept_1_share", "concept_2", "concept_2_share", "concept_3", "concept_3_share"]
+    assert list(next(iter(rows.values()))) == EXPORT_COLUMNS[:at] + names + EXPORT_COLUMNS[at:]
+    evidence = np.load(audit.path / "concept_evidence.npy").astype(np.float64)
+    table = pd.read_parquet(audit.path / "concepts.parquet")
+    species = dict(zip(zip(table["class_idx"], table["rank"]), table["species"]))
+    held_by = []
+    for image in picked[:5]:
+        position = int(np.flatnonzero(images["image"] == image)[0])
+        shares = evidence[position] / evidence[position].sum()
+        held = sorted(((-s, rank) for rank, s in enumerate(shares) if s > 0))[:3]   # largest first, ties by rank
+        pred = int(images["pred_idx"].iloc[position])
+        expected = [(f"{species[(pred, rank)]} #{rank + 1}", -s) for s, rank in held]
+        got = [(rows[image][f"concept_{k}"], rows[image][f"concept_{k}_share"]) for k in (1, 2, 3)]
+        assert [name for name, _ in got[:len(expected)]] == [name for name, _ in expected], image
+        assert [float(share) for _, share in got[:len(expected)]] == pytest.approx([s for _, s in expected], abs=5e-4)
+        assert all(cell == ("", "") for cell in got[len(expected):])
+        held_by.append(len(expected))
+    assert sorted(set(held_by)) == [1, 2]   # the helper's classes have two concepts; some photos show only one
+    for image in (UNREADABLE, "gone_since_rebuild"):   # no evidence, or not in the audit: empty cells
+        assert all(rows[image][c] == "" for c in names), image
+
+
+def test_an_audit_whose_concepts_are_not_computed_exports_as_before(with_concepts):
+    audit = with_concepts
+    (audit.path / "concepts.json").unlink()
+    review = Review(audit.review_path)
+    review.flag(audit.images["image"].iloc[[3]].tolist(), "other")
+    assert list(_rows(flagged_csv(audit, review))[0]) == EXPORT_COLUMNS

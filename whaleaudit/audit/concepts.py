@@ -41,7 +41,7 @@ def positive_evidence(audit: Audit) -> np.ndarray:
 
 def concept_name(species: str, rank: int) -> str:
     """How a concept is named wherever it is shown or exported: its species and its place among that species'
-    concepts, counted from 1 (``killer_whale #1`` holds the largest share of the class's evidence)."""
+    concepts in the library's order, counted from 1 (``killer_whale #1`` is the first the Concepts page shows)."""
     return f"{species} #{rank + 1}"
 
 

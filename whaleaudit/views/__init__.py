@@ -6,14 +6,17 @@ without a browser. Nothing here imports Streamlit, torch or fastai.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
 from functools import cached_property, lru_cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
+from ..audit.concepts import CONCEPTS_INFO, has_concepts, open_concepts
 from ..audit.corrections import ANALYST, analyst_mask, with_corrections
 from ..columns import CAUSAL_COLUMNS
 
@@ -29,6 +32,10 @@ OUTLINE_RGB = (255, 255, 255)
 EVIDENCE_PERCENTILE = 90.0
 JPEG_QUALITY = 90
 EVIDENCE_SAMPLE = 20_000
+#: The class maps' one colour scale: a cell holding this many times its even share of a class's evidence saturates.
+HEAT_SATURATES = 3.0
+NEUTRAL_GREY = 128
+HEAT_OPACITY = 0.85
 
 
 def with_flags(frame: pd.DataFrame, flags: pd.DataFrame) -> pd.DataFrame:
@@ -181,6 +188,7 @@ class Table:
         self._review = None  # (version, flags, images with flags and corrections)
         self._scored = (None, images, {})  # (corrections, images with them, what is derived from those)
         self._codes = {}
+        self._concepts = (None, None, None)  # (time of the concepts' files, the concepts, each photo's shares)
 
     def review_state(self, review) -> tuple[tuple, pd.DataFrame, pd.DataFrame]:
         """The review's version, its current flags and the table with them (:func:`with_flags`) and with the
@@ -255,14 +263,17 @@ class Table:
         return chosen[codes]
 
     def mask(self, frame: pd.DataFrame, *, threshold: float | None = None, species=None, correct: bool | None = None,
-             flagged: bool | None = None, split: str | None = None) -> np.ndarray:
+             flagged: bool | None = None, split: str | None = None,
+             concept: tuple[int, int, float] | None = None) -> np.ndarray:
         """Rows of ``frame`` (this table with flags) matching every given filter; ``None`` (or an empty species
         list) means "any".
 
         ``threshold`` keeps images whose background attention is at least the threshold (images without a score,
         e.g. unreadable ones or ones without a foreground, never pass it). ``correct`` keeps readable images only.
         ``flagged`` needs the ``flagged`` column of :func:`with_flags`. ``split`` ("train" or "valid") keeps the
-        photos the model was trained on, or those held out (see :attr:`has_split`).
+        photos the model was trained on, or those held out (see :attr:`has_split`). ``concept`` ``(class_idx,
+        rank, at_least)`` keeps the photos where that evidence concept holds at least that share of the evidence
+        (:meth:`concept_share`; the audit must have concepts).
         """
         keep = np.ones(len(frame), dtype=bool)
         if threshold is not None:
@@ -275,7 +286,45 @@ class Table:
             keep &= frame["flagged"].to_numpy(dtype=bool) == flagged
         if split is not None:
             keep &= self.where("split", [split])
+        if concept is not None:
+            keep &= self.concept_share(*concept[:2]) >= concept[2]
         return keep
+
+    def concepts(self):
+        """The audit's evidence concepts (:class:`whaleaudit.explain.concepts.Concepts`), or None where it has none
+        (made before them, or not computed yet); read again when they are recomputed, which a background job may
+        do while the dashboard runs. A damaged concept file raises StoreError."""
+        return self._concept_state()[1]
+
+    @property
+    def concepts_stamp(self) -> int | None:
+        """When the concepts that :meth:`concepts` last gave were written (None: none), to key what is made of
+        them."""
+        return self._concepts[0]
+
+    def concept_share(self, class_idx: int, rank: int) -> np.ndarray:
+        """float32 per row: the share (0..1) of the photo's positive evidence that concept ``rank`` of class
+        ``class_idx`` holds; 0 in photos predicted as another class, whose evidence is split among their own
+        class's concepts."""
+        _, concepts, shares = self._concept_state()
+        if concepts is None:
+            raise ValueError(f"{getattr(self.audit, 'path', 'this table')}: no evidence concepts to filter by")
+        return np.where(self.images["pred_idx"].to_numpy() == class_idx, shares[:, rank], np.float32(0))
+
+    def _concept_state(self) -> tuple:
+        """``(time of concepts.json, the concepts, each photo's shares)``, all None without concepts; one stat of
+        the file per call, the files read again only when it changed."""
+        stamp = None
+        if self.audit is not None and has_concepts(self.audit):
+            with contextlib.suppress(OSError):  # gone since the look above: a recomputation removes it first
+                stamp = (Path(self.audit.path) / CONCEPTS_INFO).stat().st_mtime_ns
+        with self._lock:
+            if stamp is None:
+                self._concepts = (None, None, None)
+            elif self._concepts[0] != stamp:
+                concepts = open_concepts(self.audit)
+                self._concepts = (stamp, concepts, concepts.shares())
+            return self._concepts
 
     @cached_property
     def has_split(self) -> bool:
@@ -472,6 +521,15 @@ def overlay(rgb: np.ndarray, cam: np.ndarray | None, *, vmax: float, colormap: s
         out = out.copy()
         out[outline(mask, height, width)] = OUTLINE_RGB
     return out
+
+
+def heat_jpeg(heat: np.ndarray, size: int, colormap: str = "turbo") -> bytes:
+    """A class's average evidence map (``[h, w]`` summing to 1, :func:`whaleaudit.audit.concepts.class_heats`)
+    drawn on a neutral grey frame of ``size`` pixels, on one scale for every class and audit: a cell holding
+    :data:`HEAT_SATURATES` times its even share saturates, so a class that draws on the whole frame looks even
+    and dim, and one that leans on a corner lights it up."""
+    frame = np.full((size, size, 3), NEUTRAL_GREY, np.uint8)
+    return to_jpeg(overlay(frame, heat, vmax=HEAT_SATURATES / np.size(heat), colormap=colormap, opacity=HEAT_OPACITY))
 
 
 def to_jpeg(rgb: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:

@@ -1,0 +1,120 @@
+"""The dashboard's use of the evidence concepts, checked without Streamlit: the concept filter of
+:class:`views.Table` against shares worked out from the concept files in the test (tests/_oracles.py), the
+classes' average evidence maps against the evidence file, and how a class map is drawn."""
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+from _helpers_dashboard import CLASSES, make_audit
+from _oracles import concept_share, filter_images
+from matplotlib import colormaps
+from PIL import Image
+
+from whaleaudit import views
+from whaleaudit.audit.concepts import CONCEPTS_INFO, class_heats, write_concepts
+from whaleaudit.audit.review import Review
+from whaleaudit.audit.store import open_audit
+
+
+@pytest.fixture
+def audit(tmp_path):
+    return open_audit(make_audit(tmp_path, concepts=True))
+
+
+@pytest.fixture
+def frame(audit):
+    review = Review(audit.review_path)
+    review.flag(audit.images["image"].iloc[[0, 4, 8, 9]].tolist(), "attention on ice")
+    return views.with_flags(audit.images, review.flags())
+
+
+def stored(audit):
+    """The concept files as written, read with numpy and pandas alone."""
+    return np.load(audit.path / "concept_evidence.npy"), pd.read_parquet(audit.path / "concepts.parquet")
+
+
+def test_the_concept_filter_keeps_the_photos_where_the_concept_holds_that_share(audit, frame):
+    table = views.Table(audit.images, audit)
+    evidence, concepts = stored(audit)
+    assert len(concepts) >= 2 * len(CLASSES)   # the helper's two halves of the frame: two concepts per class
+    narrowed = 0
+    for concept in concepts.itertuples():
+        share = concept_share(evidence, audit.images["pred_idx"], concept.class_idx, concept.rank)
+        assert (share[audit.images["pred_idx"] != concept.class_idx] == 0).all()
+        for at_least in (0.05, 0.3, 0.55, 0.8):
+            kept = frame[table.mask(frame, concept=(concept.class_idx, concept.rank, at_least))]
+            expected = frame[share >= at_least]
+            assert kept["image"].tolist() == expected["image"].tolist(), (concept.species, concept.rank, at_least)
+            assert (kept["pred_idx"] == concept.class_idx).all()
+            narrowed += 0 < len(kept) < (audit.images["pred_idx"] == concept.class_idx).sum()
+    assert narrowed >= len(concepts)   # the thresholds split the photos of the class, not all or none
+
+
+def test_the_concept_filter_combines_with_the_others(audit, frame):
+    table = views.Table(audit.images, audit)
+    evidence, concepts = stored(audit)
+    first = concepts.iloc[0]
+    for filters in ({"species": ["beluga", "killer_whale"]}, {"correct": False}, {"flagged": True},
+                    {"threshold": 0.3, "split": "train"}):
+        concept = (int(first["class_idx"]), int(first["rank"]), 0.3)
+        kept = frame[table.mask(frame, concept=concept, **filters)]
+        pd.testing.assert_frame_equal(kept, filter_images(frame, concept=concept, concept_evidence=evidence, **filters))
+
+
+def test_the_table_reads_the_concepts_again_when_they_are_recomputed(audit, frame):
+    table = views.Table(audit.images, audit)
+    first = table.concepts()
+    assert first is not None and table.concepts() is first and table.concepts_stamp is not None
+    (audit.path / CONCEPTS_INFO).unlink()   # a recomputation under way removes it first
+    assert table.concepts() is None and table.concepts_stamp is None
+    with pytest.raises(ValueError, match="no evidence concepts to filter by"):
+        table.mask(frame, concept=(0, 0, 0.5))
+    write_concepts(audit)
+    again = table.concepts()
+    assert again is not None and again is not first
+    pd.testing.assert_frame_equal(again.table, first.table)
+
+
+def test_an_audit_without_concepts_has_none(tmp_path):
+    audit = open_audit(make_audit(tmp_path))
+    table = views.Table(audit.images, audit)
+    assert table.concepts() is None and views.Table(audit.images).concepts() is None
+
+
+@pytest.mark.parametrize("block", [5, 65536])
+def test_the_class_maps_add_up_each_class_evidence_where_it_lies(audit, block):
+    evidence = np.load(audit.path / "evidence.npy").astype(np.float64)
+    images = pd.read_parquet(audit.path / "images.parquet")
+    heats = class_heats(audit, block=block)
+    assert heats.shape == (len(CLASSES), 8, 8) and heats.dtype == np.float32
+    for class_idx in range(len(CLASSES)):
+        rows = ((images["status"] == "ok") & (images["pred_idx"] == class_idx)).to_numpy()
+        total = np.clip(evidence[rows, 0], 0, None).sum(axis=0)
+        np.testing.assert_allclose(heats[class_idx], total / total.sum(), rtol=1e-5)
+    assert not np.allclose(heats[0], heats[1])
+
+
+def _pixels(jpeg: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"), dtype=np.float64)
+
+
+def test_a_class_map_is_drawn_on_one_scale_on_a_neutral_frame():
+    """Cells at their even share (1/64) read a third of the way up the colormap, cells at three times it its top,
+    whatever the rest of the map holds, both blended with the grey frame at the map's opacity; no evidence reads
+    as the colormap's bottom."""
+    heat = np.full((8, 8), 1 / 64)
+    heat[:, 4:] = 3 / 64
+    lone = np.zeros((8, 8))
+    lone[:, :4] = 1 / 64
+    for name in ("turbo", "magma"):
+        lut = colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255
+        blend = lambda level, lut=lut: 0.15 * 128 + 0.85 * lut[round(level * 255)]  # noqa: E731
+        image = _pixels(views.heat_jpeg(heat, 96, name))
+        assert image.shape == (96, 96, 3)
+        np.testing.assert_allclose(image[40:56, 4:36].mean(axis=(0, 1)), blend(1 / 3), atol=6)
+        np.testing.assert_allclose(image[40:56, 60:92].mean(axis=(0, 1)), blend(1.0), atol=6)
+        alone = _pixels(views.heat_jpeg(lone, 96, name))   # the same cells, the rest empty: the same colour
+        np.testing.assert_allclose(alone[40:56, 4:36].mean(axis=(0, 1)), blend(1 / 3), atol=6)
+        np.testing.assert_allclose(alone[40:56, 60:92].mean(axis=(0, 1)), blend(0.0), atol=6)
