@@ -412,3 +412,14 @@ def test_the_concept_filter_narrows_the_lists_of_every_page(concepts_audit):
     at.sidebar.selectbox(key="concept@small").set_value("any").run()
     at.switch_page("pages/review.py").run()
     assert len(ok(at).dataframe[0].value) == 36
+
+
+def test_damaged_concept_files_leave_the_filter_out_with_a_warning(concepts_audit):
+    (concepts_audit.path / "concept_evidence.npy").write_bytes(b"not an array")
+    at = start()
+    assert any("Evidence concepts left out" in w.value and "python -m whaleaudit concepts" in w.value
+               for w in at.sidebar.warning)
+    assert "concept@small" not in {w.key for w in at.sidebar.selectbox}
+    assert len(at.image[0].value) == len(CLASSES)   # the class maps come from the evidence, which is intact
+    at.switch_page("pages/review.py").run()
+    assert len(ok(at).dataframe[0].value) == 36
