@@ -3,7 +3,9 @@ running the step again gives the files of an uninterrupted run, byte for byte.
 
 Every trial works on its own copy of one small real audit (a tiny model's precompute of 80 drawn photos), in
 one of the two states a user meets: no concept files yet, or a complete set from an older run (other
-parameters), which a crash must either leave whole or replace whole.
+parameters), which a crash must either leave whole or replace whole. The precompute writes the concepts into
+its ``.partial`` folder before the swap: killed while it writes them, or just before a step of its finish, it
+leaves a finished audit with complete concepts or a ``.partial`` folder that resumes with no photo to compute.
 """
 
 import os
@@ -205,17 +207,46 @@ def test_the_concepts_step_killed_before_each_of_its_file_operations(audits, tmp
     assert_same_files(audit, audits.reference)   # the run that was not killed
 
 
-def test_a_precompute_killed_while_it_writes_the_concepts_reruns_to_the_same_audit(audits, tmp_path):
-    """``whaleaudit precompute`` SIGKILLed at a random point of the concepts it writes once the store is in
-    place: the audit opens, its concepts read as not computed yet or complete, and the same command run again
-    gives the uninterrupted precompute's audit."""
+def precompute_command(labels: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "whaleaudit", "precompute", "--labels", str(labels), "--model",
+            str(tiny_model("cam").with_suffix(".pth")), "--out", str(out), "--causal", "0", "--workers", "0",
+            "--quiet"]
+
+
+def assert_resumes_or_finished(out: Path, base: Path, command: list[str]) -> str:
+    """After a precompute was killed: ``out`` is a finished audit whose concepts are complete, or there is no
+    finished audit and the ``.partial`` folder resumes, with no photo left to compute; either way the same
+    command run again gives ``base``, the uninterrupted precompute's audit. Returns "finished" or "resumed"."""
+    finished = (out / MANIFEST).is_file()
+    if finished:   # a finished store never lacks its concepts
+        assert assert_never_half_written(out, {"reference": concept_set(base)}) == "reference"
+    else:
+        assert partial_dir(out).is_dir()
+    done = subprocess.run(command, check=False, env=ENV, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    if not finished:
+        assert open_audit(out).manifest["timings"]["images_computed"] == 0   # resumed: only the concepts redone
+    assert sorted(os.listdir(out)) == sorted(os.listdir(base))
+    assert not any(p.exists() for p in (partial_dir(out), out.with_name(out.name + ".old")))
+    for name in os.listdir(base):
+        if name != MANIFEST:
+            assert (out / name).read_bytes() == (base / name).read_bytes(), name
+    manifests = [open_audit(folder).manifest for folder in (out, base)]
+    for m in manifests:
+        m.pop("timings")
+    assert manifests[0] == manifests[1]
+    return "finished" if finished else "resumed"
+
+
+def test_a_precompute_killed_while_it_writes_the_concepts_resumes(audits, tmp_path):
+    """``whaleaudit precompute`` SIGKILLed at a random point of the concepts it writes into its ``.partial``
+    folder: no finished audit without its concepts; the same command run again resumes with no photo to
+    compute and gives the uninterrupted precompute's audit."""
     out, rng = tmp_path / "audit", random.Random(19)
-    command = [sys.executable, "-m", "whaleaudit", "precompute", "--labels", str(audits.labels), "--model",
-               str(tiny_model("cam").with_suffix(".pth")), "--out", str(out), "--causal", "0", "--workers", "0",
-               "--quiet"]
+    command = precompute_command(audits.labels, out)
     for _ in range(3):   # a run that ends before its kill is thrown away and tried again
         proc = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_a_concept_write(out, proc)
+        wait_for_a_concept_write(partial_dir(out), proc)
         time.sleep(rng.uniform(0, audits.writing))
         killed = proc.poll() is None
         if killed:
@@ -225,16 +256,41 @@ def test_a_precompute_killed_while_it_writes_the_concepts_reruns_to_the_same_aud
             break
         shutil.rmtree(out)
     assert killed, "the precompute ended before every kill"
-    assert (out / MANIFEST).is_file()
-    assert assert_never_half_written(out, {"reference": concept_set(audits.base)}) in ("none", "reference")
-    done = subprocess.run(command, check=False, env=ENV, capture_output=True, timeout=300)
-    assert done.returncode == 0, done.stderr.decode()
-    assert sorted(os.listdir(out)) == sorted(os.listdir(audits.base))
-    assert not any(p.exists() for p in (partial_dir(out), out.with_name(out.name + ".old")))
-    for name in os.listdir(audits.base):
-        if name != MANIFEST:
-            assert (out / name).read_bytes() == (audits.base / name).read_bytes(), name
-    manifests = [open_audit(folder).manifest for folder in (out, audits.base)]
-    for m in manifests:
-        m.pop("timings")
-    assert manifests[0] == manifests[1]
+    assert assert_resumes_or_finished(out, audits.base, command) in ("resumed", "finished")
+
+
+PRECOMPUTE_DYING = """
+import os, signal, sys
+import whaleaudit.cli
+
+out, target = {out!r}, {target!r}
+
+def dying(operation):
+    def step(path, *args, **kwargs):
+        if (operation.__name__, os.path.basename(os.fspath(path))) == target and os.fspath(path).startswith(out):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return operation(path, *args, **kwargs)
+    return step
+
+for name in ("replace", "unlink"):
+    setattr(os, name, dying(getattr(os, name)))
+sys.exit(whaleaudit.cli.main({args!r}))
+"""
+
+
+@pytest.mark.parametrize("target", [
+    ("replace", CONCEPT_EVIDENCE + ".tmp"),   # the concepts half-written, in the .partial folder
+    ("replace", "audit.partial"),            # the store complete, concepts and all, before the swap
+    ("unlink", "progress.json"),             # swapped into place, the resume files not yet removed
+])
+def test_a_precompute_killed_at_each_step_of_its_finish_resumes_or_is_finished(audits, tmp_path, target):
+    """The moments a random kill rarely meets: the precompute kills itself just before one file operation of its
+    finish. After each: a finished audit with complete concepts, or a ``.partial`` folder that resumes with no
+    photo to compute; the same command run again gives the uninterrupted precompute's audit."""
+    out = tmp_path / "audit"
+    command = precompute_command(audits.labels, out)
+    script = PRECOMPUTE_DYING.format(out=str(out), target=target, args=command[3:])
+    done = subprocess.run([sys.executable, "-c", script], check=False, env=ENV, capture_output=True, timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()
+    expected = "finished" if target[0] == "unlink" else "resumed"
+    assert assert_resumes_or_finished(out, audits.base, command) == expected

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from _helpers_engine import SPECIES, make_dataset, tiny_dataset, tiny_model, workdir
@@ -252,6 +253,63 @@ def test_causal_numbers_are_the_models_answers_for_the_edited_photos(tmp_path):
                                ("prob_animal_only", animal_only(x, masks)), ("prob_flat_photo", flat_photo(x))):
             expected = torch.softmax(model(edited), dim=1)[torch.arange(len(rows)), pred].numpy()
             np.testing.assert_allclose(images[column].to_numpy()[rows], expected, atol=1e-4, err_msg=column)
+
+
+def _default_picks_by_pandas(images, ids) -> pd.Series:
+    """The default's picks as the README states them, computed with pandas: the top tenth by background
+    attention and by loss (at or above the 0.9 quantile), a random tenth by image id, among the readable photos
+    with a foreground; the reasons joined by ","."""
+    reasons = pd.DataFrame({"background": images["bg_score"] >= images["bg_score"].quantile(0.9),
+                            "loss": images["loss"] >= images["loss"].quantile(0.9),
+                            "sample": causal_sample(ids, 0.1)})
+    joined = reasons.apply(lambda r: ",".join(name for name, on in r.items() if on), axis=1)
+    checkable = (images["status"] == "ok") & (images["fg_source"] != "none")
+    return joined.where(checkable, "")
+
+
+def test_the_default_causal_check_takes_the_top_background_the_top_losses_and_a_sample(tmp_path, monkeypatch):
+    """By default the causal check runs once every chunk is written, on the photos the README names; the store
+    marks each checked photo with why (``causal_checked``) and leaves the others NaN, never 0; the answers are
+    those of a run that checks every photo. A run that fails half-way through the check resumes without
+    computing a photo again or checking a chunk twice, and ends with the uninterrupted run's store."""
+    import whaleaudit.audit.precompute as pre
+
+    labels = make_dataset(tmp_path / "data", n_per_species=30, seed=3)   # 60 photos
+    model = tiny_model("cam").with_suffix(".pth")
+    options = {"bs": 8, "chunk_images": 8, "workers": 0, "progress": False}   # a chunk: one batch to check
+    every = open_audit(precompute(load_dataset(labels), model, tmp_path / "every", causal=1.0, **options)).images
+    real, calls, checked_photos = pre.edit_probabilities, [], []
+
+    def failing(*args):   # the third batch of the check fails; each batch that succeeds counts its photos
+        calls.append(len(args[1]))
+        if len(calls) == 3:
+            raise RuntimeError("the machine went away")
+        checked_photos.append(len(args[1]))
+        return real(*args)
+
+    monkeypatch.setattr(pre, "edit_probabilities", failing)
+    with pytest.raises(RuntimeError, match="went away"):
+        precompute(load_dataset(labels), model, tmp_path / "default", **options)
+    monkeypatch.setattr(pre, "edit_probabilities", lambda *args: checked_photos.append(len(args[1])) or real(*args))
+    audit = open_audit(precompute(load_dataset(labels), model, tmp_path / "default", **options))
+    images = audit.images
+    assert audit.manifest["timings"]["images_computed"] == 0   # resumed: no photo computed again
+    assert sum(checked_photos) == (images["causal_checked"] != "").sum()   # no photo checked twice
+    expected = _default_picks_by_pandas(images, images["image"])
+    assert (images["causal_checked"] == expected).all() and 6 <= (expected != "").sum() < 30
+    checked = (expected != "").to_numpy()
+    for column in ("prob_without_animal", "prob_animal_only", "prob_flat_photo"):
+        assert images.loc[~checked, column].isna().all()
+        np.testing.assert_allclose(images.loc[checked, column], every.loc[checked, column], atol=1e-5)
+    assert (every["causal_checked"] == np.where(every["prob_without_animal"].notna(), "sample", "")).all()
+    summary = audit.manifest["causal"]
+    assert summary["picks"] == "auto" and summary["checked"] == checked.sum()
+    assert summary["checked_by_reason"] == {r: int(expected.str.contains(r).sum()) for r in ("background", "loss",
+                                                                                             "sample")}
+    uninterrupted = open_audit(precompute(load_dataset(labels), model, tmp_path / "uninterrupted", **options))
+    pd.testing.assert_frame_equal(images, uninterrupted.images)
+    for name in (CONCEPTS_TABLE, CONCEPT_EVIDENCE, CONCEPTS_INFO):
+        assert (audit.path / name).read_bytes() == (uninterrupted.path / name).read_bytes(), name
 
 
 RUN = """

@@ -247,6 +247,10 @@ def _classes(text: str) -> list[str]:
     return names
 
 
+def _causal(text: str) -> float | str:
+    return text if text == "auto" else _share(text)
+
+
 def _share(text: str) -> float:
     value = float(text)
     if not 0 <= value <= 1:
@@ -289,8 +293,10 @@ def _precompute_arguments(p, model_required: bool) -> None:
     g.add_argument("--boxes", type=Path, help="CSV of animal boxes per image (image,x0,y0,x1,y1)")
     g.add_argument("--masks", type=Path, help="folder of animal mask PNGs named like the images")
     g.add_argument("--no-auto-foreground", action="store_true", help="no automatic animal estimate where no box or mask")
-    g.add_argument("--causal", type=_share, default=1.0,
-                   help="share of images checked with the animal painted out / left alone (default 1)")
+    g.add_argument("--causal", type=_causal, default="auto",
+                   help="which images are checked with the animal painted out / left alone: 'auto' (default: the "
+                        "top tenth by background attention, the top tenth by loss, a random tenth for reference) "
+                        "or a share of all images, 0 to 1")  # whaleaudit.audit.precompute.AUTO, without torch
     g.add_argument("--cam-layer", choices=["layer4", "layer3"], default="layer4",
                    help="where the maps are read: layer4, the body's output (4x4 at 128 px, default), or "
                         "layer3 (8x8 Grad-CAM: places a cue beside the animal better; several times slower with "

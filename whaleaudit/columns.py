@@ -33,6 +33,7 @@ IMAGE_COLUMNS = [
     "peak_on_animal",  # pointing game: does the map's peak cell lie on the foreground
     "cam_entropy",  # spread of the positive evidence, 0 (one cell) .. 1 (uniform)
     *CAUSAL_COLUMNS,
+    "causal_checked",  # why the causal check ran on it: "background", "loss", "sample" joined by ","; "" if not
 ]
 #: Columns added after schema 1 was written: an audit without them reads them as NaN (not computed).
-LATER_COLUMNS = ("prob_flat_photo",)
+LATER_COLUMNS = ("prob_flat_photo", "causal_checked")

@@ -42,8 +42,8 @@ class WhaleAudit:
 
     @classmethod
     def from_learner(cls, learn, df: pd.DataFrame | None = None, *, images=None, out=None, boxes=None, masks=None,
-                     auto_foreground: bool = True, causal: float = 1.0, cam_layer: str = "layer4", bs: int = 64,
-                     workers: int | None = None, device: str | None = None, progress=True) -> WhaleAudit:
+                     auto_foreground: bool = True, causal: float | str = "auto", cam_layer: str = "layer4",
+                     bs: int = 64, workers: int | None = None, device: str | None = None, progress=True) -> WhaleAudit:
         """Audit the fastai Learner ``learn`` (a resnet with the exact-CAM head or fastai's default head) and
         open the audit.
 

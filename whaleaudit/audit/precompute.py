@@ -2,11 +2,13 @@
 
 Per image: prediction, probabilities, loss, the raw map of every class (:mod:`whaleaudit.explain.cam`), the foreground
 estimate, the background-attention scores of the predicted and the labelled class (:mod:`whaleaudit.explain.score`)
-and, for a deterministic share of the images, the causal check (:mod:`whaleaudit.explain.causal`): the predicted
-class's probability with the animal painted out, with only the animal left, and for the photo reduced to its
-mean colour (the model's default, the reference for the first). With ``evidence`` (the default), also the
+and, for the photos the default picks once every photo is scored (or a share picked by image id), the causal
+check (:mod:`whaleaudit.explain.causal`): the predicted class's probability with the animal painted out, with
+only the animal left, and for the photo reduced to its mean colour (the model's default, the reference for the
+first). With ``evidence`` (the default), also the
 layer3 evidence maps of the predicted and the labelled class and a descriptor of every layer3 cell, from which
-the evidence concepts (:mod:`whaleaudit.explain.concepts`) are written once the store is complete.
+the evidence concepts (:mod:`whaleaudit.explain.concepts`) are found and written into the store before it is
+moved into place.
 
 Resumable: the images are cut into fixed chunks of whole batches, and each chunk is written through
 :class:`whaleaudit.audit.store.StoreWriter` once complete. A run killed anywhere restarts at the first unfinished
@@ -37,7 +39,7 @@ import torch.nn.functional as F
 from threadpoolctl import threadpool_limits
 
 from .. import __version__
-from ..audit.store import StoreWriter, open_audit
+from ..audit.store import StoreWriter, open_audit, unpack_masks
 from ..columns import IMAGE_COLUMNS
 from ..data.dataset import Dataset
 from ..data.images import load_rgb_reduced, resolve_image, squish
@@ -52,7 +54,15 @@ from ..explain.cam import (
     spread,
     stages,
 )
-from ..explain.causal import EDITS, edit_probabilities
+from ..explain.causal import (
+    EDITS,
+    REASONS,
+    REFERENCE_SAMPLE,
+    TOP_BACKGROUND,
+    TOP_LOSSES,
+    default_picks,
+    edit_probabilities,
+)
 from ..explain.concepts import describe_cells, fit_cell_basis
 from ..explain.foreground import MASK_SIZE, ForegroundProvider
 from ..explain.score import attention_scores
@@ -63,6 +73,9 @@ from .concepts import write_concepts
 log = logging.getLogger(__name__)
 
 CHUNK_IMAGES = 1024
+#: ``causal=AUTO``, the default: the causal check on the photos :func:`whaleaudit.explain.causal.default_picks`
+#: picks, once every photo's scores and loss are known.
+AUTO = "auto"
 #: Photos the maps' spread (:func:`whaleaudit.explain.cam.spread`) is measured on, once per audit: enough for a
 #: value that varies little between sets of photos (docs/performance.md), few enough to cost about a second.
 SPREAD_PHOTOS = 32
@@ -70,28 +83,34 @@ SPREAD_PHOTOS = 32
 
 def precompute(dataset: Dataset, model, out: Path, *, trust: bool = False,
                classes: list[str] | None = None, bs: int = 64, workers: int | None = None,
-               foreground: ForegroundProvider | None = None, causal: float = 1.0, chunk_images: int = CHUNK_IMAGES,
-               device: str | None = None, cam_layer: str = "layer4", evidence: bool = True, progress=True) -> Path:
+               foreground: ForegroundProvider | None = None, causal: float | str = AUTO,
+               chunk_images: int = CHUNK_IMAGES, device: str | None = None, cam_layer: str = "layer4",
+               evidence: bool = True, progress=True) -> Path:
     """Audit ``dataset`` through ``model`` into the store folder ``out``; returns ``out``.
 
     ``model`` is a model file, loaded by :func:`whaleaudit.model.load.load_model` (with ``trust`` and
     ``classes``), or a model already loaded: ``(model, sidecar)`` as that function, or
     :func:`whaleaudit.model.load.learner_model` for a Learner in memory, returns them.
     ``foreground`` defaults to the automatic estimate (``ForegroundProvider(dataset.image_root)``).
-    ``causal`` is the share of images (0..1) that get the causal check, picked by a hash of the image id.
+    ``causal``: which images get the causal check. ``"auto"`` (the default): the most background attention, the
+    top losses and a random sample for reference (:func:`whaleaudit.explain.causal.default_picks`), checked
+    once every chunk is written; a number: that share of the images (0..1), picked by a hash of the image id.
+    The ``causal_checked`` column says why each image was checked ("" if it was not).
     ``workers`` defaults to min(4, CPU count) loader processes; 0 loads in this process.
     ``cam_layer``: where the maps are read, "layer4" (the body's output, 4 x 4 at 128 px) or "layer3" (8 x 8,
     Grad-CAM; finer, and several times the cost with many classes: see :mod:`whaleaudit.explain.cam`).
     ``evidence``: also keep each photo's layer3 evidence maps and cell descriptors (the cells' principal axes
     fitted on the layer3 features of the photos the spread is measured on) and write the evidence concepts
-    (:mod:`whaleaudit.explain.concepts`) once the store is complete.
+    (:mod:`whaleaudit.explain.concepts`) into the store before it is moved into place (a run killed meanwhile
+    resumes).
     A ``<out>.partial`` folder left by a killed run with the same inputs and parameters is resumed.
     ``progress``: True (a bar on the terminal), False, or a callable taking the fraction of images done.
     """
     if bs < 1:
         raise WhaleAuditError(f"bs={bs}: the batch size must be at least 1.")
-    if not 0 <= causal <= 1:
-        raise WhaleAuditError(f"causal={causal}: the share of images for the causal check must be between 0 and 1.")
+    if causal != AUTO and not (isinstance(causal, (int, float)) and 0 <= causal <= 1):
+        raise WhaleAuditError(f"causal={causal!r}: give {AUTO!r} (the default picks) or the share of images for the "
+                              "causal check, between 0 and 1.")
     if cam_layer not in LAYERS:
         raise WhaleAuditError(f"cam_layer={cam_layer!r}: choose one of {list(LAYERS)}.")
     started = time.perf_counter()
@@ -127,7 +146,7 @@ def precompute(dataset: Dataset, model, out: Path, *, trust: bool = False,
     chunks = [(k, start, min(start + chunk_images, n)) for k, start in enumerate(range(0, n, chunk_images))]
     todo = [c for c in chunks if not writer.chunk_done(c[0])]
     batches = [list(range(b, min(b + bs, stop))) for _, start, stop in todo for b in range(start, stop, bs)]
-    in_causal = causal_sample(frame["image"], causal)
+    in_causal = causal_sample(frame["image"], 0.0 if causal == AUTO else causal)
     split_of = _split_lookup(info)
 
     loader = torch.utils.data.DataLoader(images, batch_sampler=batches, num_workers=workers,
@@ -139,18 +158,21 @@ def precompute(dataset: Dataset, model, out: Path, *, trust: bool = False,
         batch_iter = iter(loader)  # the workers start decoding now, while the model is made ready
     model = for_inference(model, dev)
     with torch.inference_mode():
-        for k, start, stop in todo:
+        for k, first, end in todo:
             parts = []
-            for _ in range(-(-(stop - start) // bs)):
+            for _ in range(-(-(end - first) // bs)):
                 parts.append(_audit_batch(model, next(batch_iter), dev, stats, labels, in_causal, size,
                                           cam_layer, map_spread, basis))
                 bar.update(len(parts[-1]["idx"]))
             result = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
-            rows = _rows(frame, result, labels, info["classes"], split_of)
-            writer.write_chunk(k, start, rows, result["probs"], result["cams"].astype(np.float16), result["masks"],
+            table = _rows(frame, result, labels, info["classes"], split_of)
+            writer.write_chunk(k, first, table, result["probs"], result["cams"].astype(np.float16), result["masks"],
                                result.get("evidence"), result.get("cells"))
     bar.close()
     del loader, batch_iter  # ends the loader's worker processes
+    if causal == AUTO:
+        _default_causal_check(writer, chunks, AuditImages(frame, dataset.image_root, size, None), model, dev, stats,
+                              bs, workers)
     timings = {"seconds_total": round(time.perf_counter() - started, 2), "images_computed": remaining,
                "seconds_computing": round(time.perf_counter() - computed_from, 2)}
     timings["images_per_second"] = round(remaining / timings["seconds_computing"], 1) if remaining else None
@@ -161,10 +183,62 @@ def precompute(dataset: Dataset, model, out: Path, *, trust: bool = False,
                                 "cell_basis": {"fitted_on_photos": len(sample),
                                                "fitted_on_cells": len(sample) * evidence_shape[0] * evidence_shape[1],
                                                "variance_kept": basis_variance}}
-    store = writer.finish(manifest)
-    if evidence:
-        write_concepts(open_audit(store))
-    return store
+    manifest["causal"] = _causal_summary(writer.rows(), causal)
+    # the concepts go into the folder before it is swapped into place: a run killed while they are written
+    # resumes from the chunks, with nothing left to compute but them
+    concepts = _write_concepts if evidence else None
+    return writer.finish(manifest, complete=concepts)
+
+
+def _write_concepts(folder: Path) -> None:
+    write_concepts(open_audit(folder))
+
+
+def _default_causal_check(writer: StoreWriter, chunks: list, pixels: AuditImages, model, device, stats, bs: int,
+                          workers: int) -> None:
+    """The causal check on the default picks, once every chunk is written: picked from the stored scores and
+    losses (:func:`whaleaudit.explain.causal.default_picks`; the random sample by image id), each picked photo
+    decoded again and edited with its stored foreground, and each chunk's rows rewritten with the answers and
+    ``causal_checked``. A chunk already rewritten by a killed run is not checked again."""
+    table = writer.rows()
+    picks = default_picks(table["bg_score"].to_numpy(np.float64), table["loss"].to_numpy(np.float64),
+                          causal_sample(table["image"], REFERENCE_SAMPLE))
+    checkable = (picks != "") & (table["status"] == "ok").to_numpy() & (table["fg_source"] != "none").to_numpy()
+    todo = [(k, start, stop, np.flatnonzero(checkable[start:stop]) + start) for k, start, stop in chunks]
+    todo = [t for t in todo if len(t[3]) and not (table["causal_checked"].iloc[t[1]:t[2]] != "").any()]
+    if not todo:
+        return
+    batches = [rows[b:b + bs].tolist() for *_, rows in todo for b in range(0, len(rows), bs)]
+    loader = torch.utils.data.DataLoader(pixels, batch_sampler=batches, num_workers=workers, collate_fn=_collate)
+    with _loaders_on_one_blas_thread(workers):
+        batch_iter = iter(loader)
+    size = pixels.size
+    with torch.inference_mode():
+        for k, start, stop, rows in todo:
+            part = table.iloc[start:stop].copy()
+            for _ in range(-(-len(rows) // bs)):
+                batch = next(batch_iter)
+                idx = batch["idx"].numpy()
+                x = normalised(batch["pixels"].to(device), *stats)
+                masks = torch.from_numpy(unpack_masks(np.asarray(writer.masks[idx]), MASK_SIZE)).float()[:, None]
+                fg = F.interpolate(masks.to(device), size=(size, size), mode="nearest")
+                pred = torch.as_tensor(table["pred_idx"].to_numpy()[idx], device=device)
+                answers = edit_probabilities(model, x, fg, pred).cpu().numpy()
+                for name, values in zip(EDITS, answers):
+                    part.loc[idx, name] = values.astype(np.float64)
+            part.loc[rows, "causal_checked"] = picks[rows]
+            writer.write_rows(k, part)
+
+
+def _causal_summary(table: pd.DataFrame, causal) -> dict:
+    """The manifest's account of the causal check: what was asked for and how many images each reason checked."""
+    checked = table["causal_checked"]
+    reasons = checked.str.split(",").explode()
+    counts = {reason: int((reasons == reason).sum()) for reason in REASONS}
+    summary = {"picks": causal, "checked": int((checked != "").sum()), "checked_by_reason": counts}
+    if causal == AUTO:
+        summary["shares"] = dict(zip(REASONS, (TOP_BACKGROUND, TOP_LOSSES, REFERENCE_SAMPLE)))
+    return summary
 
 
 def _evidence_possible(model) -> bool:
@@ -257,7 +331,8 @@ def _cam_shape(model, size: int, layer: str) -> tuple[int, int]:
 
 
 class AuditImages(torch.utils.data.Dataset):
-    """One image per item, squished to the input size as uint8 ``H x W x 3``, with its foreground.
+    """One image per item, squished to the input size as uint8 ``H x W x 3``, with its foreground (none where
+    ``foreground`` is None: the default causal check takes the stored ones).
 
     A large JPEG is decoded at reduced scale, never below the input size; the foreground is found on that
     decode, and boxes given in the photo's own pixels are scaled by its full size.
@@ -267,7 +342,7 @@ class AuditImages(torch.utils.data.Dataset):
     An image that cannot be read yields zero pixels and the reason in ``error``.
     """
 
-    def __init__(self, frame: pd.DataFrame, image_root: Path, size: int, foreground: ForegroundProvider):
+    def __init__(self, frame: pd.DataFrame, image_root: Path, size: int, foreground: ForegroundProvider | None):
         self.paths, self.ids = frame["path"].tolist(), frame["image"].tolist()
         self.image_root, self.size, self.foreground = Path(image_root), size, foreground
 
@@ -279,6 +354,8 @@ class AuditImages(torch.utils.data.Dataset):
             rgb, full_size = self._photo(i)
         except ImageError as e:
             return self._item(i, np.zeros((self.size, self.size, 3), np.uint8), None, "none", str(e))
+        if self.foreground is None:
+            return self._item(i, squish(rgb, self.size), None, "none", "")
         try:
             mask, source = self.foreground(self.ids[i], rgb, full_size)
         except ImageError as e:  # the user's mask for this photo is unreadable: score it without one
@@ -406,7 +483,7 @@ def _audit_batch(model, batch: dict, device, stats, labels: np.ndarray, in_causa
         "bg_share": on_pred["bg_share"], "bg_score": on_pred["bg_score"],
         "bg_share_true": on_true["bg_share"], "bg_score_true": on_true["bg_score"],
         "peak_on_animal": on_pred["peak_on_animal"], "cam_entropy": on_pred["cam_entropy"] * nan,
-        **causal,
+        **causal, "causal_checked": np.where(check, "sample", "").astype(object),
     }
     if basis is not None:
         result["evidence"] = (evidence.cpu().numpy() * ok[:, None, None, None]).astype(np.float16)
@@ -429,9 +506,10 @@ def _rows(frame: pd.DataFrame, r: dict, labels: np.ndarray, classes: list[str], 
         "correct": r["ok"] & (prediction == part["species"].to_numpy(dtype=object)),
         "fg_source": r["fg_source"], "fg_area": r["fg_area"],
         **{c: r[c] for c in ("bg_share", "bg_score", "bg_share_true", "bg_score_true", "peak_on_animal",
-                             "cam_entropy", *EDITS)},
+                             "cam_entropy", *EDITS, "causal_checked")},
     })
-    float_columns = rows.columns[rows.columns.get_loc("prob_pred"):].drop(["correct", "fg_source"])
+    float_columns = rows.columns[rows.columns.get_loc("prob_pred"):].drop(["correct", "fg_source",
+                                                                          "causal_checked"])
     rows[float_columns] = rows[float_columns].astype(np.float64)
     return rows[IMAGE_COLUMNS]
 

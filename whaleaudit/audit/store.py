@@ -162,19 +162,31 @@ class StoreWriter:
             arrays += [self.evidence, self.cells]
         for arr in arrays:
             arr.flush()
+        self.write_rows(k, rows)
+
+    def write_rows(self, k: int, rows: pd.DataFrame) -> None:
+        """Write chunk ``k``'s rows, replacing any written before (a step that fills in columns of a finished
+        chunk, as the precompute's default causal check does, rewrites them whole, in one rename)."""
         path = self._chunk_path(k)
         tmp = path.with_name(path.name + ".tmp")
         rows.to_parquet(tmp, index=False)
         os.replace(tmp, path)
 
-    def finish(self, manifest: dict) -> Path:
+    def rows(self) -> pd.DataFrame | None:
+        """The rows of every chunk written so far, in order; None before the first."""
+        parts = sorted((self.tmp / "chunks").glob("*.parquet"))
+        return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True) if parts else None
+
+    def finish(self, manifest: dict, complete=None) -> Path:
         """Join the chunks, write the manifest last and swap the folder into place.
 
         An existing audit of the same name is replaced, but its ``review.sqlite`` is carried over:
-        rebuilding an audit never loses the analysts' work.
+        rebuilding an audit never loses the analysts' work. ``complete``, if given, is called with the folder
+        once it holds a readable store, before the swap (the precompute writes the evidence concepts there).
+        The chunks and the progress file go only after the swap, so a run killed anywhere before it resumes
+        with nothing left to compute, and one killed after it has left a complete store.
         """
-        parts = sorted((self.tmp / "chunks").glob("*.parquet"))
-        frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True) if parts else None
+        frame = self.rows()
         if frame is None or len(frame) != self.n or not np.array_equal(frame["idx"].to_numpy(), np.arange(self.n)):
             raise StoreError(f"{self.tmp}: chunks cover {0 if frame is None else len(frame)} of {self.n} images; "
                              "run the precompute again to complete it.")
@@ -188,9 +200,9 @@ class StoreWriter:
                         n_images=self.n, n_ok=int((frame["status"] == "ok").sum()))
         if self.has_evidence:
             manifest["evidence"] = dict(manifest.get("evidence", {}), **self.evidence_entry)
-        (self.tmp / PROGRESS).unlink()  # first: a run killed while the chunks go starts over, never half-resumes
-        shutil.rmtree(self.tmp / "chunks")
         write_json(self.tmp / MANIFEST, manifest)
+        if complete is not None:
+            complete(self.tmp)
         old = self.store.with_name(self.store.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         if self.store.exists():
@@ -199,6 +211,8 @@ class StoreWriter:
             os.replace(self.store, old)
         os.replace(self.tmp, self.store)
         shutil.rmtree(old, ignore_errors=True)
+        (self.store / PROGRESS).unlink()
+        shutil.rmtree(self.store / "chunks")
         return self.store
 
 
