@@ -78,7 +78,6 @@ def make_audit(root: Path, name: str = "small", n: int = 36, seed: int = 0, cam_
         "prob_animal_only": rng.uniform(0, 1, n),
         "prob_flat_photo": rng.uniform(0, 1, n),
         "causal_checked": "sample",
-        "causal_checked": "sample",
     })
     frame.loc[1, "species_raw"] = MALICIOUS_SPECIES_RAW
     frame.loc[2, "individual_id"] = MALICIOUS_INDIVIDUAL
