@@ -2,20 +2,20 @@
 each with its most representative crops, its numbers, where in the frame it lies and whether on the animal;
 choosing one lists the photos where it carries most of the evidence, and flags them all in one action."""
 
-from pathlib import Path
-
+import numpy as np
 import streamlit as st
 
 import app_frame as app
 from whaleaudit import jobs, views
-from whaleaudit.audit.concepts import CONCEPTS_INFO, concept_name
+from whaleaudit.audit.concepts import concept_name, has_concepts
 from whaleaudit.audit.review import REASONS
-from whaleaudit.errors import ImageError, StoreError, WhaleAuditError
+from whaleaudit.errors import ImageError, WhaleAuditError
 from whaleaudit.views import concepts as concept_views
 
 COLUMNS = 4
 THUMB = 256
 PER_PAGE = 12
+HEAT = 96
 INTRO = ("A concept is a kind of image cell that carries a species' evidence: the cells where the model finds "
          "the species, grouped by what they look like to it. A concept off the animal is background the model "
          "leans on.")
@@ -23,21 +23,6 @@ INTRO = ("A concept is a kind of image cell that carries a species' evidence: th
 ctx = app.frame("concepts")
 st.title("Concepts")
 st.caption(INTRO)
-if message := st.session_state.pop("_concepts_message", None):
-    st.success(message)
-
-
-def _concepts_stamp(path: Path) -> int | None:
-    try:
-        return (path / CONCEPTS_INFO).stat().st_mtime_ns
-    except OSError:
-        return None
-
-
-@st.cache_resource(max_entries=4, show_spinner="Opening the concepts...")
-def _open(path: str, stamp: int | None, concepts_stamp: int | None, _audit) -> concept_views.ConceptView:
-    """One view per audit build and concepts file: concepts computed later are opened afresh."""
-    return concept_views.open_view(_audit)
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
@@ -50,10 +35,16 @@ def _strip(path: str, stamp: int | None, concepts_stamp: int | None, species: st
 
 @st.cache_data(max_entries=512, show_spinner=False)
 def _photo(path: str, stamp: int | None, concepts_stamp: int | None, idx: int, class_idx: int, rank: int,
-           colormap: str, opacity: float, _view: concept_views.ConceptView, _overlays: views.Overlays) -> bytes:
-    """A listed photo with its class's map and the concept's cells outlined, made once per look."""
-    cells = concept_views.concept_cells(_view.audit, _view.of_species(_view.audit.classes[class_idx]), idx, rank)
+           colormap: str, opacity: float, _concepts, _overlays: views.Overlays) -> bytes:
+    """A listed photo with its class's map and the concept's cells outlined (``_concepts``: its class's rows of
+    the concepts' table), made once per look."""
+    cells = concept_views.concept_cells(_overlays.audit, _concepts, idx, rank)
     return views.to_jpeg(concept_views.outline_cells(_overlays.rgb(idx, class_idx, THUMB, colormap, opacity), cells))
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _heat(heat: tuple, grid: tuple, colormap: str) -> bytes:
+    return views.heat_jpeg(np.reshape(heat, grid), HEAT, colormap)
 
 
 def offer_concepts() -> None:
@@ -82,24 +73,27 @@ if ctx.audit.evidence is None:
                "flags are kept):")
     st.code(concept_views.reaudit_command(ctx.audit), language="bash")
     st.stop()
-concepts_stamp = _concepts_stamp(ctx.audit.path)
-try:
-    view = _open(str(ctx.audit.path), ctx.stamp, concepts_stamp, ctx.audit)
-except StoreError as e:
-    st.info(f"{e} Or compute them here.")
+if ctx.concepts is None:
+    if has_concepts(ctx.audit):
+        st.info("This audit's concept files cannot be read (the sidebar says why): compute them again.")
+    else:
+        st.info(f"No evidence concepts computed for this audit yet: compute them here, or with "
+                f"`whaleaudit concepts {ctx.audit.path}`.")
     offer_concepts()
     st.stop()
-if not view.species:
+concepts_stamp = ctx.table.concepts_stamp
+species_names = concept_views.species_with_concepts(ctx.concepts.table)
+if not species_names:
     st.info("No photo of this audit holds positive evidence for its predicted species: there are no concepts.")
     st.stop()
 
 key = f"concepts_species@{ctx.name}"
-if st.session_state.get(key) not in view.species:
-    st.session_state[key] = view.species[0]
-species = st.selectbox("Species (as predicted)", view.species, key=key, persist_state="session")
+if st.session_state.get(key) not in species_names:
+    st.session_state[key] = species_names[0]
+species = st.selectbox("Species (as predicted)", species_names, key=key, persist_state="session")
 class_idx = ctx.class_idx(species)
-table = view.of_species(species)
-in_class = view.class_photos(class_idx)
+table = concept_views.of_species(ctx.concepts.table, species)
+in_class = int((ctx.table.readable & ctx.table.where("prediction", [species])).sum())
 grid = tuple(ctx.audit.evidence.shape[2:])
 chosen_key = f"concepts_pick@{ctx.name}@{species}"
 if st.session_state.get(chosen_key) not in table["rank"].tolist():
@@ -134,7 +128,7 @@ with st.container(height=620):
             numbers.button("List its photos", key=f"concepts_list_{concept.rank}", on_click=choose,
                            args=(int(concept.rank),),
                            type="primary" if st.session_state[chosen_key] == concept.rank else "secondary")
-            heat.image(concept_views.heat_image(concept.heat, grid, ctx.colormap), width="stretch")
+            heat.image(_heat(tuple(concept.heat), grid, ctx.colormap), width="stretch")
 
 st.subheader("Photos of a concept")
 left, right = st.columns([2, 3], vertical_alignment="bottom")
@@ -145,8 +139,8 @@ at_least = right.slider("Share of the photo's evidence it carries, at least", 0.
                         key="concepts_share", persist_state="session",
                         help="0.5: the photos where this concept carries most of the evidence.")
 name = concept_name(species, rank)
-listed = view.photos(class_idx, rank, ctx.matching(species=False), at_least)
-share = view.share(class_idx, rank)
+share = ctx.table.concept_share(class_idx, rank)
+listed = concept_views.concept_photos(share, ctx.frame, ctx.matching(species=False), at_least)
 app.showing(len(listed), in_class, f" predicted as {species}, where {name} carries at least {at_least:.0%} of the "
             "evidence,")
 st.caption(f"Each photo with the map of {species}; outlined, the cells {name} holds.")
@@ -182,7 +176,7 @@ for start in range(0, len(shown), COLUMNS):
         with col:
             try:
                 st.image(_photo(str(ctx.audit.path), ctx.stamp, concepts_stamp, int(position), class_idx, rank,
-                                ctx.colormap, round(ctx.opacity, 2), view, ctx.overlays), width="stretch")
+                                ctx.colormap, round(ctx.opacity, 2), table, ctx.overlays), width="stretch")
             except ImageError as e:
                 st.warning(f"Cannot show {row['image']}: {e}")
             st.caption(f"**{row['image']}**  \n{name}: {share[position]:.0%} of its evidence  \n"

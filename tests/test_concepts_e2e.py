@@ -49,10 +49,10 @@ def test_an_audit_without_concepts_computes_them_in_the_background_and_shows_the
     shows the concepts by itself once the job is done (the panel reloads it), with no click of the analyst's."""
     store = with_evidence(make_audit(tmp_path))
     with chromium() as browser, serve(store.parent, tmp_path / "streamlit.log") as base:
-        page = open_page(browser, base, "concepts?audit=small", "no evidence concepts computed yet")
+        page = open_page(browser, base, "concepts?audit=small", "No evidence concepts computed for this audit yet")
         page.get_by_role("button", name="Compute the concepts").click()
         page.get_by_text("beluga #1", exact=True).wait_for(timeout=60_000)
         settle(page, "List its photos")
-        assert not page.get_by_text("no evidence concepts computed yet").count()
+        assert not page.get_by_text("No evidence concepts computed").count()
         page.close()
     assert (store / "concepts.json").is_file()

@@ -123,7 +123,8 @@ def test_each_species_shows_its_concepts_in_the_order_the_library_wrote_them(sto
         at = ok(species.set_value(name).run())
         rows = concept_rows(store, name)
         assert len(rows) == 2 and rows["rank"].tolist() == [1, 0]   # the reversed order
-        in_class = int(((audit.images["status"] == "ok") & (audit.images["pred_idx"] == audit.classes.index(name))).sum())
+        images = audit.images
+        in_class = int(((images["status"] == "ok") & (images["pred_idx"] == audit.classes.index(name))).sum())
         expected = [f"**{name} #{rank + 1}** :{'green' if on > 0.5 else 'orange'}-badge[{'on' if on > 0.5 else 'off'} "
                     f"the animal]  \n{share:.1%} of the class's evidence  \nin {photos} of {in_class} images  \n"
                     f"{on:.0%} on the animal"
@@ -138,8 +139,9 @@ def test_each_species_shows_its_concepts_in_the_order_the_library_wrote_them(sto
         assert at.selectbox(key=f"concepts_pick@small@{name}").value == 1   # the first one shown is chosen first
         species = at.selectbox(key="concepts_species@small")
     # the design puts the middle block on the animal and the corner off it, in every class
-    assert set(table.loc[table["on_animal"] > 0.5, "heat"].map(lambda h: tuple(np.flatnonzero(h)))) == {tuple(ON_BLOCK)}
-    assert set(table.loc[table["on_animal"] < 0.5, "heat"].map(lambda h: tuple(np.flatnonzero(h)))) == {tuple(OFF_BLOCK)}
+    where = table["heat"].map(lambda h: tuple(np.flatnonzero(h)))
+    assert set(where[table["on_animal"] > 0.5]) == {tuple(ON_BLOCK)} and set(where[table["on_animal"] < 0.5]) == {
+        tuple(OFF_BLOCK)}
 
 
 def test_choosing_a_concept_lists_its_photos_and_flag_all_flags_exactly_them(store):
@@ -188,11 +190,24 @@ def test_an_audit_made_before_evidence_says_to_audit_again_with_the_command(tmp_
     assert not at.button and not cards(at)
 
 
+def test_the_command_to_audit_again_keeps_the_audits_files_and_settings(tmp_path):
+    """What the manifest records goes into the command: the label file, the images, the model, layer3 maps and a
+    causal share other than the default; paths with spaces come quoted."""
+    audit = open_audit(make_audit(tmp_path / "my data", cam_shape=(8, 8)))
+    audit.manifest["dataset"]["label_file"] = str(tmp_path / "my data" / "train.csv")
+    audit.manifest["model"]["path"] = str(tmp_path / "models" / "r18.pth")
+    audit.manifest["parameters"] = {"causal": 0.25}
+    arguments = parser().parse_args(shlex.split(concept_views.reaudit_command(audit))[1:])
+    assert (arguments.labels, arguments.images, arguments.model, arguments.out, arguments.cam_layer,
+            arguments.causal) == (tmp_path / "my data" / "train.csv", tmp_path / "my data" / "images",
+                                  tmp_path / "models" / "r18.pth", audit.path, "layer3", 0.25)
+
+
 def test_concepts_not_computed_are_offered_as_a_job_and_shown_when_it_is_done(tmp_path, monkeypatch):
     store = with_evidence(make_audit(tmp_path))
     monkeypatch.setenv("WHALEAUDIT_AUDITS", str(store.parent))
     at = start(audit="small")
-    assert "no evidence concepts computed yet" in at.info[0].value and not cards(at)
+    assert at.info[0].value.startswith("No evidence concepts computed for this audit yet") and not cards(at)
     at = ok(at.button[0].click().run())
     ident = jobs.job_id("concepts", jobs.concepts_arguments(store))
     folder = jobs.folder(store.parent)
@@ -207,6 +222,15 @@ def test_concepts_not_computed_are_offered_as_a_job_and_shown_when_it_is_done(tm
     at = ok(at.run())
     assert not at.info and cards(at)[0].startswith("**beluga #1**")
     assert len(cards(at)) == len(concept_rows(store, at.selectbox(key="concepts_species@small").value))
+
+
+def test_damaged_concepts_are_offered_again(store):
+    """A concept file that cannot be read: the sidebar says why, and the page offers to compute them again."""
+    np.save(store / CONCEPT_EVIDENCE, np.zeros((3, 3), np.float32))
+    at = start(audit="small")
+    assert "concept_evidence.npy has shape (3, 3)" in at.sidebar.warning[0].value
+    assert at.info[0].value.startswith("This audit's concept files cannot be read") and not cards(at)
+    assert [b.label for b in at.button] == ["Compute the concepts"]
 
 
 def test_finding_concepts_tells_its_progress_class_by_class(store):
@@ -250,7 +274,8 @@ def test_a_crop_outlines_its_cell_in_its_surroundings():
     assert concept_views.cell_box(19, GRID, 80, 160) == (60, 20, 80, 30)
     out = concept_views.crop(rgb, 19, GRID, size=90)
     outline = (out == concept_views.OUTLINE_RGB).all(axis=2)
-    assert outline[30, 30:60].all() and outline[59, 30:60].all() and outline[30:60, 30].all() and outline[30:60, 59].all()
+    assert outline[30, 30:60].all() and outline[59, 30:60].all()
+    assert outline[30:60, 30].all() and outline[30:60, 59].all()
     assert not outline[32:58, 32:58].any() and (out[35:55, 35:55] > 150).all()   # the cell inside, bright
     assert not outline[:29].any() and not outline[61:].any() and (out[:25] < 30).all()
     corner = concept_views.crop(rgb, 0, GRID, size=90)   # cells 0, 1, 8, 9: the cell is the top-left half

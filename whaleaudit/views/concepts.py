@@ -1,6 +1,6 @@
 """What the Concepts page shows of an audit's evidence concepts (:mod:`whaleaudit.audit.concepts`), as plain
-functions: each concept's crops, its frame heat and where it lies, the photos where it carries most of the
-evidence, and what to run where an audit has no concepts yet.
+functions: each concept's crops and where it lies, the photos where it carries most of the evidence and its cells
+in each, and what to run where an audit has no evidence to find concepts in.
 
 The concepts come in the order the library writes them (:func:`whaleaudit.explain.concepts.find_concepts`);
 nothing here re-sorts them. A concept's evidence column is its ``rank`` within the class of the photo's
@@ -10,17 +10,15 @@ prediction, so a share means something only for the photos predicted as that cla
 from __future__ import annotations
 
 import shlex
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ..audit.concepts import open_concepts
 from ..errors import ImageError
-from ..explain.concepts import Concepts, nearest
-from . import colormap_lut, outline
+from ..explain.concepts import nearest
+from . import outline
 
 #: On-animal share above which a concept is marked as on the animal (as ``whaleaudit concepts`` counts them).
 ON_ANIMAL = 0.5
@@ -29,51 +27,24 @@ CONTEXT, CROP = 1, 112
 OUTLINE_RGB, OUTLINE_PX, GAP_PX = (255, 214, 0), 2, 4
 
 
-class ConceptView:
-    """An audit's concepts and what the Concepts page needs from all of its photos, made once per audit."""
+def species_with_concepts(table: pd.DataFrame) -> list[str]:
+    """The species (predicted classes) that have concepts, in the library's order (``table``: the concepts'
+    table, :class:`whaleaudit.explain.concepts.Concepts`)."""
+    return list(dict.fromkeys(table["species"]))
 
-    def __init__(self, audit, concepts: Concepts):
-        self.audit = audit
-        self.concepts = concepts
 
-    @property
-    def table(self) -> pd.DataFrame:
-        return self.concepts.table
+def of_species(table: pd.DataFrame, species: str) -> pd.DataFrame:
+    """The concepts of ``species``, in the library's order."""
+    return table[table["species"] == species].reset_index(drop=True)
 
-    @cached_property
-    def species(self) -> list[str]:
-        """The species (predicted classes) that have concepts, in the library's order."""
-        return list(dict.fromkeys(self.table["species"]))
 
-    def of_species(self, species: str) -> pd.DataFrame:
-        """The concepts of ``species``, in the library's order."""
-        return self.table[self.table["species"] == species].reset_index(drop=True)
-
-    @cached_property
-    def _shares(self) -> np.ndarray:
-        return self.concepts.shares()
-
-    @cached_property
-    def _predicted(self) -> np.ndarray:
-        images = self.audit.images
-        return np.where((images["status"] == "ok").to_numpy(), images["pred_idx"].to_numpy(), -1)
-
-    def class_photos(self, class_idx: int) -> int:
-        """How many readable photos are predicted as ``class_idx``: the photos a concept of it can appear in."""
-        return int((self._predicted == class_idx).sum())
-
-    def share(self, class_idx: int, rank: int) -> np.ndarray:
-        """float32 ``[N]``: the share of each photo's positive evidence that concept ``rank`` of ``class_idx``
-        carries; 0 for a photo predicted as another class (its columns are that class's concepts)."""
-        return np.where(self._predicted == class_idx, self._shares[:, rank], np.float32(0))
-
-    def photos(self, class_idx: int, rank: int, keep: np.ndarray, at_least: float) -> np.ndarray:
-        """Row positions of the photos predicted as ``class_idx`` where ``keep`` holds and the concept carries at
-        least ``at_least`` of the evidence (and some), largest share first, ties by image id."""
-        share = self.share(class_idx, rank)
-        rows = np.flatnonzero(keep & (self._predicted == class_idx) & (share >= at_least) & (share > 0))
-        ids = self.audit.images["image"].to_numpy(dtype=object)[rows]
-        return rows[np.lexsort((ids, -share[rows]))]
+def concept_photos(share: np.ndarray, images: pd.DataFrame, keep: np.ndarray, at_least: float) -> np.ndarray:
+    """Row positions of the photos where ``keep`` holds and the concept carries at least ``at_least`` of the
+    evidence, and some (``share``: its share of each photo's evidence, 0 outside its class:
+    :meth:`whaleaudit.views.Table.concept_share`), largest share first, ties by image id."""
+    rows = np.flatnonzero(keep & (share >= at_least) & (share > 0))
+    ids = images["image"].to_numpy(dtype=object)[rows]
+    return rows[np.lexsort((ids, -share[rows]))]
 
 
 def concept_cells(audit, concepts: pd.DataFrame, idx: int, rank: int) -> np.ndarray:
@@ -94,14 +65,9 @@ def outline_cells(rgb: np.ndarray, cells: np.ndarray) -> np.ndarray:
     return out
 
 
-def open_view(audit) -> ConceptView:
-    """The audit's concepts for the page; StoreError (from :func:`open_concepts`) where there are none to show."""
-    return ConceptView(audit, open_concepts(audit))
-
-
 def reaudit_command(audit) -> str:
-    """The command that makes ``audit`` again with the current precompute, from what its manifest records (a
-    placeholder where it does not: an audit made in a notebook has no label file)."""
+    """The command that makes ``audit`` again with the current precompute, with the files and settings its
+    manifest records (a placeholder where it records none: an audit made in a notebook has no label file)."""
     dataset, model = audit.manifest.get("dataset", {}), audit.manifest.get("model", {})
     parts = ["whaleaudit", "precompute", "--labels", dataset.get("label_file") or "LABELS.csv",
              "--images", dataset.get("image_root") or "IMAGES", "--model", model.get("path") or "MODEL.pth"]
@@ -109,7 +75,7 @@ def reaudit_command(audit) -> str:
     if layer == "layer3":
         parts += ["--cam-layer", layer]
     causal = audit.manifest.get("parameters", {}).get("causal")
-    if causal is not None and causal != 1.0:
+    if causal is not None:   # as recorded: the default has changed since some audits were made
         parts += ["--causal", str(causal)]
     return shlex.join([*map(str, parts), "--out", str(Path(audit.path))])
 
@@ -137,8 +103,8 @@ def crop(rgb: np.ndarray, cell: int, grid: tuple[int, int], size: int = CROP, co
     y, x = divmod(int(cell), w)
     y0, x0 = max(0, y - context), max(0, x - context)
     y1, x1 = min(h, y + context + 1), min(w, x + context + 1)
-    left, top, right, bottom = (round(x0 * width / w), round(y0 * height / h), round(x1 * width / w),
-                                round(y1 * height / h))
+    left, top, _, _ = cell_box(y0 * w + x0, grid, height, width)
+    _, _, right, bottom = cell_box((y1 - 1) * w + x1 - 1, grid, height, width)
     out = np.array(Image.fromarray(rgb[top:bottom, left:right]).resize((size, size), Image.Resampling.LANCZOS))
     sy, sx = size / (y1 - y0), size / (x1 - x0)   # pixels per cell in the crop
     cy0, cx0 = round((y - y0) * sy), round((x - x0) * sx)
@@ -165,15 +131,3 @@ def strip(photo, examples: list[tuple[int, int]], grid: tuple[int, int], size: i
     for k, piece in enumerate(crops):
         out[:, k * (size + GAP_PX):k * (size + GAP_PX) + size] = piece
     return out
-
-
-def heat_image(heat, grid: tuple[int, int], colormap: str = "turbo", size: int = 96) -> np.ndarray:
-    """The concept's frame heat (``h * w`` values, row by row) as ``size`` pixels of colour, its largest cell at
-    the top of the colormap: where in the frame its evidence lies."""
-    values = np.asarray(heat, np.float64).reshape(grid)
-    top = values.max()
-    level = np.clip(values / top if top > 0 else values, 0, 1)
-    cells = colormap_lut(colormap)[np.round(level * 255).astype(np.uint8)]
-    return np.asarray(Image.fromarray(cells).resize((size, round(size * grid[0] / grid[1])),
-                                                    Image.Resampling.NEAREST))
-
