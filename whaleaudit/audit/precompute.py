@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import platform
@@ -39,7 +40,7 @@ import torch.nn.functional as F
 from threadpoolctl import threadpool_limits
 
 from .. import __version__
-from ..audit.store import StoreWriter, open_audit, unpack_masks
+from ..audit.store import MANIFEST, StoreWriter, open_audit, unpack_masks
 from ..columns import IMAGE_COLUMNS
 from ..data.dataset import Dataset
 from ..data.images import load_rgb_reduced, resolve_image, squish
@@ -85,7 +86,7 @@ def precompute(dataset: Dataset, model, out: Path, *, trust: bool = False,
                classes: list[str] | None = None, bs: int = 64, workers: int | None = None,
                foreground: ForegroundProvider | None = None, causal: float | str = AUTO,
                chunk_images: int = CHUNK_IMAGES, device: str | None = None, cam_layer: str = "layer4",
-               evidence: bool = True, progress=True) -> Path:
+               evidence: bool = True, progress=True, rows: tuple[int, int] | None = None) -> Path:
     """Audit ``dataset`` through ``model`` into the store folder ``out``; returns ``out``.
 
     ``model`` is a model file, loaded by :func:`whaleaudit.model.load.load_model` (with ``trust`` and
@@ -105,6 +106,10 @@ def precompute(dataset: Dataset, model, out: Path, *, trust: bool = False,
     resumes).
     A ``<out>.partial`` folder left by a killed run with the same inputs and parameters is resumed.
     ``progress``: True (a bar on the terminal), False, or a callable taking the fraction of images done.
+    ``rows``: ``(start, stop)``, audit only those rows of the dataset, as one shard of a run spread over machines
+    (:mod:`whaleaudit.audit.shards` merges the shards): the spread and the cell basis are measured on the whole
+    dataset as in a single run, the concepts are left for the merged store, the manifest's ``shard`` entry names
+    the rows and a digest of the inputs, and a shard already complete with the same inputs is not run again.
     """
     if bs < 1:
         raise WhaleAuditError(f"bs={bs}: the batch size must be at least 1.")
@@ -133,13 +138,20 @@ def precompute(dataset: Dataset, model, out: Path, *, trust: bool = False,
     sample = normalised(torch.from_numpy(images.spread_photos()).to(dev), *stats)
     map_spread = spread(model, sample, cam_layer)   # before the fingerprint: a resumed run scores alike
     basis, basis_variance = _cell_basis(model, sample) if evidence else (None, None)
+    whole_labels, (start, stop) = labels, _rows_range(rows, n)
+    if rows is not None:  # one shard: from here on, only its rows
+        frame, labels, n = frame.iloc[start:stop].reset_index(drop=True), labels[start:stop], stop - start
+        images = AuditImages(frame, dataset.image_root, size, foreground)
     evidence_shape = _cam_shape(model, size, "layer3") if evidence else None
     chunk_images = max(bs, chunk_images // bs * bs)  # whole batches only: a resumed run sees the same batches
     parameters = {"bs": bs, "chunk_images": chunk_images, "causal": causal, "device": dev.type,
                   "foreground": foreground.describe(), "cam_layer": cam_layer, "evidence": evidence}
     fingerprint = {"dataset": dataset.fingerprint(), "model": info["sha256"], "size": size, **parameters,
                    "boxes": file_sha256(foreground.boxes_csv) if foreground.boxes_csv else None,
-                   "spread": map_spread}
+                   "spread": map_spread} | ({"rows": [start, stop]} if rows is not None else {})
+    digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()
+    if rows is not None and _shard_done(out, digest):
+        return Path(out)
     writer = StoreWriter(out, n_images=n, classes=info["classes"], cam_shape=cam_shape, mask_size=MASK_SIZE,
                          fingerprint=fingerprint, evidence_shape=evidence_shape,
                          cell_basis=basis)
@@ -170,23 +182,25 @@ def precompute(dataset: Dataset, model, out: Path, *, trust: bool = False,
                                result.get("evidence"), result.get("cells"))
     bar.close()
     del loader, batch_iter  # ends the loader's worker processes
-    if causal == AUTO:
+    if causal == AUTO and rows is None:   # a shard leaves it for the merged store, as the concepts
         _default_causal_check(writer, chunks, AuditImages(frame, dataset.image_root, size, None), model, dev, stats,
                               bs, workers)
     timings = {"seconds_total": round(time.perf_counter() - started, 2), "images_computed": remaining,
                "seconds_computing": round(time.perf_counter() - computed_from, 2)}
     timings["images_per_second"] = round(remaining / timings["seconds_computing"], 1) if remaining else None
-    manifest = _manifest(dataset, info, labels, cam_shape, map_spread, parameters, fingerprint["dataset"], workers,
-                         timings)
+    manifest = _manifest(dataset, info, whole_labels, cam_shape, map_spread, parameters, fingerprint["dataset"],
+                         workers, timings)
     if evidence:
         manifest["evidence"] = {"method": "grad-cam", "layer": "layer3", "rows": ["predicted", "labelled"],
                                 "cell_basis": {"fitted_on_photos": len(sample),
                                                "fitted_on_cells": len(sample) * evidence_shape[0] * evidence_shape[1],
                                                "variance_kept": basis_variance}}
     manifest["causal"] = _causal_summary(writer.rows(), causal)
+    if rows is not None:
+        manifest["shard"] = {"rows": [start, stop], "inputs_sha256": digest}
     # the concepts go into the folder before it is swapped into place: a run killed while they are written
     # resumes from the chunks, with nothing left to compute but them
-    concepts = _write_concepts if evidence else None
+    concepts = _write_concepts if evidence and rows is None else None
     return writer.finish(manifest, complete=concepts)
 
 
@@ -239,6 +253,24 @@ def _causal_summary(table: pd.DataFrame, causal) -> dict:
     if causal == AUTO:
         summary["shares"] = dict(zip(REASONS, (TOP_BACKGROUND, TOP_LOSSES, REFERENCE_SAMPLE)))
     return summary
+
+
+def _rows_range(rows: tuple[int, int] | None, n: int) -> tuple[int, int]:
+    if rows is None:
+        return 0, n
+    start, stop = rows
+    if not 0 <= start < stop <= n:
+        raise WhaleAuditError(f"rows={tuple(rows)}: a shard's rows must lie within the dataset's {n} images, start "
+                              "before stop.")
+    return int(start), int(stop)
+
+
+def _shard_done(out, digest: str) -> bool:
+    """Whether ``out`` is a complete shard made from the same inputs (its manifest's ``shard`` digest)."""
+    try:
+        return json.loads((Path(out) / MANIFEST).read_text())["shard"]["inputs_sha256"] == digest
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def _evidence_possible(model) -> bool:
