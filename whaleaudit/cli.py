@@ -1,4 +1,4 @@
-"""``python -m whaleaudit``: train, precompute, audit, concepts, export, demo, info, dashboard, jobs.
+"""``python -m whaleaudit``: train, precompute, merge, audit, concepts, export, demo, info, dashboard, jobs.
 
 Exit codes: 0 done, 2 bad command line (argparse), 1 a WhaleAuditError (its message on stderr, no traceback),
 130 interrupted. Heavy libraries are imported only by the command that needs them, so ``--help`` and ``info``
@@ -67,11 +67,45 @@ def cmd_precompute(args, dataset=None) -> Path:
     out = args.out or workspace.audits() / _dataset_name(dataset)
     foreground = ForegroundProvider(dataset.image_root, boxes_csv=args.boxes, masks_dir=args.masks,
                                     auto=not args.no_auto_foreground)
-    store = precompute(dataset, args.model, out, trust=args.trust, classes=args.classes, bs=args.bs,
-                       workers=args.workers, foreground=foreground, causal=args.causal,
-                       cam_layer=args.cam_layer, progress=not args.quiet)
+    options = dict(trust=args.trust, classes=args.classes, bs=args.bs, workers=args.workers, foreground=foreground,
+                   causal=args.causal, cam_layer=args.cam_layer, chunk_images=args.chunk_images)
+    if args.shards is not None:
+        return _sharded(dataset, args, out, options)
+    store = precompute(dataset, args.model, out, **options, progress=not args.quiet)
     log.info(f"audit written: {store}  (browse it: whaleaudit dashboard; summary: "
              f"python -m whaleaudit info {store})")
+    return store
+
+
+def _sharded(dataset, args, out: Path, options: dict) -> Path:
+    """``--shards``: one shard here (``--shard``, as a Slurm array task runs it), or all of them on Ray, merged."""
+    if args.shard is not None:
+        from .audit.shards import precompute_shard
+
+        shard = precompute_shard(dataset, args.model, out, args.shard, args.shards, **options,
+                                 progress=not args.quiet)
+        log.info(f"shard {args.shard} of {args.shards} written: {shard}; once every shard is, merge them with "
+                 f"`whaleaudit merge --labels {args.labels} --model {args.model} --out {out}`")
+        return shard
+    if args.ray is None:
+        raise WhaleAuditError("--shards needs --shard I (this machine audits shard I, as a Slurm array task would; "
+                              "`whaleaudit merge` joins the shards) or --ray ADDRESS (every shard a Ray task, then "
+                              "merged: 'auto' for the cluster `ray start` runs here, 'local' to start one for the run).")
+    from .audit.ray_runner import precompute_on_ray
+
+    store = precompute_on_ray(dataset, args.model, out, args.shards, address=args.ray, cpus=args.cpus_per_shard,
+                              gpus=args.gpus_per_shard, **options)
+    log.info(f"audit written: {store}  (browse it: whaleaudit dashboard)")
+    return store
+
+
+def cmd_merge(args) -> Path:
+    """Merge the shards of ``--out`` into the audit, once every shard is complete (README: Beyond one machine)."""
+    from .audit.shards import merge_shards
+
+    store = merge_shards(_dataset(args), args.model, args.out, trust=args.trust, classes=args.classes,
+                         workers=args.workers or 0)
+    log.info(f"audit written: {store}  (browse it: whaleaudit dashboard)")
     return store
 
 
@@ -303,6 +337,23 @@ def _precompute_arguments(p, model_required: bool) -> None:
                         "many classes)")  # whaleaudit.explain.cam.LAYERS, written out so that --help needs no torch
 
 
+def _sharding_arguments(p) -> None:
+    g = p.add_argument_group("beyond one machine (README: Beyond one machine)")
+    g.add_argument("--chunk-images", type=int, default=1024,  # whaleaudit.audit.precompute.CHUNK_IMAGES
+                   help="photos per resumable chunk, the unit shards are cut in (default 1024)")
+    g.add_argument("--shards", type=int, metavar="N", help="cut the photos into N shards by row order, each audited on its own "
+                                              "into <out>.shards/, then merged into the one audit")
+    g.add_argument("--shard", type=int, metavar="I", help="with --shards: audit shard I only (0 to N-1), as a Slurm array task; "
+                                             "`whaleaudit merge` joins them")
+    g.add_argument("--ray", metavar="ADDRESS", help="with --shards: every shard a Ray task, then merged: 'auto' (the "
+                                                    "cluster `ray start` runs here), a head's host:port, or 'local' "
+                                                    "(pip install whaleaudit[ray])")
+    g.add_argument("--cpus-per-shard", type=float, default=1, metavar="CPUS", help="with --ray: CPUs each shard task asks for "
+                                                                   "(default 1; loader processes: one fewer)")
+    g.add_argument("--gpus-per-shard", type=float, default=0, metavar="GPUS", help="with --ray: GPUs each shard task asks for "
+                                                                   "(default 0: the shards run on the CPU)")
+
+
 def _port(text: str) -> int:
     port = int(text)
     if not 1 <= port <= 65535:
@@ -326,7 +377,18 @@ def parser() -> argparse.ArgumentParser:
                                    "audit folder. A killed run resumes when the same command runs again.")
     _dataset_options(p)
     _precompute_arguments(p, model_required=True)
+    _sharding_arguments(p)
     p.set_defaults(run=cmd_precompute)
+
+    p = sub.add_parser("merge", help="merge the shards of a sharded precompute into one audit",
+                       description="Join the complete shards of --out (from `precompute --shards N --shard I`) into "
+                                   "the audit a single run would have written; the same dataset and model.")
+    _dataset_options(p)
+    p.add_argument("--model", type=Path, required=True, help="the model the shards were made with")
+    p.add_argument("--trust", action="store_true", help="load a pickled learner from outside models/ (runs its code)")
+    p.add_argument("--classes", type=_classes, help="class names in output order, for a .pth without sidecar")
+    p.add_argument("--out", type=Path, required=True, help="the audit folder given to the shards")
+    p.set_defaults(run=cmd_merge)
 
     p = sub.add_parser("audit", help="train (or load --model), then precompute",
                        description="Train a model (or reuse one trained on the same data with the same settings, "
@@ -334,6 +396,7 @@ def parser() -> argparse.ArgumentParser:
     _dataset_options(p)
     _train_arguments(p)
     _precompute_arguments(p, model_required=False)
+    _sharding_arguments(p)
     p.set_defaults(run=cmd_audit)
 
     p = sub.add_parser("concepts", help="recompute an audit's evidence concepts from its store",
