@@ -4,8 +4,9 @@ the shipped model.
 On the 240 photos of ../shared/data/happywhale128 that have hand boxes (``boxes.csv``, see ``BOXES.md``):
 
 - the learned estimate (:func:`whaleaudit.explain.foreground.auto_foreground`), **cross-validated**: five folds
-  by photo (fixed seed); each fold's model is fitted on the other four folds' photos (and the drawn photos
-  below) and measured on its own, so no figure comes from a photo the model learned from;
+  by photo (fixed seed); each fold's model, both stages (the second learns from first-stage maps of inner
+  folds, :func:`whaleaudit.explain.foreground.fit_model`), is fitted on the other four folds' photos (and the drawn photos below) and
+  measured on its own, so no figure comes from a photo the model learned from;
 - beside it the classical estimate, border-colour rarity (:func:`colour_rarity_foreground`), which learns nothing.
 
 Figures per photo, on the ``MASK_SIZE`` masks the audit stores, against the boxes rasterised like a ``--boxes``
@@ -14,11 +15,14 @@ mask covers; a fin fills about half its box, so a perfect mask stays well below 
 around the mask against the tight box around the boxes), none found; medians over photos. Time per photo is
 CPU time in this process on one thread, the JPEG decode excluded.
 
+A black frame: the boxed photos again inside the frame the shared photos most often have, measured with
+the frame cropped first (as the estimate does) and left in; and how many shared photos have one.
+
 The model also learns from drawn photos (:mod:`whaleaudit.demo.synth`, seed 404, true masks), so that it holds
 on the demo's photos too; the last lines measure it on other drawn photos (seed 202, the test set of
 bench/score.py) against their true masks.
 
-    .venv/bin/python bench/foreground.py          # the bars (about a minute)
+    .venv/bin/python bench/foreground.py          # the bars (several minutes: 25 fits)
     .venv/bin/python bench/foreground.py --fit    # also re-fit the shipped model on all 240 photos and write it
     .venv/bin/python bench/foreground.py --smoke  # a few photos, two folds, a short fit: shows the bench runs
     .venv/bin/python bench/foreground.py --model models/hw.pth   # also the score-agreement bars (3 audits)
@@ -53,9 +57,8 @@ OUT = _util.OUT / "foreground"
 FOLDS, SEED = 5, 0
 DRAWN_TRAIN = {"n_per_species": 40, "size": 128, "seed": 404, "shortcut": True}
 DRAWN_TEST = {"n_per_species": 100, "size": 128, "seed": 202, "shortcut": True}
-FIT = {"hidden": 32, "alpha": 1e-3, "epochs": 30, "seed": 0}
 SMOKE = {"photos": 16, "folds": 2, "drawn": 3, "epochs": 2}
-EVERY = 3      # every third mask pixel of a fitting photo goes into the fit (neighbours say much the same)
+FRAME = (0, 3, 0, 5)   # the black frame most framed shared photos have (bench: photos with a frame found)
 
 
 def rgb_of(path: Path) -> np.ndarray:
@@ -93,16 +96,6 @@ def drawn(params: dict, limit: int | None = None) -> tuple[list[np.ndarray], np.
                                  .astype(np.float32), (fg.MASK_SIZE, fg.MASK_SIZE), interpolation=cv2.INTER_AREA) > 0.5
                       for n in names])
     return photos, masks
-
-
-def training_rows(features: list[np.ndarray], animal: list[np.ndarray], known: list[np.ndarray]):
-    """Every ``EVERY``-th pixel of each photo whose label is known."""
-    xs, ys = [], []
-    for f, a, k in zip(features, animal, known):
-        take = np.flatnonzero(k.ravel())[::EVERY]
-        xs.append(f[take])
-        ys.append(a.ravel()[take])
-    return np.concatenate(xs), np.concatenate(ys)
 
 
 def tight(mask: np.ndarray):
@@ -229,6 +222,34 @@ def score_agreement(model_path: Path, names, fold, fold_models, trust: bool) -> 
               f"{'PASS' if rho['learned'] >= 0.85 else 'FAIL'} |")
 
 
+def black_frames(photos, boxes, learned, fold, fold_models) -> None:
+    """The boxed photos again, shrunk into the black frame the shared photos' framed ones have most often
+    (``FRAME``: top, bottom, left, right, pixels at 128), each by the fold model that never saw it: cropped
+    first (:func:`fg.photo_frame`, as the estimate does) against not (the frame left in the border statistics);
+    and how many of the shared photos have a frame at all."""
+    top, bottom, left, right = FRAME
+    framed, framed_truth = [], []
+    for p, bs in zip(photos, boxes):
+        h, w = p.shape[:2]
+        inner = (w - left - right, h - top - bottom)
+        canvas = np.zeros_like(p)
+        canvas[top:h - bottom, left:w - right] = cv2.resize(p, inner, interpolation=cv2.INTER_AREA)
+        framed.append(canvas)
+        to = np.array([inner[0] / w, inner[1] / h] * 2)
+        framed_truth.append(fg.boxes_to_mask([np.asarray(b) * to + [left, top, left, top] for b in bs], w, h, False))
+    cropped = [fg.auto_foreground(p, fold_models[k]) for p, k in zip(framed, fold)]
+    left_in = [fg.mask_from_probability(fg._two_stages(fold_models[k], fg._work_photo(p, "bench")), hull=True)
+               for p, k in zip(framed, fold)]
+    found = sum(any(fg.photo_frame(p)) for p in framed)
+    a, b = against_boxes(cropped, framed_truth), against_boxes(left_in, framed_truth)
+    shared = sorted((REAL / "images").glob("*.jpg"))
+    n_framed = sum(any(fg.photo_frame(rgb_of(f))) for f in shared)
+    print(f"black frame {FRAME} (top, bottom, left, right px) added to the {len(photos)} boxed photos: found on "
+          f"{found}; cropped first: precision {a['precision']:.2f}, box IoU {a['box_iou']:.2f}, none {a['none']:.1%}; "
+          f"frame left in: {b['precision']:.2f}, {b['box_iou']:.2f}, {b['none']:.1%} (no frame: box IoU "
+          f"{learned['box_iou']:.2f}). Shared photos with a black frame found: {n_framed} of {len(shared)}")
+
+
 def per_photo_ms(fn, photos) -> float:
     fn(photos[0])
     t = time.process_time()
@@ -249,27 +270,31 @@ def main() -> None:
     _util.require(REAL / "boxes.csv", REAL / "images")
     smoke = args.smoke
     folds = SMOKE["folds"] if smoke else FOLDS
-    fit = dict(FIT, epochs=SMOKE["epochs"]) if smoke else FIT
+    fit = dict(fg.FIT, epochs=SMOKE["epochs"]) if smoke else fg.FIT
     t0 = time.perf_counter()
 
     names, photos, boxes = boxed_photos(SMOKE["photos"] if smoke else None)
     truth = [fg.boxes_to_mask(b, p.shape[1], p.shape[0], False) for b, p in zip(boxes, photos)]
-    feats = [fg.pixel_features(p) for p in photos]
-    targets = [fg.box_targets(p, b) for p, b in zip(photos, boxes)]
+    inputs = [fg.fit_inputs(p, b) for p, b in zip(photos, boxes)]
     d_photos, d_masks = drawn(DRAWN_TRAIN, SMOKE["drawn"] * 4 if smoke else None)
-    d_feats = [fg.pixel_features(p) for p in d_photos]
-    d_x, d_y = training_rows(d_feats, list(d_masks), [np.ones_like(m) for m in d_masks])
+    d_inputs = [(fg.pixel_features(p), m, np.ones_like(m)) for p, m in zip(d_photos, d_masks)]
+
+    def fit_on(train) -> dict:
+        """Both stages fitted on these boxed photos and the drawn ones."""
+        return fg.fit_model(*zip(*([inputs[i] for i in train] + d_inputs)), fit=fit)
 
     fold = np.random.default_rng(SEED).permutation(len(names)) % folds
-    learned = [None] * len(names)
+    prob = np.zeros((len(names), fg.MASK_SIZE, fg.MASK_SIZE), np.float32)
     fold_models = []
     for k in range(folds):
         train = np.flatnonzero(fold != k)
-        x, y = training_rows([feats[i] for i in train], [targets[i][0] for i in train], [targets[i][1] for i in train])
-        model = fg.fit_model(np.concatenate([x, d_x]), np.concatenate([y, d_y]), **fit)
+        model = fit_on(train)
         fold_models.append(model)
         for i in np.flatnonzero(fold == k):
-            learned[i] = fg.mask_from_probability(fg.predict(model, feats[i]).reshape(fg.MASK_SIZE, fg.MASK_SIZE))
+            prob[i] = fg.animal_probability(photos[i], model)
+    learned = [fg.mask_from_probability(p) for p in prob]
+    OUT.mkdir(parents=True, exist_ok=True)
+    np.save(OUT / "cv_probability.npy", prob)   # each photo's map by the fold model that never saw it
     classical = [fg.colour_rarity_foreground(p) for p in photos]
     ours, today = against_boxes(learned, truth), against_boxes(classical, truth)
     ms_learned = per_photo_ms(lambda p: fg.auto_foreground(p, fold_models[0]), photos)
@@ -300,10 +325,8 @@ def main() -> None:
         test = [i for i, sp in enumerate(species) if sp == held]
         if not train or not test:
             continue
-        x, y = training_rows([feats[i] for i in train], [targets[i][0] for i in train], [targets[i][1] for i in train])
-        model = fg.fit_model(np.concatenate([x, d_x]), np.concatenate([y, d_y]), **fit)
-        other = against_boxes([fg.mask_from_probability(fg.predict(model, feats[i]).reshape(fg.MASK_SIZE, fg.MASK_SIZE))
-                               for i in test], [truth[i] for i in test])
+        model = fit_on(train)
+        other = against_boxes([fg.auto_foreground(photos[i], model) for i in test], [truth[i] for i in test])
         same = against_boxes([learned[i] for i in test], [truth[i] for i in test])
         then = against_boxes([classical[i] for i in test], [truth[i] for i in test])
         print(f"a species it never saw: {held} ({len(test)} photos) by a model fitted on the other species only: "
@@ -321,15 +344,16 @@ def main() -> None:
           f"learned {np.median(li):.2f}, today {np.median(ci):.2f}; wrong object or none (IoU < 0.3) "
           f"{np.mean(li < 0.3):.0%} vs {np.mean(ci < 0.3):.0%}")
 
+    black_frames(photos, boxes, ours, fold, fold_models)
+
     if args.model:
         score_agreement(args.model, names, fold, fold_models, args.trust)
 
     if args.fit:
-        x, y = training_rows(feats, [t[0] for t in targets], [t[1] for t in targets])
-        model = fg.fit_model(np.concatenate([x, d_x]), np.concatenate([y, d_y]), **fit)
+        model = fit_on(range(len(names)))
         about = {"fitted_on": f"{len(names)} photos of {REAL.name}/boxes.csv and {len(d_photos)} drawn photos "
                               f"(synth seed {DRAWN_TRAIN['seed']})", "by": "bench/foreground.py --fit",
-                 "fit": fit, "every": EVERY,
+                 "fit": fit, "every": fg.EVERY, "inner_folds": fg.INNER_FOLDS,
                  "cross_validated": {k: round(ours[k], 3) for k in ("precision", "box_iou", "recall", "none")}}
         fg.save_model(model, args.model_out, about)
         print(f"\nwrote {args.model_out} ({args.model_out.stat().st_size / 1024:.0f} KB): {json.dumps(about)}")

@@ -14,7 +14,7 @@ from whaleaudit import cli, workspace
 from whaleaudit.audit.store import open_audit, write_store
 from whaleaudit.columns import IMAGE_COLUMNS
 
-COMMANDS = ["train", "precompute", "merge", "audit", "concepts", "export", "demo", "info", "jobs", "dashboard"]
+COMMANDS = ["train", "precompute", "merge", "audit", "concepts", "export", "foreground", "demo", "info", "jobs", "dashboard"]
 
 
 def test_the_help_tests_cover_every_command():

@@ -1,4 +1,4 @@
-"""``python -m whaleaudit``: train, precompute, merge, audit, concepts, export, demo, info, dashboard, jobs.
+"""``python -m whaleaudit``: train, precompute, merge, audit, concepts, export, foreground, demo, info, dashboard, jobs.
 
 Exit codes: 0 done, 2 bad command line (argparse), 1 a WhaleAuditError (its message on stderr, no traceback),
 130 interrupted. Heavy libraries are imported only by the command that needs them, so ``--help`` and ``info``
@@ -65,8 +65,11 @@ def cmd_precompute(args, dataset=None) -> Path:
 
     dataset = dataset or _dataset(args)
     out = args.out or workspace.audits() / _dataset_name(dataset)
+    if args.foreground and args.no_auto_foreground:
+        raise WhaleAuditError("--foreground names the automatic estimate's model; it cannot go with "
+                              "--no-auto-foreground (drop one of them).")
     foreground = ForegroundProvider(dataset.image_root, boxes_csv=args.boxes, masks_dir=args.masks,
-                                    auto=not args.no_auto_foreground)
+                                    auto=not args.no_auto_foreground, auto_model=args.foreground)
     options = dict(trust=args.trust, classes=args.classes, bs=args.bs, workers=args.workers, foreground=foreground,
                    causal=args.causal, cam_layer=args.cam_layer, chunk_images=args.chunk_images)
     if args.shards is not None:
@@ -158,6 +161,21 @@ def cmd_export(args) -> None:
         if cleared:
             log.info(f"{cleared} photo(s) the analyst cleared (no animal) are not in the boxes file: a --boxes file "
                      "cannot say 'no animal', so the next audit estimates them")
+
+
+def cmd_foreground(args) -> None:
+    """Fit the automatic foreground's model from a --boxes file and its photos (``foreground fit``)."""
+    from .explain.foreground import fit_from_boxes, save_model
+
+    if args.out.suffix != ".json":
+        raise WhaleAuditError(f"{args.out}: a foreground model is written as JSON; give a path ending in .json.")
+    if not args.images.is_dir():
+        raise WhaleAuditError(f"{args.images}: not a folder; --images is the folder the box file's photos are in.")
+    model, about = fit_from_boxes(args.boxes, args.images, {"epochs": args.epochs})
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save_model(model, args.out, dict(about, by="whaleaudit foreground fit"))
+    log.info(f"foreground model written: {args.out} ({about['fitted_on']}); use it with "
+             f"`whaleaudit audit ... --foreground {args.out}`")
 
 
 def _write_out(out: Path, data: bytes, what: str) -> None:
@@ -327,6 +345,8 @@ def _precompute_arguments(p, model_required: bool) -> None:
     g.add_argument("--boxes", type=Path, help="CSV of animal boxes per image (image,x0,y0,x1,y1)")
     g.add_argument("--masks", type=Path, help="folder of animal mask PNGs named like the images")
     g.add_argument("--no-auto-foreground", action="store_true", help="no automatic animal estimate where no box or mask")
+    g.add_argument("--foreground", type=Path, help="the automatic estimate's model (.json, from `whaleaudit "
+                                                   "foreground fit`; default the one shipped)")
     g.add_argument("--causal", type=_causal, default="auto",
                    help="which images are checked with the animal painted out / left alone: 'auto' (default: the "
                         "top tenth by background attention, the top tenth by loss, a random tenth for reference) "
@@ -414,6 +434,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--boxes", type=Path, help="CSV file (image,x0,y0,x1,y1 in fractions of the photo) of the "
                                               "analyst's corrected boxes to write ('-' for stdout)")
     p.set_defaults(run=cmd_export)
+
+    p = sub.add_parser("foreground", help="fit the automatic foreground from boxes (yours or the analyst's)",
+                       description="Fit the automatic foreground estimate from a --boxes file (your own boxes, or "
+                                   "the analyst's corrections from `export --boxes`) and the photos it names; "
+                                   "audit with it by --foreground.")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    fit = actions.add_parser("fit", help="fit a foreground model from a boxes file and its photos")
+    fit.add_argument("--boxes", type=Path, required=True, help="CSV of animal boxes (as --boxes of an audit)")
+    fit.add_argument("--images", type=Path, required=True, help="folder of the photos the box file names")
+    fit.add_argument("--out", type=Path, required=True, help="model file to write (.json)")
+    fit.add_argument("--epochs", type=int, default=30, help="passes over the pixels per stage (default 30)")
+    p.set_defaults(run=cmd_foreground)
 
     p = sub.add_parser("demo", help="build the demo audit (drawn whales, trained and audited here)",
                        description="Draw the demo dataset, train on it and precompute its audit.")

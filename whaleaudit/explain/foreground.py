@@ -11,18 +11,21 @@ in order of preference, recorded per image as ``fg_source``:
 
 Masks are ``MASK_SIZE x MASK_SIZE`` booleans over the whole photo, squashed like the model's input.
 
-The automatic estimate (``METHOD``, :func:`auto_foreground`) is a per-pixel classifier: one hidden layer of
-32 units over 29 cheap features of each mask pixel (:func:`pixel_features`: colour at three blurs, texture,
-colour against the photo's border and its row, spectral-residual saliency, position, and the classical
-estimate below), then the regions that stand out (:func:`mask_from_probability`). It needs no download and
-none of the audited model's maps or predictions. The shipped weights (``MODEL_PATH``, about 10 KB of JSON,
-never pickle) are fitted by ``bench/foreground.py --fit`` on the 240 real Happywhale photos with hand boxes in
+The automatic estimate (``METHOD``, :func:`auto_foreground`) is learned from hand boxes, in two stages: a
+per-pixel classifier (one hidden layer of 32 units) over 29 cheap features of each mask pixel
+(:func:`pixel_features`: colour at three blurs, texture, colour against the photo's border and its row,
+spectral-residual saliency, position, and the classical estimate below), then a second one of the same size
+over the first one's probability map around each pixel (:func:`context_features`: how confident the
+neighbourhood is, where the strongest region lies), then the regions that stand out
+(:func:`mask_from_probability`). A black frame around the photo is cropped first
+(:func:`photo_frame`), so that its colours never pass for the water's. It needs no download and none of the
+audited model's maps or predictions. The shipped weights (``MODEL_PATH``, JSON, never pickle) are fitted by
+``bench/foreground.py --fit`` on the 240 real Happywhale photos with hand boxes in
 ``../shared/data/happywhale128/boxes.csv`` and on 160 drawn photos with true masks (so that the demo's photos
-keep working). Boxes are not masks: :func:`box_targets` takes as animal the pixels of a box whose colour is
-rare around that box and leaves the rest of the box out of the fit. :func:`fit_model` and :func:`save_model`
-refit it from anyone's boxes (a user's own, an analyst's corrections); ``ForegroundProvider(auto_model=...)``
-uses such a file. Cross-validated by photo on the boxed photos (bench/foreground.py): median precision 0.95,
-median box IoU 0.70 (classical: 0.50), no foreground on 0.4% (2.9%), about 5 ms a photo at 128 px on one core.
+keep working); the README gives its cross-validated figures. Boxes are not masks: :func:`box_targets` takes
+as animal the pixels of a box whose colour is rare around that box and leaves the rest of the box out of the
+fit. :func:`fit_from_boxes` (``whaleaudit foreground fit``) refits it from anyone's boxes (a user's own, an
+analyst's corrections); ``ForegroundProvider(auto_model=...)`` (``--foreground``) uses such a file.
 
 The classical estimate (``CLASSICAL_METHOD``, :func:`colour_rarity_foreground`), for photos of animals in
 water (why each step):
@@ -252,7 +255,7 @@ def _to_mask_size(mask: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- the learned estimate (the default)
 
-METHOD = "box-learned-pixels/1"   # what ``auto_foreground`` is; the manifest records it with the model's hash
+METHOD = "box-learned-pixels/2"   # what ``auto_foreground`` is; the manifest records it with the model's hash
 MODEL_PATH = Path(__file__).with_name("foreground_model.json")
 THRESHOLD = 0.3          # animal probability above which a mask pixel is a candidate
 KEEP = 0.3               # a candidate region is kept when its summed probability is at least this share of the best's
@@ -261,9 +264,17 @@ PEAK = 0.5               # no region reaching this probability: nothing stands o
 HORIZON_WIDTH = 0.8      # a region across this share of the photo's width and thinner than BAND is the horizon
 TARGET_RING = 8          # pixels (at WORK_SIZE) around a box whose colours are its background when fitting
 TARGET_RARE = 0.2        # a box pixel this much rarer than that background is animal when fitting
+EVERY = 3                # every third known mask pixel of a photo goes into a fit (neighbours say much the same)
+INNER_FOLDS = 4          # the second stage learns from first-stage probabilities of photos that stage never saw
+FIT = {"hidden": 32, "alpha": 1e-3, "epochs": 30, "seed": 0}
 FEATURES = ("L", "a", "b", "L_s2", "L_s6", "a_s2", "a_s6", "b_s2", "b_s6", "Lstd1", "Lstd3", "grad", "grad_s3",
             "own_lk", "own_lk_s3", "d_bmed", "dL_bmed", "y", "x", "edge", "dL_row", "dL_col", "d_row", "sr",
             "g_bL", "g_bLstd", "g_Lstd", "classical", "classical_s3")
+CONTEXT = ("p", "p_s1", "p_s2", "p_s4", "p_s8", "p_max3", "p_max7", "p_max15", "d_region", "in_hull", "dy_region",
+           "dx_region", "r_region", "in_box", "p_row", "p_col", "p_peak", "p_area")
+FRAME_DARK = 20          # a frame line: at least FRAME_SHARE of its pixels darker than this in every channel
+FRAME_SHARE = 0.95
+FRAME_MOST = 0.25        # a frame never takes more than this share of a side
 
 _S = MASK_SIZE
 _RING64 = np.zeros((_S, _S), bool)
@@ -278,24 +289,55 @@ def auto_foreground(rgb: np.ndarray, model: dict | None = None) -> np.ndarray:
     """Bool ``MASK_SIZE x MASK_SIZE`` estimate (``METHOD``) of the animal(s) in a uint8 RGB photo; all False
     if none stands out.
 
-    A small per-pixel classifier (``model``, default the one shipped: ``MODEL_PATH``) gives each mask pixel
+    Two small classifiers (``model``, default the one shipped: ``MODEL_PATH``): the first gives each mask pixel
     a probability of being animal from its colour, its colour against the photo's border and rows, texture,
-    position and the classical estimate (:func:`colour_rarity_foreground`); see :func:`pixel_features`. The
-    regions above ``THRESHOLD`` that reach ``PEAK`` are kept when they hold at least ``KEEP`` of the strongest
-    one's probability (several animals), their holes filled; a thin band from the left edge to the right one
-    (horizon, coast, ice edge: across ``HORIZON_WIDTH`` of the photo, thinner than ``BAND``) is never kept. Deterministic; about 5 ms a photo at 128 px on one core.
+    position and the classical estimate (:func:`pixel_features`); the second reads that probability map
+    around each pixel (:func:`context_features`: blurs, maxima, where the strongest region is) and gives the
+    final one. The regions above ``THRESHOLD`` that reach ``PEAK`` are kept when they hold at least ``KEEP`` of
+    the strongest one's probability (several animals), their holes filled; a thin band
+    from the left edge to the right one (horizon, coast, ice edge) is never kept. A black frame around the
+    photo is cropped first (:func:`photo_frame`) and never part of the animal. Deterministic.
     """
     return mask_from_probability(animal_probability(rgb, model))
 
 
 def animal_probability(rgb: np.ndarray, model: dict | None = None) -> np.ndarray:
-    """Float32 ``MASK_SIZE x MASK_SIZE`` probability that each mask pixel is animal."""
+    """Float32 ``MASK_SIZE x MASK_SIZE`` probability that each mask pixel is animal (0 on a black frame)."""
     model = model if model is not None else load_model()
-    return predict(model, pixel_features(rgb)).reshape(_S, _S)
+    rgb = _work_photo(rgb, "auto_foreground")
+    top, bottom, left, right = photo_frame(rgb)
+    if not (top or bottom or left or right):
+        return _two_stages(model, rgb)
+    inner = _two_stages(model, rgb[top:WORK_SIZE - bottom, left:WORK_SIZE - right])
+    scale = _S / WORK_SIZE
+    y0, y1 = round(top * scale), _S - round(bottom * scale)
+    x0, x1 = round(left * scale), _S - round(right * scale)
+    prob = np.zeros((_S, _S), np.float32)
+    prob[y0:y1, x0:x1] = cv2.resize(inner, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
+    return prob
 
 
-def mask_from_probability(prob: np.ndarray) -> np.ndarray:
-    """The regions of ``prob`` worth keeping (see :func:`auto_foreground`), holes filled."""
+def _two_stages(model: dict, rgb: np.ndarray) -> np.ndarray:
+    first = predict(model["pixels"], pixel_features(rgb)).reshape(_S, _S)
+    return predict(model["context"], context_features(first)).reshape(_S, _S)
+
+
+def photo_frame(rgb: np.ndarray) -> tuple[int, int, int, int]:
+    """Widths in pixels (top, bottom, left, right) of a black frame around a photo: the outer lines of which
+    ``FRAME_SHARE`` of the pixels are darker than ``FRAME_DARK`` in every channel (a scanned slide's or a
+    letterboxed video's border). Its colours are not the water's, so the border statistics must not see it."""
+    dark = np.asarray(rgb).max(2) < FRAME_DARK
+    widths = []
+    for lines in (dark, dark[::-1], dark.T, dark.T[::-1]):
+        share = lines.mean(1)[: int(FRAME_MOST * len(lines))]
+        widths.append(int(np.argmin(share >= FRAME_SHARE)) if (share < FRAME_SHARE).any() else 0)
+    return tuple(widths)
+
+
+def mask_from_probability(prob: np.ndarray, hull: bool = False) -> np.ndarray:
+    """The regions of ``prob`` worth keeping (see :func:`auto_foreground`), holes filled; each made its convex
+    hull where ``hull`` (what the second stage is told of the first one's regions, not the final mask: a hull
+    fills the hollow of a drawn animal's arched back)."""
     cand = (prob > THRESHOLD).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(cand, connectivity=8)
     if n <= 1:
@@ -311,7 +353,13 @@ def mask_from_probability(prob: np.ndarray) -> np.ndarray:
         return np.zeros(prob.shape, bool)
     keep = mass >= KEEP * mass.max()
     keep[0] = False
-    return _fill_holes(keep[labels])
+    mask = _fill_holes(keep[labels])
+    if hull:
+        hulls = np.zeros(prob.shape, np.uint8)
+        for k in np.flatnonzero(keep):
+            cv2.fillConvexPoly(hulls, cv2.convexHull(cv2.findNonZero((labels == k).astype(np.uint8))), 1)
+        mask |= hulls.astype(bool)
+    return mask
 
 
 def pixel_features(rgb: np.ndarray) -> np.ndarray:
@@ -367,14 +415,158 @@ def _spectral_residual(grey: np.ndarray) -> np.ndarray:
     return sal / (sal.mean() + 1e-9)
 
 
-def predict(model: dict, features: np.ndarray) -> np.ndarray:
-    """Animal probability per row of ``features`` under a model of :func:`fit_model`."""
-    h = (features - model["mean"]) / model["scale"]
-    layers = model["layers"]
+def context_features(prob: np.ndarray) -> np.ndarray:
+    """Float32 ``[MASK_SIZE * MASK_SIZE, len(CONTEXT)]``: what the second stage sees of the first stage's
+    probability map around each pixel: the map at four blurs and its maxima over three windows (a pixel
+    near a confident one is likelier animal), the distance to the regions :func:`mask_from_probability`
+    keeps, their convex hull and tight box, the position against their probability-weighted centre and
+    spread, the row's and column's mean (a band of spill along the waterline), and the map's peak and
+    candidate area (how sure the photo is as a whole)."""
+    f = {"p": prob}
+    for s in (1, 2, 4, 8):
+        f[f"p_s{s}"] = cv2.GaussianBlur(prob, (0, 0), s)
+    for k in (3, 7, 15):
+        f[f"p_max{k}"] = cv2.dilate(prob, np.ones((k, k), np.uint8))
+    region = mask_from_probability(prob)
+    if region.any():
+        f["d_region"] = cv2.distanceTransform((~region).astype(np.uint8), cv2.DIST_L2, 3) / _S
+        hull = mask_from_probability(prob, hull=True)
+        f["in_hull"] = hull.astype(np.float32)
+        ys, xs = np.nonzero(region)
+        w = prob[region]
+        cy, cx = (ys * w).sum() / w.sum(), (xs * w).sum() / w.sum()
+        sy = np.sqrt((w * (ys - cy) ** 2).sum() / w.sum()) + 1
+        sx = np.sqrt((w * (xs - cx) ** 2).sum() / w.sum()) + 1
+        rows, cols = np.arange(_S, dtype=np.float32)[:, None], np.arange(_S, dtype=np.float32)[None, :]
+        f["dy_region"] = np.broadcast_to((rows - cy) / sy, (_S, _S))
+        f["dx_region"] = np.broadcast_to((cols - cx) / sx, (_S, _S))
+        f["in_box"] = ((rows >= ys.min()) & (rows <= ys.max()) & (cols >= xs.min()) & (cols <= xs.max()))
+    else:
+        f["d_region"], f["in_hull"], f["in_box"] = np.ones_like(prob), np.zeros_like(prob), np.zeros_like(prob)
+        f["dy_region"] = f["dx_region"] = np.full_like(prob, 10.0)
+    f["r_region"] = np.hypot(f["dy_region"], f["dx_region"])
+    f["p_row"] = np.broadcast_to(prob.mean(1, keepdims=True), (_S, _S))
+    f["p_col"] = np.broadcast_to(prob.mean(0, keepdims=True), (_S, _S))
+    f["p_peak"] = np.full_like(prob, prob.max())
+    f["p_area"] = np.full_like(prob, (prob > THRESHOLD).mean())
+    return np.stack([np.asarray(f[k], np.float32) for k in CONTEXT], -1).reshape(-1, len(CONTEXT))
+
+
+def predict(net: dict, features: np.ndarray) -> np.ndarray:
+    """Animal probability per row of ``features`` under one stage (``model["pixels"]`` or ``model["context"]``)."""
+    h = (features - net["mean"]) / net["scale"]
+    layers = net["layers"]
     for weights, bias in layers[:-1]:
         h = np.maximum(h @ weights + bias, 0.0)
     weights, bias = layers[-1]
-    return (1.0 / (1.0 + np.exp(-(h @ weights + bias)))).ravel().astype(np.float32)
+    return (1.0 / (1.0 + np.exp(-np.clip(h @ weights + bias, -60, 60)))).ravel().astype(np.float32)
+
+
+def training_rows(features, animal, known, every: int = EVERY) -> tuple[np.ndarray, np.ndarray]:
+    """Every ``every``-th pixel of each photo whose label is ``known``: (features, animal) rows for a fit."""
+    xs, ys = [], []
+    for f, a, k in zip(features, animal, known):
+        take = np.flatnonzero(np.asarray(k).ravel())[::every]
+        xs.append(f[take])
+        ys.append(np.asarray(a).ravel()[take])
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def fit_model(features: list[np.ndarray], animal: list[np.ndarray], known: list[np.ndarray],
+              fit: dict | None = None, inner_folds: int = INNER_FOLDS) -> dict:
+    """Both stages of :func:`auto_foreground`, fitted on photos: per photo its :func:`pixel_features`, and bool
+    ``MASK_SIZE x MASK_SIZE`` animal and known masks (:func:`box_targets`, or a true mask with all known).
+
+    The second stage must learn from first-stage maps like those of photos never seen, so it learns from maps
+    of each photo by a first stage fitted on the other ``inner_folds - 1`` folds of the photos (fixed seed).
+    ``fit``: :func:`fit_net`'s settings, default ``FIT``. Returned as plain arrays (:func:`save_model`).
+    """
+    fit = dict(FIT, **(fit or {}))
+    if len(features) < inner_folds:
+        raise ValueError(f"fitting the foreground needs at least {inner_folds} photos, got {len(features)}")
+    pixels = fit_net(*training_rows(features, animal, known), **fit)
+    fold = np.random.default_rng(fit["seed"]).permutation(len(features)) % inner_folds
+    context = [None] * len(features)
+    for k in range(inner_folds):
+        others = np.flatnonzero(fold != k)
+        net = fit_net(*training_rows([features[i] for i in others], [animal[i] for i in others],
+                                     [known[i] for i in others]), **fit)
+        for i in np.flatnonzero(fold == k):
+            context[i] = context_features(predict(net, features[i]).reshape(_S, _S))
+    return {"method": METHOD, "features": list(FEATURES), "context_features": list(CONTEXT), "pixels": pixels,
+            "context": fit_net(*training_rows(context, animal, known), **fit)}
+
+
+def fit_net(features: np.ndarray, animal: np.ndarray, hidden: int = 32, alpha: float = 1e-3, epochs: int = 30,
+            seed: int = 0) -> dict:
+    """One stage: a per-pixel classifier (one hidden layer of ``hidden`` ReLU units, scikit-learn's MLP, L2
+    ``alpha``, a fixed number of ``epochs``) on feature rows and their bool labels, as plain arrays."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    features, animal = np.asarray(features, np.float32), np.asarray(animal, bool).ravel()
+    if animal.all() or not animal.any():
+        raise ValueError("fitting the foreground needs both animal and background pixels")
+    mean, scale = features.mean(0), features.std(0) + 1e-6
+    clf = MLPClassifier(hidden_layer_sizes=(hidden,), alpha=alpha, max_iter=epochs, batch_size=512,
+                        random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)   # a fixed number of epochs, on purpose
+        clf.fit((features - mean) / scale, animal)
+    return {"mean": mean.astype(np.float32), "scale": scale.astype(np.float32),
+            "layers": [(w.astype(np.float32), b.astype(np.float32)) for w, b in zip(clf.coefs_, clf.intercepts_)]}
+
+
+def fit_from_boxes(boxes_csv: Path, image_root: Path, fit: dict | None = None) -> tuple[dict, dict]:
+    """(model, about) fitted on the photos of a ``--boxes`` file (:func:`read_boxes`: a user's own boxes, or an
+    analyst's corrections written by ``whaleaudit export --boxes``), read from ``image_root`` as an audit reads
+    them. Every image the file names must be there and readable; a :class:`DatasetError` names the one that
+    is not."""
+    from ..data.images import load_rgb_reduced, resolve_image
+
+    boxes, fractions = read_boxes(boxes_csv)
+    if len(boxes) < INNER_FOLDS:
+        raise DatasetError(f"{boxes_csv}: boxes for {len(boxes)} photo(s); fitting the foreground needs at least "
+                           f"{INNER_FOLDS} (a few dozen for an estimate worth having).")
+    features, animal, known = [], [], []
+    for name in sorted(boxes):
+        try:
+            rgb, (width, height) = load_rgb_reduced(resolve_image(image_root, name), WORK_SIZE)
+        except ImageError as e:
+            raise DatasetError(f"{boxes_csv}: image {name!r} cannot be used ({e}). Give the folder the box file's "
+                               "images are in (--images), or remove that image's rows.") from None
+        scale = (np.array([rgb.shape[1], rgb.shape[0]] * 2, float) if fractions
+                 else np.array([rgb.shape[1] / width, rgb.shape[0] / height] * 2))
+        f, a, k = fit_inputs(rgb, [np.asarray(b, float) * scale for b in boxes[name]])
+        features.append(f)
+        animal.append(a)
+        known.append(k)
+    try:
+        model = fit_model(features, animal, known, fit)
+    except ValueError as e:
+        raise DatasetError(f"{boxes_csv}: {e}.") from None
+    about = {"fitted_on": f"{len(boxes)} photos of {Path(boxes_csv).name} "
+                          f"(sha256 {hashlib.sha256(Path(boxes_csv).read_bytes()).hexdigest()[:12]}) in {image_root}",
+             "fit": dict(FIT, **(fit or {})), "every": EVERY}
+    return model, about
+
+
+def fit_inputs(rgb: np.ndarray, boxes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pixel features, animal, known) of one photo with hand boxes (``(x0, y0, x1, y1)`` in the pixels of
+    ``rgb``), as :func:`animal_probability` sees the photo: its black frame cropped (:func:`photo_frame`)."""
+    height, width = rgb.shape[:2]
+    work = _work_photo(rgb, "fit_inputs")
+    top, bottom, left, right = photo_frame(work)
+    crop = work[top:WORK_SIZE - bottom, left:WORK_SIZE - right]
+    to_work = np.array([WORK_SIZE / width, WORK_SIZE / height] * 2)
+    shift = np.array([left, top, left, top], float)
+    limit = np.array([crop.shape[1], crop.shape[0]] * 2, float)
+    inside = [np.clip(np.asarray(b[:4], float) * to_work - shift, 0, limit) for b in boxes]
+    inside = [b for b in inside if b[2] > b[0] and b[3] > b[1]]
+    animal, known = box_targets(crop, inside)
+    return pixel_features(crop), animal, known
 
 
 def box_targets(rgb: np.ndarray, boxes) -> tuple[np.ndarray, np.ndarray]:
@@ -411,34 +603,13 @@ def box_targets(rgb: np.ndarray, boxes) -> tuple[np.ndarray, np.ndarray]:
     return animal, animal | ~inside
 
 
-def fit_model(features: np.ndarray, animal: np.ndarray, hidden: int = 32, alpha: float = 1e-3,
-              epochs: int = 30, seed: int = 0) -> dict:
-    """A per-pixel classifier (one hidden layer of ``hidden`` ReLU units, scikit-learn's MLP, L2 ``alpha``)
-    fitted on rows of :func:`pixel_features` and their bool labels; returned as plain arrays for
-    :func:`predict` and :func:`save_model` (JSON, never pickle)."""
-    from sklearn.neural_network import MLPClassifier
-
-    features, animal = np.asarray(features, np.float32), np.asarray(animal, bool).ravel()
-    mean, scale = features.mean(0), features.std(0) + 1e-6
-    clf = MLPClassifier(hidden_layer_sizes=(hidden,), alpha=alpha, max_iter=epochs, batch_size=512,
-                        random_state=seed)
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)   # a fixed number of epochs, on purpose
-        clf.fit((features - mean) / scale, animal)
-    return {"method": METHOD, "features": list(FEATURES), "mean": mean.astype(np.float32),
-            "scale": scale.astype(np.float32),
-            "layers": [(w.astype(np.float32), b.astype(np.float32)) for w, b in zip(clf.coefs_, clf.intercepts_)]}
-
-
 def save_model(model: dict, path: Path, about: dict | None = None) -> None:
     """Write a model as JSON (weights rounded to 6 significant digits), with ``about`` (how it was fitted)."""
-    doc = {"method": model["method"], "features": list(model["features"]), "about": about or {},
-           "mean": _round(model["mean"]), "scale": _round(model["scale"]),
-           "layers": [{"weights": _round(w), "bias": _round(b)} for w, b in model["layers"]]}
+    net = lambda n: {"mean": _round(n["mean"]), "scale": _round(n["scale"]),
+                     "layers": [{"weights": _round(w), "bias": _round(b)} for w, b in n["layers"]]}
+    doc = {"method": model["method"], "features": list(model["features"]),
+           "context_features": list(model["context_features"]), "about": about or {},
+           "pixels": net(model["pixels"]), "context": net(model["context"])}
     Path(path).write_text(json.dumps(doc, separators=(",", ":")) + "\n")
 
 
@@ -449,18 +620,22 @@ def _round(a: np.ndarray) -> list:
 @functools.lru_cache(maxsize=4)
 def _load_model_file(path: str, mtime: float) -> dict:
     try:
-        doc = json.loads(Path(path).read_text())
-        if doc["features"] != list(FEATURES):
-            raise ValueError(f"it was fitted on other features than this version's ({METHOD})")
-        model = {"method": doc["method"], "features": doc["features"], "about": doc.get("about", {}),
-                 "mean": np.float32(doc["mean"]), "scale": np.float32(doc["scale"]),
-                 "layers": [(np.float32(x["weights"]), np.float32(x["bias"])) for x in doc["layers"]],
-                 "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
-        if model["mean"].shape != (len(FEATURES),) or model["layers"][0][0].shape[0] != len(FEATURES):
-            raise ValueError("its weights do not fit its features")
-    except (OSError, KeyError, TypeError, ValueError) as exc:
-        raise DatasetError(f"{path}: not a usable foreground model ({exc}). Re-fit it (bench/foreground.py --fit) "
-                           "or use the one shipped with WhaleAudit.") from exc
+        raw = Path(path).read_bytes()
+        doc = json.loads(raw)
+        if doc["method"] != METHOD or doc["features"] != list(FEATURES) or doc["context_features"] != list(CONTEXT):
+            raise ValueError(f"it is a {doc['method']!r} model; this version reads {METHOD!r}")
+        model = {"method": doc["method"], "features": doc["features"], "context_features": doc["context_features"],
+                 "about": doc.get("about", {}), "sha256": hashlib.sha256(raw).hexdigest()}
+        for stage, names in (("pixels", FEATURES), ("context", CONTEXT)):
+            net = doc[stage]
+            model[stage] = {"mean": np.float32(net["mean"]), "scale": np.float32(net["scale"]),
+                            "layers": [(np.float32(x["weights"]), np.float32(x["bias"])) for x in net["layers"]]}
+            if model[stage]["mean"].shape != (len(names),) or model[stage]["layers"][0][0].shape[0] != len(names):
+                raise ValueError(f"its {stage} weights do not fit its features")
+    except (OSError, KeyError, TypeError, ValueError, IndexError) as exc:
+        raise DatasetError(f"{path}: not a usable foreground model ({exc}). Fit one from boxes (`whaleaudit "
+                           "foreground fit --boxes FILE --images DIR --out FILE.json`) or use the one shipped "
+                           "with WhaleAudit.") from exc
     return model
 
 
