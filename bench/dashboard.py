@@ -39,7 +39,7 @@ from _util import DATA, OUT, load, machine, mib, quiet_caches, require, table, t
 REAL_SIZE = 51_033
 SIZES = [REAL_SIZE, 10 * REAL_SIZE]
 SMOKE_SIZES = [300, 3_000]
-PAGES = ["overview", "species", "top_losses", "heatmap", "review"]
+PAGES = ["overview", "species", "concepts", "top_losses", "heatmap", "review"]
 GALLERIES = ["species", "top_losses"]
 #: Describes how the synthetic stores are drawn; a cached store with other values is rebuilt.
 RECIPE = {"bench": "dashboard", "version": 3, "seed": 0, "mask_size": 64, "cam_shape": [4, 4],
