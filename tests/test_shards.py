@@ -149,6 +149,8 @@ def test_the_command_line_runs_shards_as_array_tasks_and_merges_them(tmp_path):
     common = ["--labels", str(labels()), "--model", str(model), "--out", str(out), "--workers", "0"]
     shard = ["precompute", *common, "--bs", "2", "--chunk-images", "2", "--quiet", "--shards", "3"]
     assert main(shard) == 1   # neither --shard nor --ray
+    assert main(["audit", *shard[1:3], "--out", str(out), "--shards", "3", "--shard", "0"]) == 1   # no --model
+    assert not shards_dir(out).exists()
     for i in (2, 0, 1):   # array tasks finish in any order
         assert main([*shard, "--shard", str(i)]) == 0
     assert main(["merge", *common]) == 0

@@ -115,6 +115,9 @@ def cmd_merge(args) -> Path:
 def cmd_audit(args) -> Path:
     """Train (or reuse a model trained with the same data and settings), then precompute."""
     dataset = _dataset(args)
+    if args.model is None and args.shard is not None:
+        raise WhaleAuditError("audit --shard I would train the model in every shard's task at once: train it first "
+                              "(`whaleaudit train ...`) and give it to the shards with --model.")
     if args.model is None:
         from .model.train import default_model_path, trained_alike, training_options
 
