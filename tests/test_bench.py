@@ -60,3 +60,11 @@ def test_train_bench_smoke(real_labels, real_photos, tmp_path):
     out = smoke("train.py", tmp_path)
     assert "| photos" in out and "resized-photo cache" in out and "no cache" in out and "goal:" in out
     assert list((tmp_path / "out" / "train" / ".cache" / "resized").rglob("*.npy"))  # the cache was filled
+
+
+@pytest.mark.slow
+def test_concepts_bench_smoke(real_labels, real_photos, tmp_path):
+    out = smoke("concepts.py", tmp_path)
+    assert "| cue" in out and "logo" in out and "band" in out and "date" in out
+    assert "## Control:" in out and (tmp_path / "out" / "concepts" / "smoke" / "control-sheet.png").is_file()
+    assert "| precompute" in out and "with evidence and concepts" in out
