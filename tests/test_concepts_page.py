@@ -191,8 +191,8 @@ def test_an_audit_made_before_evidence_says_to_audit_again_with_the_command(tmp_
 
 
 def test_the_command_to_audit_again_keeps_the_audits_files_and_settings(tmp_path):
-    """What the manifest records goes into the command: the label file, the images, the model, layer3 maps and a
-    causal share other than the default; paths with spaces come quoted."""
+    """What the manifest records goes into the command: the label file, the images, the model, layer3 maps and the
+    causal share; paths with spaces come quoted."""
     audit = open_audit(make_audit(tmp_path / "my data", cam_shape=(8, 8)))
     audit.manifest["dataset"]["label_file"] = str(tmp_path / "my data" / "train.csv")
     audit.manifest["model"]["path"] = str(tmp_path / "models" / "r18.pth")
