@@ -503,3 +503,18 @@ def test_a_black_frame_is_found_and_never_part_of_the_animal_nor_of_the_border_s
     dark_animal = _sea(61)
     dark_animal[40:90, 0:128] = (10, 10, 12)                # a dark band inside the photo is no frame
     assert fg.photo_frame(dark_animal) == (0, 0, 0, 0)
+
+
+def test_boxes_in_fractions_as_export_writes_them_fit_the_same_model_as_in_pixels(tmp_path):
+    """`whaleaudit export --boxes` writes the analyst's corrections as fractions of the photo; fitted from them,
+    the model is the one the same boxes in the photo's own pixels give."""
+    pixels = _boxed_scenes(tmp_path, n=4)
+    rows = pd.read_csv(pixels)
+    fractions = rows.assign(x0=rows.x0 / 200, x1=rows.x1 / 200, y0=rows.y0 / 160, y1=rows.y1 / 160)
+    fractions.to_csv(tmp_path / "fractions.csv", index=False)
+    a, _ = fg.fit_from_boxes(pixels, tmp_path, {"epochs": 1, "hidden": 4})
+    b, about = fg.fit_from_boxes(tmp_path / "fractions.csv", tmp_path, {"epochs": 1, "hidden": 4})
+    for stage in ("pixels", "context"):
+        for (wa, ba), (wb, bb) in zip(a[stage]["layers"], b[stage]["layers"]):
+            np.testing.assert_allclose(wa, wb, atol=1e-5)
+    assert "4 photos of fractions.csv" in about["fitted_on"]
