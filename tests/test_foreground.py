@@ -12,7 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import need_shared
+from PIL import Image
 
+from whaleaudit.data.images import load_rgb_reduced
 from whaleaudit.errors import DatasetError, ImageError
 from whaleaudit.explain import foreground as fg
 from whaleaudit.explain.foreground import (
@@ -177,6 +179,41 @@ def test_box_csv_normalised_and_the_happywhale_box_column(tmp_path):
     assert boxes == {"c.jpg": [(12, 4, 64, 36)], "e.jpg": [(0, 0, 8, 8), (64, 64, 72, 72)]}
     mask = boxes_to_mask(boxes["c.jpg"], width=128, height=128, fractions=False)
     assert mask.sum() == (32 - 6) * (18 - 2) and mask[2, 6] and mask[17, 31] and not mask[18, 31]
+
+
+def test_boxes_drawn_on_the_original_land_right_on_a_resized_copy(tmp_path):
+    """The community's boxes are in the original photo's pixels; audited on its 128 px copy, the file's own size
+    would put them off the photo. With `width,height` of the original they land where they were drawn."""
+    boxes, fractions = read_boxes(_write(tmp_path, "image,box,width,height\nc.jpg,600 200 1800 1000,2400,1600\n"
+                                                    "d.jpg,0 0 150 100 150 100 300 200,300,200\n"))
+    assert fractions
+    assert boxes == {"c.jpg": [(0.25, 0.125, 0.75, 0.625)], "d.jpg": [(0, 0, 0.5, 0.5), (0.5, 0.5, 1, 1)]}
+    mask = boxes_to_mask(boxes["c.jpg"], width=128, height=128, fractions=fractions)  # the resized file's size
+    rows, cols = np.nonzero(mask)
+    assert (cols.min(), cols.max(), rows.min(), rows.max()) == (16, 47, 8, 39)
+    with pytest.raises(DatasetError, match=r"row 2: width and height \(0, 1600\)"):
+        read_boxes(_write(tmp_path, "image,box,width,height\nc.jpg,600 200 1800 1000,0,1600\n"))
+    with pytest.raises(DatasetError, match=r"row 2: width and height \(, \)"):
+        read_boxes(_write(tmp_path, "image,x0,y0,x1,y1,width,height\nc.jpg,1,2,3,4,,\n"))
+
+
+def test_the_same_boxes_give_the_same_mask_on_the_full_photo_and_on_its_resized_copy(tmp_path):
+    """As the precompute reads them (load_rgb_reduced: a JPEG decoded small, with its full size): pixel boxes
+    on the 2400 x 1600 original, and the same boxes with `width,height` on a 128 px copy, mark the same cells."""
+    (tmp_path / "full").mkdir(), (tmp_path / "small").mkdir()
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (1600, 2400, 3), dtype=np.uint8))
+    photo.save(tmp_path / "full" / "c.jpg", quality=90)
+    photo.resize((128, 128)).save(tmp_path / "small" / "c.jpg")
+    masks = []
+    for folder, text in (("full", "image,box\nc.jpg,600 200 1800 1000\n"),
+                         ("small", "image,box,width,height\nc.jpg,600 200 1800 1000,2400,1600\n")):
+        provider = ForegroundProvider(tmp_path / folder, boxes_csv=_write(tmp_path / folder, text), auto=False)
+        rgb, full_size = load_rgb_reduced(tmp_path / folder / "c.jpg", 128)
+        mask, source = provider("c.jpg", rgb, full_size)
+        assert source == "box"
+        masks.append(mask)
+    np.testing.assert_array_equal(masks[0], masks[1])
+    assert masks[0][8:40, 16:48].all() and masks[0].sum() == 32 * 32
 
 
 def test_a_tiny_box_keeps_at_least_one_mask_pixel_and_boxes_are_clipped():

@@ -650,7 +650,8 @@ def load_model(path: Path | None = None) -> dict:
 _BOX_COLUMNS = (("x0", "y0", "x1", "y1"), ("xmin", "ymin", "xmax", "ymax"), ("x1", "y1", "x2", "y2"))
 _BOX_HELP = ("Give columns `image,x0,y0,x1,y1` (one box per row, several rows per image allowed) or "
              "`image,box` with `x1 y1 x2 y2` (the Happywhale community's format), in pixels of the original "
-             "photo or as fractions 0..1 of its width and height.")
+             "photo or as fractions 0..1 of its width and height; add `width,height` columns (the size of the "
+             "photo the boxes were drawn on) when the audited files are a resized copy.")
 
 
 def read_boxes(path) -> tuple[dict[str, list[tuple[float, float, float, float]]], bool]:
@@ -659,7 +660,10 @@ def read_boxes(path) -> tuple[dict[str, list[tuple[float, float, float, float]]]
     Formats: columns ``image,x0,y0,x1,y1`` (also ``xmin..ymax`` or ``x1,y1,x2,y2``), one box a row and any
     number of rows per image; or ``image,box`` where ``box`` holds ``x1 y1 x2 y2`` (a multiple of four
     numbers gives several boxes). A file whose numbers all lie in 0..1 is read as fractions of the photo's
-    width and height, otherwise as pixels. A row with an empty box is skipped (an image without a box).
+    width and height, otherwise as pixels of the file audited. With ``width`` and ``height`` columns (the size
+    of the photo the boxes were drawn on: the original, where the audited files are a resized copy such as the
+    community's 128 px one), every box is scaled by its row's size into fractions. A row with an empty box is
+    skipped (an image without a box).
     Every bad row raises :class:`DatasetError` naming the file, the row (the header is row 1) and the value.
     """
     path = Path(path)
@@ -679,6 +683,7 @@ def read_boxes(path) -> tuple[dict[str, list[tuple[float, float, float, float]]]
     coords = next((cols for cols in _BOX_COLUMNS[::-1] if all(c in header for c in cols)), None)
     if coords is None and "box" not in header:
         raise DatasetError(f"{path}: no box columns in the header {rows[0]}. {_BOX_HELP}")
+    sized = "width" in header and "height" in header
     boxes: dict[str, list[tuple[float, float, float, float]]] = {}
     for line, row in enumerate(rows[1:], start=2):
         if not any(cell.strip() for cell in row):
@@ -701,14 +706,29 @@ def read_boxes(path) -> tuple[dict[str, list[tuple[float, float, float, float]]]
             if len(numbers) % 4:
                 raise DatasetError(f"{path}, row {line}: box {raw!r} has {len(numbers)} numbers; "
                                    "it needs `x1 y1 x2 y2` (four numbers per box).")
+        scale = _drawn_size(path, line, row[header.index("width")], row[header.index("height")]) if sized else None
         for k in range(0, len(numbers), 4):
             x0, y0, x1, y1 = numbers[k:k + 4]
             if min(x0, y0, x1, y1) < 0 or x1 <= x0 or y1 <= y0:
                 raise DatasetError(f"{path}, row {line}: box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) is not a box: "
                                    "it needs 0 <= x0 < x1 and 0 <= y0 < y1 (left, top, right, bottom).")
+            if scale is not None:
+                x0, y0, x1, y1 = x0 / scale[0], y0 / scale[1], x1 / scale[0], y1 / scale[1]
             boxes.setdefault(image, []).append((x0, y0, x1, y1))
-    fractions = all(max(b) <= 1.0 for image_boxes in boxes.values() for b in image_boxes)
+    fractions = sized or all(max(b) <= 1.0 for image_boxes in boxes.values() for b in image_boxes)
     return boxes, fractions
+
+
+def _drawn_size(path: Path, line: int, width: str, height: str) -> tuple[float, float]:
+    """A row's ``width,height``: the size, in pixels, of the photo its boxes were drawn on."""
+    try:
+        size = float(width), float(height)
+    except ValueError:
+        size = (0.0, 0.0)
+    if not (np.isfinite(size).all() and min(size) > 0):
+        raise DatasetError(f"{path}, row {line}: width and height ({width.strip()}, {height.strip()}) must be the "
+                           "size in pixels of the photo the boxes were drawn on, both above 0.")
+    return size[0], size[1]
 
 
 def _numbers(path: Path, line: int, cells: list[str]) -> list[float]:
