@@ -188,7 +188,7 @@ class Table:
         self._review = None  # (version, flags, images with flags and corrections)
         self._scored = (None, images, {})  # (corrections, images with them, what is derived from those)
         self._codes = {}
-        self._concepts = (None, None, None)  # (time of the concepts' files, the concepts, each photo's shares)
+        self._concepts = (None, None, None)  # (time of concepts.json, the concepts, each photo's shares)
 
     def review_state(self, review) -> tuple[tuple, pd.DataFrame, pd.DataFrame]:
         """The review's version, its current flags and the table with them (:func:`with_flags`) and with the
@@ -306,14 +306,19 @@ class Table:
         """float32 per row: the share (0..1) of the photo's positive evidence that concept ``rank`` of class
         ``class_idx`` holds; 0 in photos predicted as another class, whose evidence is split among their own
         class's concepts."""
-        _, concepts, shares = self._concept_state()
+        stamp, concepts, shares = self._concept_state()
         if concepts is None:
             raise ValueError(f"{getattr(self.audit, 'path', 'this table')}: no evidence concepts to filter by")
+        if shares is None:  # worked out on first use: a page without the concept filter never reads every row
+            shares = concepts.shares()
+            with self._lock:
+                if self._concepts[0] == stamp:
+                    self._concepts = (stamp, concepts, shares)
         return np.where(self.images["pred_idx"].to_numpy() == class_idx, shares[:, rank], np.float32(0))
 
     def _concept_state(self) -> tuple:
-        """``(time of concepts.json, the concepts, each photo's shares)``, all None without concepts; one stat of
-        the file per call, the files read again only when it changed."""
+        """``(time of concepts.json, the concepts, each photo's shares or None until first asked for)``, all None
+        without concepts; one stat of the file per call, the files read again only when it changed."""
         stamp = None
         if self.audit is not None and has_concepts(self.audit):
             with contextlib.suppress(OSError):  # gone since the look above: a recomputation removes it first
@@ -322,8 +327,7 @@ class Table:
             if stamp is None:
                 self._concepts = (None, None, None)
             elif self._concepts[0] != stamp:
-                concepts = open_concepts(self.audit)
-                self._concepts = (stamp, concepts, concepts.shares())
+                self._concepts = (stamp, open_concepts(self.audit), None)
             return self._concepts
 
     @cached_property
