@@ -45,8 +45,8 @@ def test_flagged_images_export_with_their_audit_rows_and_review(audit):
     assert [r["image"] for r in rows] == [first]
     expected = audit.images.iloc[5]
     row = rows[0]
-    assert (row["path"], row["species"], row["prediction"], row["fg_source"]) == (
-        expected["path"], expected["species"], expected["prediction"], expected["fg_source"])
+    assert (row["path"], row["species"], row["prediction"], row["fg_source"], row["causal_checked"]) == (
+        expected["path"], expected["species"], expected["prediction"], expected["fg_source"], "sample")
     assert float(row["loss"]) == pytest.approx(expected["loss"])
     assert float(row["bg_score"]) == pytest.approx(expected["bg_score"])
     assert (row["reason"], row["note"], row["who"]) == ("attention on water", "fin small", "ana")

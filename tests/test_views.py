@@ -326,3 +326,9 @@ def test_the_score_card_says_when_the_causal_check_did_not_run():
     card = score_card(row).set_index("measure")["value"]
     assert card["prob_without_animal"] == card["prob_flat_photo"] == NOT_CHECKED
     assert card["prob_animal_only"] == "0.500" and card["bg_share"] == "n/a" and card["fg_source"] == "auto"
+    assert card["causal_checked"] == "n/a"  # an audit from before the column
+    why = {"": "not checked", "loss": "among the top tenth by loss",
+           "background,sample": "among the top tenth by background attention; in the random reference sample"}
+    for reasons, words in why.items():
+        checked = pd.concat([row, pd.Series({"causal_checked": reasons})])
+        assert score_card(checked).set_index("measure")["value"]["causal_checked"] == words

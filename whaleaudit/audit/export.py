@@ -23,7 +23,7 @@ from .concepts import concept_name, has_concepts, open_concepts
 EXPORT_COLUMNS = [
     "image", "path", "species_raw", "species", "individual_id", "prediction", "prob_pred", "prob_true", "loss",
     "bg_score", "bg_share", "bg_score_true", "bg_share_true", "peak_on_animal", "cam_entropy",
-    "prob_without_animal", "prob_animal_only", "prob_flat_photo", "fg_source", "fg_area",
+    "prob_without_animal", "prob_animal_only", "prob_flat_photo", "causal_checked", "fg_source", "fg_area",
     "reason", "note", "who", "when",
 ]
 

@@ -412,8 +412,12 @@ MEASURES = {
 }
 
 
-#: What "n/a" means for the causal check's numbers: an audit may check only a share of its images.
-NOT_CHECKED = "not checked: outside the causal check's sample (see the audit's causal share), or no foreground"
+#: What "n/a" means for the causal check's numbers: an audit checks only some of its images.
+NOT_CHECKED = ("not checked: the causal check ran on other photos (by default the top tenth by background "
+               "attention, the top tenth by loss and a random tenth), or this one has no foreground")
+#: Why the causal check ran on a photo (the store's ``causal_checked``, reasons joined by ",").
+CHECKED_BECAUSE = {"background": "among the top tenth by background attention", "loss": "among the top tenth by loss",
+                   "sample": "in the random reference sample"}
 
 
 #: What the causal check's numbers are on a photo whose foreground the analyst corrected: they need the model.
@@ -424,12 +428,21 @@ def score_card(row: pd.Series) -> pd.DataFrame:
     """The measures of one image as text, each with what it means; on a photo the analyst corrected, the causal
     check's numbers say that they were measured with the audit's own foreground."""
     measures = dict(MEASURES, fg_source="where the foreground estimate comes from: box, mask, auto, analyst "
-                                        "(corrected on the Heatmap page) or none")
+                                        "(corrected on the Heatmap page) or none",
+                    causal_checked="why the causal check ran on this photo")
     corrected = row["fg_source"] == ANALYST
-    values = [NOT_CHECKED if m in CAUSAL_COLUMNS and pd.isna(row[m])
+    values = [_checked_because(row.get(m)) if m == "causal_checked"
+              else NOT_CHECKED if m in CAUSAL_COLUMNS and pd.isna(row[m])
               else f"{_text(row[m])} ({OLD_FOREGROUND})" if m in CAUSAL_COLUMNS and corrected
               else _text(row[m]) for m in measures]
     return pd.DataFrame({"measure": list(measures), "value": values, "meaning": list(measures.values())})
+
+
+def _checked_because(reasons) -> str:
+    """``causal_checked`` in words; an audit made before the column existed has none ("n/a")."""
+    if not isinstance(reasons, str):
+        return "n/a"
+    return "; ".join(CHECKED_BECAUSE.get(r, r) for r in reasons.split(",") if r) or "not checked"
 
 
 def _text(value) -> str:
