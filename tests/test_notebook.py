@@ -379,6 +379,14 @@ def test_a_photo_that_cannot_be_read_says_why_in_its_place(opened):
     assert len(empty.axes) == 1 and empty.axes[0].texts[0].get_text() == "No photos to show."
 
 
+def test_the_flagged_list_of_an_audit_with_concepts_names_each_photos_largest_concepts(tmp_path):
+    audit = WhaleAudit.open(make_audit(tmp_path, concepts=True))
+    audit.flag(audit.top_background(3), "attention on water")
+    flagged = audit.flagged()
+    assert len(flagged) == 3 and {"concept_1", "concept_1_share"} <= set(flagged.columns)
+    assert flagged["concept_1"].str.startswith(tuple(audit.audit.classes)).all()
+
+
 def test_flags_go_to_the_review_the_dashboard_and_export_read(opened, tmp_path):
     from whaleaudit.audit.export import flagged_csv
 
@@ -394,6 +402,7 @@ def test_flags_go_to_the_review_the_dashboard_and_export_read(opened, tmp_path):
     assert set(Review(opened.audit.review_path).flags()["image"]) == set(flagged["image"])
     csv = pd.read_csv(io.BytesIO(flagged_csv(opened.audit, opened.review)), keep_default_na=False)
     assert sorted(csv["image"]) == sorted(flagged["image"])
+    assert list(csv.columns) == list(flagged.columns)  # the concepts and causal_checked included
     assert opened.images.set_index("image").loc["img_002", "flagged"]
 
     reopened = WhaleAudit.open(opened.path)

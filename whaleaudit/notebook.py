@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import views, workspace
-from .audit.export import flagged_table
+from .audit.export import flagged_export
 from .audit.review import Review
 from .audit.store import Audit, open_audit
 from .errors import WhaleAuditError
@@ -157,9 +157,9 @@ class WhaleAudit:
 
     def flagged(self) -> pd.DataFrame:
         """The flagged photos with their reasons and notes, worst background attention first: the table the
-        CSV export writes."""
-        _, flags, images = self.table.review_state(self.review)
-        return flagged_table(images, flags).reset_index(drop=True)
+        CSV export writes (with the analyst's corrections, and each photo's largest concepts where the audit
+        has them)."""
+        return flagged_export(self.audit, self.review).reset_index(drop=True)
 
     def _ids(self, images) -> list[str]:
         if isinstance(images, pd.DataFrame):

@@ -81,8 +81,9 @@ def top_concepts(concepts: Concepts, rows: np.ndarray, predicted: np.ndarray) ->
     return pd.DataFrame(out)
 
 
-def flagged_csv(audit, review) -> bytes:
-    """UTF-8 CSV of the flagged images with the analyst's corrections, formula cells neutralised.
+def flagged_export(audit, review) -> pd.DataFrame:
+    """The flagged images with the analyst's corrections and the audit's concepts: what the CSV holds and the
+    notebook's ``flagged()`` returns.
 
     Flags and corrections are read in one transaction, i.e. one consistent snapshot, however many analysts
     write meanwhile.
@@ -91,7 +92,12 @@ def flagged_csv(audit, review) -> bytes:
 
     concepts = open_concepts(audit) if has_concepts(audit) else None  # read before the snapshot: it is slower
     flags, corrections = review.snapshot()
-    table = flagged_table(with_corrections(audit.images, corrections, audit), flags, concepts).map(neutralise)
+    return flagged_table(with_corrections(audit.images, corrections, audit), flags, concepts)
+
+
+def flagged_csv(audit, review) -> bytes:
+    """UTF-8 CSV of :func:`flagged_export`, formula cells neutralised."""
+    table = flagged_export(audit, review).map(neutralise)
     return table.to_csv(index=False, lineterminator="\n").encode("utf-8")
 
 
