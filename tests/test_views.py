@@ -317,6 +317,14 @@ def test_unreadable_vanished_and_escaping_photos_raise_image_error(audit, tmp_pa
         overlays.jpeg(0, 0, 64)
 
 
+@pytest.mark.parametrize("name", views.COLORMAPS)
+def test_the_shipped_colour_tables_are_matplotlibs(name):
+    from whaleaudit.views import colormap_lut
+
+    expected = (colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
+    np.testing.assert_array_equal(colormap_lut(name), expected)
+
+
 def test_the_score_card_says_when_the_causal_check_did_not_run():
     """The demo checks a quarter of its photos: "n/a" alone would read as a failure."""
     from whaleaudit.views import MEASURES, NOT_CHECKED, score_card

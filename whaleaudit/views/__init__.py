@@ -500,14 +500,18 @@ def upsample(cam: np.ndarray, height: int, width: int) -> np.ndarray:
                                                                               Image.Resampling.BICUBIC))
 
 
+#: The colour tables of :data:`COLORMAPS` as matplotlib draws them, kept as data so that a dashboard page never
+#: waits for matplotlib's import (tests/test_views.py holds them to matplotlib's own).
+COLORMAP_TABLES = Path(__file__).with_name("colormaps.npz")
+
+
 @lru_cache(maxsize=None)
 def colormap_lut(name: str) -> np.ndarray:
-    """256 x 3 uint8 colour table of a matplotlib colormap (matplotlib loads on first use only)."""
-    from matplotlib import colormaps
-
+    """256 x 3 uint8 colour table of one of :data:`COLORMAPS`."""
     if name not in COLORMAPS:
         raise ValueError(f"colormap {name!r} is not one of {COLORMAPS}")
-    return (colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
+    with np.load(COLORMAP_TABLES) as tables:
+        return tables[name]
 
 
 def outline(mask: np.ndarray, height: int, width: int) -> np.ndarray:
