@@ -218,7 +218,7 @@ def stage_costs(ds: Dataset, pth: Path, bs: int, n_audit: int) -> dict[str, floa
     (predicted and labelled class), the maps' spread (once per audit, spread over ``n_audit`` photos) and the
     evidence concepts, found once per audit from the last store the bench wrote (``n_audit`` photos)."""
     from whaleaudit.audit.concepts import compute_concepts
-    from whaleaudit.audit.precompute import SPREAD_PHOTOS, _stats, normalised
+    from whaleaudit.audit.precompute import SPREAD_PHOTOS, normalisation, normalised
     from whaleaudit.audit.store import open_audit
     from whaleaudit.data.images import load_rgb_reduced, squish
     from whaleaudit.explain.cam import for_inference, predict_with_evidence, predict_with_maps, spread
@@ -242,7 +242,7 @@ def stage_costs(ds: Dataset, pth: Path, bs: int, n_audit: int) -> dict[str, floa
     with threadpool_limits(1, user_api="blas"):   # as the loader processes run it
         found = per_photo("foreground", lambda: [provider(i, rgb, full)[0]
                                                  for i, (rgb, full, _) in zip(ds.frame["image"], decoded)])
-    mean, std = _stats(info["normalize"], torch.device("cpu"))
+    mean, std = normalisation(info["normalize"], torch.device("cpu"))
     net = for_inference(model.eval(), torch.device("cpu"))
     pixels = [torch.from_numpy(np.stack([d[2] for d in decoded[i:i + bs]])) for i in range(0, n, bs)]
     with torch.inference_mode():

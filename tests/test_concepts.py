@@ -16,7 +16,7 @@ from whaleaudit.audit.concepts import (
     CONCEPT_EVIDENCE,
     CONCEPTS_INFO,
     CONCEPTS_TABLE,
-    class_heat,
+    class_heats,
     compute_concepts,
     open_concepts,
     write_concepts,
@@ -181,8 +181,9 @@ def test_concepts_of_a_hand_built_store(tmp_path):
     np.testing.assert_allclose(concepts.evidence.sum(axis=1), positive)   # the photo's positive evidence
     heat = np.zeros((4, 4), np.float32)
     heat[0, 0], heat[3, 3] = 48 / 84, 36 / 84
-    np.testing.assert_allclose(class_heat(audit, 0), heat, rtol=1e-6)
-    assert not class_heat(audit, 1).any()   # its photos hold no positive evidence
+    heats = class_heats(audit)
+    np.testing.assert_allclose(heats[0], heat, rtol=1e-6)
+    assert not heats[1].any()   # its photos hold no positive evidence
     shares = concepts.shares()
     np.testing.assert_allclose(shares[:24].sum(axis=1), 1, rtol=1e-6)
     assert not shares[24:].any()
@@ -236,7 +237,7 @@ def test_precompute_keeps_the_evidence_within_budget_and_writes_concepts(tmp_pat
     """At 128 px (8 x 8 layer3 cells) the evidence maps and cell descriptors add at most 8 KB a photo; the stored
     descriptors are the photos' layer3 features projected on the stored basis; the concepts come with the
     store and are those its store gives."""
-    from whaleaudit.audit.precompute import AuditImages, _stats, normalised, precompute
+    from whaleaudit.audit.precompute import AuditImages, normalisation, normalised, precompute
     from whaleaudit.explain.cam import stages
     from whaleaudit.explain.foreground import ForegroundProvider
     from whaleaudit.files import file_sha256, write_json
@@ -263,7 +264,7 @@ def test_precompute_keeps_the_evidence_within_budget_and_writes_concepts(tmp_pat
     assert per_photo <= 8192 and audit.evidence.shape == (n, 2, 8, 8) and audit.cells.shape[:2] == (n, 64)
     assert sizes[True] - sizes[False] < n * 8192 + 256_000   # the rest: the basis and the concepts, once
     photos = AuditImages(dataset.frame, dataset.image_root, 128, ForegroundProvider(dataset.image_root))
-    x = normalised(torch.stack([photos[i]["pixels"] for i in range(n)]), *_stats(normalize, "cpu"))
+    x = normalised(torch.stack([photos[i]["pixels"] for i in range(n)]), *normalisation(normalize, "cpu"))
     with torch.no_grad():
         features = stages(model[0], "layer3")[0](x).numpy()
     np.testing.assert_allclose(audit.cells.astype(np.float32), describe_cells(features, audit.cell_basis),

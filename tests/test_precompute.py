@@ -39,12 +39,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 def fed_to_the_model(dataset, sidecar: dict, rows) -> torch.Tensor:
     """The photos ``rows`` of ``dataset`` as the precompute feeds them to the model: squished, normalised."""
-    from whaleaudit.audit.precompute import AuditImages, _stats, normalised
+    from whaleaudit.audit.precompute import AuditImages, normalisation, normalised
     from whaleaudit.explain.foreground import ForegroundProvider
 
     size = int(sidecar["size"])
     photos = AuditImages(dataset.frame, dataset.image_root, size, ForegroundProvider(dataset.image_root))
-    return normalised(torch.stack([photos[i]["pixels"] for i in rows]), *_stats(sidecar["normalize"], "cpu"))
+    return normalised(torch.stack([photos[i]["pixels"] for i in rows]), *normalisation(sidecar["normalize"], "cpu"))
 
 
 @pytest.mark.parametrize("head", ["cam", "fastai"])
@@ -148,7 +148,7 @@ def test_full_size_photos_are_decoded_small_and_their_boxes_land_where_drawn(tmp
     masks where they lie in the photo, and predicts what the model says of the full decode squashed."""
     from PIL import Image, JpegImagePlugin
 
-    from whaleaudit.audit.precompute import _stats, model_input
+    from whaleaudit.audit.precompute import normalisation, model_input
     from whaleaudit.data.images import load_rgb
     from whaleaudit.explain.foreground import ForegroundProvider, boxes_to_mask
     from whaleaudit.model.load import load_model
@@ -184,7 +184,7 @@ def test_full_size_photos_are_decoded_small_and_their_boxes_land_where_drawn(tmp
     for i, name in enumerate(images["image"]):
         np.testing.assert_array_equal(audit.mask(i), boxes_to_mask([boxes[name]], 2400, 1600, False), err_msg=name)
     model, info = load_model(weights)
-    mean, std = _stats(info["normalize"], torch.device("cpu"))
+    mean, std = normalisation(info["normalize"], torch.device("cpu"))
     x = torch.stack([model_input(load_rgb(dataset.image_root / p), info["size"], mean, std) for p in images["path"]])
     with torch.no_grad():
         np.testing.assert_allclose(audit.probs, torch.softmax(model(x), 1).numpy(), atol=0.02)
@@ -229,7 +229,7 @@ def test_causal_check_share_is_picked_by_image_id(tmp_path):
 def test_causal_numbers_are_the_models_answers_for_the_edited_photos(tmp_path):
     """Each stored causal probability equals the model's answer, for the predicted class, on that edit of the photo
     as the model sees it (with the stored foreground); the flat photo is the reference for 'nothing here'."""
-    from whaleaudit.audit.precompute import _stats, model_input
+    from whaleaudit.audit.precompute import normalisation, model_input
     from whaleaudit.data.images import load_rgb
     from whaleaudit.explain.causal import animal_only, flat_photo, without_animal
     from whaleaudit.model.load import load_model
@@ -238,7 +238,7 @@ def test_causal_numbers_are_the_models_answers_for_the_edited_photos(tmp_path):
     pth = tiny_model("cam").with_suffix(".pth")
     audit = open_audit(precompute(dataset, pth, tmp_path / "a", causal=1.0, workers=0, progress=False))
     model, info = load_model(pth)
-    mean, std = _stats(info["normalize"], torch.device("cpu"))
+    mean, std = normalisation(info["normalize"], torch.device("cpu"))
     images = audit.images
     checked = images["prob_without_animal"].notna().to_numpy()
     assert checked.sum() >= len(images) // 2 and images.loc[checked, "prob_flat_photo"].notna().all()

@@ -19,7 +19,7 @@ import pandas as pd
 from ..errors import StoreError
 from ..explain.concepts import Concepts, cell_cover, find_concepts
 from ..files import atomic_write_bytes, write_json
-from .store import Audit, unpack_masks
+from .store import Audit, open_audit, unpack_masks
 
 CONCEPTS_TABLE = "concepts.parquet"
 CONCEPT_EVIDENCE = "concept_evidence.npy"
@@ -68,11 +68,6 @@ def class_heats(audit: Audit, block: int = 65536) -> np.ndarray:
     return heats.reshape(len(classes), h, w).astype(np.float32)
 
 
-def class_heat(audit: Audit, class_idx: int) -> np.ndarray:
-    """float32 ``[h, w]``: the average evidence map of one class (:func:`class_heats`)."""
-    return class_heats(audit)[class_idx]
-
-
 def cell_foreground(audit: Audit, block: int = 4096) -> np.ndarray:
     """float32 ``[N, cells]``: the share of each evidence cell covered by the photo's stored foreground; NaN for
     a photo without one. Unpacked a block of photos at a time."""
@@ -107,6 +102,12 @@ def write_concepts(audit: Audit, progress=None) -> Concepts:
     atomic_write_bytes(audit.path / CONCEPT_EVIDENCE, evidence.getvalue())
     write_json(audit.path / CONCEPTS_INFO, concepts.info)
     return concepts
+
+
+def write_concepts_at(folder: Path) -> None:
+    """:func:`write_concepts` for the store in ``folder``: what a store writer runs before it swaps a finished
+    store into place (the precompute's, and the merge of a sharded run)."""
+    write_concepts(open_audit(folder))
 
 
 def open_concepts(audit: Audit) -> Concepts:

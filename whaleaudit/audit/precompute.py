@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from threadpoolctl import threadpool_limits
 
 from .. import __version__
-from ..audit.store import MANIFEST, StoreWriter, open_audit, unpack_masks
+from ..audit.store import MANIFEST, StoreWriter, unpack_masks
 from ..columns import IMAGE_COLUMNS
 from ..data.dataset import Dataset
 from ..data.images import load_rgb_reduced, resolve_image, squish
@@ -69,7 +69,7 @@ from ..explain.foreground import MASK_SIZE, ForegroundProvider
 from ..explain.score import attention_scores
 from ..files import file_sha256
 from ..model.load import load_model
-from .concepts import write_concepts
+from .concepts import write_concepts_at
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def precompute(dataset: Dataset, model, out: Path, *, trust: bool = False,
     if cam_layer not in LAYERS:
         raise WhaleAuditError(f"cam_layer={cam_layer!r}: choose one of {list(LAYERS)}.")
     started = time.perf_counter()
-    model, info = _loaded(model, trust, classes)
+    model, info = loaded_model(model, trust, classes)
     evidence = evidence and _evidence_possible(model)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     foreground = foreground or ForegroundProvider(dataset.image_root)
@@ -133,7 +133,7 @@ def precompute(dataset: Dataset, model, out: Path, *, trust: bool = False,
     size = int(info["size"])
     cam_shape = _cam_shape(model, size, cam_layer)
     images = AuditImages(frame, dataset.image_root, size, foreground)
-    stats = _stats(info["normalize"], dev)
+    stats = normalisation(info["normalize"], dev)
     model = model.to(dev)
     sample = normalised(torch.from_numpy(images.spread_photos()).to(dev), *stats)
     map_spread = spread(model, sample, cam_layer)   # before the fingerprint: a resumed run scores alike
@@ -183,7 +183,7 @@ def precompute(dataset: Dataset, model, out: Path, *, trust: bool = False,
     bar.close()
     del loader, batch_iter  # ends the loader's worker processes
     if causal == AUTO and rows is None:   # a shard leaves it for the merged store, as the concepts
-        _default_causal_check(writer, chunks, AuditImages(frame, dataset.image_root, size, None), model, dev, stats,
+        default_causal_check(writer, chunks, AuditImages(frame, dataset.image_root, size, None), model, dev, stats,
                               bs, workers)
     timings = {"seconds_total": round(time.perf_counter() - started, 2), "images_computed": remaining,
                "seconds_computing": round(time.perf_counter() - computed_from, 2)}
@@ -195,20 +195,16 @@ def precompute(dataset: Dataset, model, out: Path, *, trust: bool = False,
                                 "cell_basis": {"fitted_on_photos": len(sample),
                                                "fitted_on_cells": len(sample) * evidence_shape[0] * evidence_shape[1],
                                                "variance_kept": basis_variance}}
-    manifest["causal"] = _causal_summary(writer.rows(), causal)
+    manifest["causal"] = causal_summary(writer.rows(), causal)
     if rows is not None:
         manifest["shard"] = {"rows": [start, stop], "inputs_sha256": digest}
     # the concepts go into the folder before it is swapped into place: a run killed while they are written
     # resumes from the chunks, with nothing left to compute but them
-    concepts = _write_concepts if evidence and rows is None else None
+    concepts = write_concepts_at if evidence and rows is None else None
     return writer.finish(manifest, complete=concepts)
 
 
-def _write_concepts(folder: Path) -> None:
-    write_concepts(open_audit(folder))
-
-
-def _default_causal_check(writer: StoreWriter, chunks: list, pixels: AuditImages, model, device, stats, bs: int,
+def default_causal_check(writer: StoreWriter, chunks: list, pixels: AuditImages, model, device, stats, bs: int,
                           workers: int) -> None:
     """The causal check on the default picks, once every chunk is written: picked from the stored scores and
     losses (:func:`whaleaudit.explain.causal.default_picks`; the random sample by image id), each picked photo
@@ -244,7 +240,7 @@ def _default_causal_check(writer: StoreWriter, chunks: list, pixels: AuditImages
             writer.write_rows(k, part)
 
 
-def _causal_summary(table: pd.DataFrame, causal) -> dict:
+def causal_summary(table: pd.DataFrame, causal) -> dict:
     """The manifest's account of the causal check: what was asked for and how many images each reason checked."""
     checked = table["causal_checked"]
     reasons = checked.str.split(",").explode()
@@ -294,7 +290,7 @@ def _cell_basis(model, sample: torch.Tensor) -> tuple[np.ndarray, float]:
     return fit_cell_basis(features.transpose(0, 2, 3, 1).reshape(-1, features.shape[1]))
 
 
-def _loaded(model, trust: bool, classes: list[str] | None) -> tuple[torch.nn.Module, dict]:
+def loaded_model(model, trust: bool, classes: list[str] | None) -> tuple[torch.nn.Module, dict]:
     """``(model, sidecar)`` from a model file or from a pair already loaded."""
     if isinstance(model, (str, os.PathLike)):
         return load_model(Path(model), trust=trust, classes=classes)
@@ -452,7 +448,8 @@ def model_input(rgb: np.ndarray, size: int, mean: torch.Tensor, std: torch.Tenso
     return normalised(torch.from_numpy(squish(rgb, size))[None], mean, std)[0]
 
 
-def _stats(normalize: dict | None, device) -> tuple[torch.Tensor, torch.Tensor]:
+def normalisation(normalize: dict | None, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) as ``[3, 1, 1]`` tensors from a sidecar's ``normalize`` (none: 0 and 1), for :func:`normalised`."""
     mean, std = (normalize["mean"], normalize["std"]) if normalize else ([0.0] * 3, [1.0] * 3)
     return tuple(torch.tensor(v, dtype=torch.float32, device=device)[:, None, None] for v in (mean, std))
 

@@ -34,15 +34,15 @@ from ..data.dataset import Dataset
 from ..errors import StoreError, WhaleAuditError
 from ..explain.cam import for_inference
 from ..files import write_json
-from .concepts import write_concepts
+from .concepts import write_concepts_at
 from .precompute import (
     AUTO,
     CHUNK_IMAGES,
     AuditImages,
-    _causal_summary,
-    _default_causal_check,
-    _loaded,
-    _stats,
+    causal_summary,
+    default_causal_check,
+    loaded_model,
+    normalisation,
     precompute,
 )
 from .store import (
@@ -158,7 +158,7 @@ def check_causal(dataset: Dataset, model, out, chunks: list[int] | None = None, 
     if parameters["causal"] != AUTO:
         return
     _require_gathered(writer, plan, out)
-    model, info = _loaded(model, trust, classes)
+    model, info = loaded_model(model, trust, classes)
     if info["sha256"] != manifests[0]["model"]["sha256"]:
         raise WhaleAuditError(f"{shards_dir(out)}: the shards were made with the model of sha256 "
                               f"{manifests[0]['model']['sha256'][:12]}, this one is {info['sha256'][:12]}; give the "
@@ -171,8 +171,8 @@ def check_causal(dataset: Dataset, model, out, chunks: list[int] | None = None, 
     n, chunk = plan["n_images"], plan["chunk_images"]
     every = [(k, start, min(start + chunk, n)) for k, start in enumerate(range(0, n, chunk))]
     pixels = AuditImages(dataset.frame, dataset.image_root, int(info["size"]), None)
-    _default_causal_check(writer, every if chunks is None else [every[k] for k in chunks], pixels, model, device,
-                          _stats(info["normalize"], device), parameters["bs"], workers)
+    default_causal_check(writer, every if chunks is None else [every[k] for k in chunks], pixels, model, device,
+                          normalisation(info["normalize"], device), parameters["bs"], workers)
 
 
 def finish(out) -> Path:
@@ -185,8 +185,8 @@ def finish(out) -> Path:
     manifest["environment"] = manifests[0]["environment"] | {"shards": len(manifests)}
     computed = sum(m["timings"]["images_computed"] for m in manifests)
     seconds = sum(m["timings"]["seconds_computing"] for m in manifests)
-    manifest["causal"] = _causal_summary(writer.rows(), manifest["parameters"]["causal"])
-    concepts = (lambda folder: write_concepts(open_audit(folder))) if writer.has_evidence else None
+    manifest["causal"] = causal_summary(writer.rows(), manifest["parameters"]["causal"])
+    concepts = write_concepts_at if writer.has_evidence else None
     manifest["timings"] = {"shards": len(manifests), "images_computed": computed, "seconds_computing": seconds,
                            "images_per_second": round(computed / seconds, 1) if computed and seconds else None,
                            "seconds_merging": round(time.perf_counter() - started, 2)}
