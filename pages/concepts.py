@@ -1,5 +1,6 @@
 """Concepts: what each species' evidence is made of. Per species, its evidence concepts in the library's order,
-each with its most representative crops, its numbers, where in the frame it lies and whether on the animal;
+each with its most representative crops, its numbers, the two factors that place it in that order, where in the
+frame it lies and whether on the animal;
 choosing one lists the photos where it carries most of the evidence, and flags them all in one action."""
 
 import numpy as np
@@ -18,7 +19,13 @@ PER_PAGE = 12
 HEAT = 96
 INTRO = ("A concept is a kind of image cell that carries a species' evidence: the cells where the model finds "
          "the species, grouped by what they look like to it. A concept off the animal is background the model "
-         "leans on.")
+         "leans on. A species' concepts come in order of how unusual they are for it: one that looks unlike the "
+         "rest of its evidence and lies where the rest does not (a watermark in a corner, say) comes first, however "
+         "small, and one like most of the evidence, where most of it lies, comes last, however large.")
+FACTORS_HELP = ("Looks unlike the rest: how far the concept's centre lies from the class's average evidence cell, in "
+                "units of a typical cell's distance from that average. Sits apart: the share of its evidence that "
+                "would have to move to lie where the class's evidence lies. The concepts are ordered by the two "
+                "multiplied, largest first.")
 
 ctx = app.frame("concepts")
 st.title("Concepts")
@@ -98,9 +105,17 @@ grid = tuple(ctx.audit.evidence.shape[2:])
 chosen_key = f"concepts_pick@{ctx.name}@{species}"
 if st.session_state.get(chosen_key) not in table["rank"].tolist():
     st.session_state[chosen_key] = int(table["rank"].iloc[0])
-st.caption(f"{len(table)} concepts in the evidence of the {app.images(in_class)} predicted as {species}, in the "
-           "order of their rank. Each shows the cells nearest its centre, outlined in their surroundings; the square "
-           "is the frame, bright where the concept's evidence lies.")
+ranked = concept_views.ranked_by_unusualness(table)
+order = "the most unusual first" if ranked else "the largest share of the evidence first"
+why = ", and under them the two factors that place it" if ranked else ""
+st.caption(f"{len(table)} concepts in the evidence of the {app.images(in_class)} predicted as {species}, {order}. "
+           f"Each shows the cells nearest its centre, outlined in their surroundings{why}; the square is the "
+           "frame, bright where the concept's evidence lies.")
+if not ranked:
+    st.info("These concepts were found before WhaleAudit ordered them by how unusual they are: they come by their "
+            "share of the evidence, so a small mark may be far down the list. Compute them again to see the new "
+            "order.")
+    offer_concepts()
 
 
 def choose(rank: int) -> None:
@@ -119,6 +134,9 @@ with st.container(height=620):
                 crops.caption("None of its example photos can be read.")
             else:
                 crops.image(jpeg)
+            if ranked:
+                crops.caption(concept_views.order_factors(concept.distinctiveness, concept.displacement,
+                                                          int(concept.rank), len(table)), help=FACTORS_HELP)
             mark = concept_views.where(concept.on_animal)
             on = "n/a" if mark == "no foreground" else f"{concept.on_animal:.0%}"
             numbers.markdown(f"**{concept_name(species, concept.rank)}** :{BADGES[mark]}-badge[{mark}]  \n"

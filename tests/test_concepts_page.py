@@ -7,6 +7,7 @@ frame (on the animal; descriptors near one point) and one in the bottom-right co
 in proportions that vary from photo to photo. The lists the page shows are checked against shares computed here
 from ``concept_evidence.npy`` with numpy and pandas, not against the views the page calls."""
 
+import json
 import re
 import shlex
 import time
@@ -19,7 +20,8 @@ from _helpers_dashboard import UNREADABLE, VANISHED, make_audit
 from streamlit.testing.v1 import AppTest
 
 from whaleaudit import jobs, views
-from whaleaudit.audit.concepts import CONCEPT_EVIDENCE, CONCEPTS_TABLE, compute_concepts, write_concepts
+from whaleaudit.audit.concepts import (CONCEPT_EVIDENCE, CONCEPTS_INFO, CONCEPTS_TABLE, compute_concepts,
+                                       write_concepts)
 from whaleaudit.audit.review import Review
 from whaleaudit.audit.store import IMAGE_COLUMNS, open_audit, unpack_masks, write_store
 from whaleaudit.cli import parser
@@ -88,6 +90,11 @@ def cards(at: AppTest) -> list[str]:
     return [m.value for m in at.markdown if re.match(r"\*\*\w+ #\d+\*\*", m.value)]
 
 
+def factors(at: AppTest) -> list[str]:
+    """The lines under the cards' crops that say why each concept is where it is."""
+    return [c.value for c in at.caption if re.match(r"#\d+ of \d+ by unusualness", c.value)]
+
+
 def concept_rows(store: Path, species: str) -> pd.DataFrame:
     """The concepts of ``species`` as the file lists them."""
     table = pd.read_parquet(store / CONCEPTS_TABLE)
@@ -110,8 +117,9 @@ def expected_photos(store: Path, species: str, rank: int, at_least: float, keep=
 
 
 def test_each_species_shows_its_concepts_in_the_order_the_library_wrote_them(store):
-    """Cards in the file's order, each with its numbers, mark, crops and heat. The file's order is reversed first
-    within every species: the page follows the library's order, whatever rule made it, and never re-sorts."""
+    """Cards in the file's order, each with its numbers, mark, crops, heat and the two factors of its place in the
+    order. The file's order is reversed first within every species: the page follows the library's order,
+    whatever rule made it, and never re-sorts."""
     table = pd.read_parquet(store / CONCEPTS_TABLE)
     table = table.iloc[::-1].sort_values("species", kind="stable")   # the file's order, reversed within a species
     table.to_parquet(store / CONCEPTS_TABLE, index=False)
@@ -131,6 +139,11 @@ def test_each_species_shows_its_concepts_in_the_order_the_library_wrote_them(sto
                     for rank, share, photos, on in zip(rows["rank"], rows["evidence_share"], rows["n_photos"],
                                                        rows["on_animal"])]
         assert cards(at) == expected
+        assert factors(at) == [f"#{rank + 1} of 2 by unusualness = looks unlike the rest: {d:.1f}x × sits apart: "
+                               f"{moved:.0%} of its evidence is where the class's is not"
+                               for rank, d, moved in zip(rows["rank"], rows["distinctiveness"], rows["displacement"])]
+        assert rows["displacement"].min() > 0.05   # the design's two blocks lie apart: not a "0%" to read
+        assert any(", the most unusual first." in c.value for c in at.caption)
         listed = expected_photos(store, name, int(rows["rank"].iloc[0]), 0.5)
         # crops and heat, then the first photos, save the one deleted since the audit (a message in its place)
         assert len(at.image) == 2 * len(rows) + len(set(listed[:12]) - {VANISHED})
@@ -231,6 +244,26 @@ def test_damaged_concepts_are_offered_again(store):
     assert "concept_evidence.npy has shape (3, 3)" in at.sidebar.warning[0].value
     assert at.info[0].value.startswith("This audit's concept files cannot be read") and not cards(at)
     assert [b.label for b in at.button] == ["Compute the concepts"]
+
+
+def test_concepts_found_before_the_unusualness_order_still_open_in_their_own_order(store):
+    """Concepts written before the order by unusualness (whaleaudit-concepts/1: no distinctiveness or displacement
+    in the table) show as they are, in the file's order, without factors; the page says so and offers to compute
+    them again; their photos still list."""
+    table = pd.read_parquet(store / CONCEPTS_TABLE).drop(columns=["distinctiveness", "displacement"])
+    table.to_parquet(store / CONCEPTS_TABLE, index=False)
+    info = json.loads((store / CONCEPTS_INFO).read_text())
+    (store / CONCEPTS_INFO).write_text(json.dumps({**info, "format": "whaleaudit-concepts/1"}))
+    at = start(audit="small")
+    name = at.selectbox(key="concepts_species@small").value
+    rows = concept_rows(store, name)
+    assert [c.split("**")[1] for c in cards(at)] == [f"{name} #{rank + 1}" for rank in rows["rank"]]
+    assert not factors(at)
+    assert at.info[0].value.startswith("These concepts were found before WhaleAudit ordered them by how unusual")
+    assert "Compute the concepts" in [b.label for b in at.button]
+    shown = [m for c in at.caption for m in re.findall(r"\*\*(img_\w+)\*\*", c.value)]
+    assert shown and shown == expected_photos(store, name, int(rows["rank"].iloc[0]), 0.5)[:12]
+    assert any(", the largest share of the evidence first." in c.value for c in at.caption)
 
 
 def test_finding_concepts_tells_its_progress_class_by_class(store):

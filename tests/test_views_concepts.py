@@ -1,6 +1,7 @@
 """The dashboard's use of the evidence concepts, checked without Streamlit: the concept filter of
 :class:`views.Table` against shares worked out from the concept files in the test (tests/_oracles.py), the
-classes' average evidence maps against the evidence file, and how a class map is drawn."""
+classes' average evidence maps against the evidence file, how a class map is drawn, and the words that say
+why a concept is where it is in its species' order."""
 
 import io
 
@@ -16,6 +17,7 @@ from whaleaudit import views
 from whaleaudit.audit.concepts import CONCEPTS_INFO, class_heats, write_concepts
 from whaleaudit.audit.review import Review
 from whaleaudit.audit.store import open_audit
+from whaleaudit.views import concepts as concept_views
 
 
 @pytest.fixture
@@ -81,6 +83,25 @@ def test_an_audit_without_concepts_has_none(tmp_path):
     audit = open_audit(make_audit(tmp_path))
     table = views.Table(audit.images, audit)
     assert table.concepts() is None and views.Table(audit.images).concepts() is None
+
+
+def test_the_order_factors_are_worded_from_the_concepts_table(audit):
+    """A concept's two factors, rounded as an analyst reads them, and the place they give it: written out here from
+    the stored table's numbers (and from known numbers first); the place is the one their product gives."""
+    assert concept_views.order_factors(2.345, 0.6449, 0, 6) == (
+        "#1 of 6 by unusualness = looks unlike the rest: 2.3x × sits apart: 64% of its evidence is where the "
+        "class's is not")
+    _, concepts = stored(audit)
+    assert concept_views.ranked_by_unusualness(concepts)
+    for species, rows in concepts.groupby("species", sort=False):
+        product = rows["distinctiveness"] * rows["displacement"]
+        assert rows["rank"].tolist() == list(range(len(rows))) and product.is_monotonic_decreasing, species
+        for row in rows.itertuples():
+            d, moved = round(row.distinctiveness, 1), round(100 * row.displacement)
+            assert concept_views.order_factors(row.distinctiveness, row.displacement, row.rank, len(rows)) == (
+                f"#{row.rank + 1} of {len(rows)} by unusualness = looks unlike the rest: {d}x × sits apart: "
+                f"{moved}% of its evidence is where the class's is not")
+    assert not concept_views.ranked_by_unusualness(concepts.drop(columns=["distinctiveness", "displacement"]))
 
 
 @pytest.mark.parametrize("block", [5, 65536])

@@ -3,7 +3,8 @@ functions: each concept's crops and where it lies, the photos where it carries m
 in each, and what to run where an audit has no evidence to find concepts in.
 
 The concepts come in the order the library writes them (:func:`whaleaudit.explain.concepts.find_concepts`);
-nothing here re-sorts them. A concept's evidence column is its ``rank`` within the class of the photo's
+nothing here re-sorts them, and :func:`order_factors` says in words why a concept is where it is. A concept's
+evidence column is its ``rank`` within the class of the photo's
 prediction, so a share means something only for the photos predicted as that class.
 """
 
@@ -36,6 +37,20 @@ def species_with_concepts(table: pd.DataFrame) -> list[str]:
 def of_species(table: pd.DataFrame, species: str) -> pd.DataFrame:
     """The concepts of ``species``, in the library's order."""
     return table[table["species"] == species].reset_index(drop=True)
+
+
+def ranked_by_unusualness(table: pd.DataFrame) -> bool:
+    """Were these concepts ranked by unusualness? Concepts written before that order (``whaleaudit-concepts/1``)
+    were ranked by evidence share and have neither factor in their table."""
+    return {"distinctiveness", "displacement"} <= set(table.columns)
+
+
+def order_factors(distinctiveness: float, displacement: float, rank: int, count: int) -> str:
+    """Why a concept is at ``rank`` among its species' ``count`` concepts, in words: the two factors whose product
+    ranks it (:func:`whaleaudit.explain.concepts.unusualness`), distinctiveness as a multiple of the class's
+    typical spread and displacement as the share of its evidence lying where the class's does not."""
+    return (f"#{rank + 1} of {count} by unusualness = looks unlike the rest: {distinctiveness:.1f}x × sits apart: "
+            f"{displacement:.0%} of its evidence is where the class's is not")
 
 
 def concept_photos(share: np.ndarray, images: pd.DataFrame, keep: np.ndarray, at_least: float) -> np.ndarray:
