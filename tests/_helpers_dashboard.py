@@ -195,9 +195,29 @@ def serve(command: list[str], port: int, *, cwd: Path, env: dict, log: Path, wai
             server.wait()
 
 
-def settle(page, text: str) -> None:
-    """Wait until ``text`` shows, the script has finished running and every image has loaded."""
-    page.get_by_text(text, exact=False).first.wait_for(timeout=60_000)
-    page.wait_for_function("""() => !document.querySelector('[data-testid="stStatusWidget"]')
-                               && Array.from(document.images).every(i => i.complete)""", timeout=60_000)
-    page.wait_for_timeout(500)
+#: True once the page is at rest: the frontend's script-run state (Streamlit 1.67 writes it on stApp) says no run
+#: is going or asked for (the status widget shows only after half a second of running, and stays up with a
+#: "source changed" prompt), no element still waits for its lazily loaded code (a skeleton stands in for it),
+#: every Plotly chart has drawn, and every image has loaded.
+AT_REST = """() =>
+    document.querySelector('[data-testid="stApp"]')?.getAttribute('data-test-script-state') === 'notRunning'
+    && !document.querySelector('[data-testid="stSkeleton"]')
+    && [...document.querySelectorAll('[data-testid="stPlotlyChart"]')].every(c => c.querySelector('.main-svg'))
+    && [...document.images].every(i => i.complete)"""
+
+
+def settle(page, text: str, *, exact: bool = False) -> None:
+    """Wait until ``text`` shows and the page is at rest (:data:`AT_REST`), then until ``text`` shows still: the
+    elements of a run that has not ended yet, or of the page a link left, show until the run ends. ``text``
+    must be one that only the awaited run draws, or the wait may end before the run has begun."""
+    shown = page.get_by_text(text, exact=exact).first
+    shown.wait_for(timeout=60_000)
+    page.wait_for_function(AT_REST, timeout=60_000, polling=100)
+    shown.wait_for(timeout=60_000)
+
+
+def steady_box(locator) -> dict:
+    """The bounding box of what ``locator`` finds once it is visible and has stopped moving (a chart sizes itself
+    to its column after it first draws), for a click at a point inside it."""
+    locator.element_handle(timeout=60_000).wait_for_element_state("stable", timeout=60_000)
+    return locator.bounding_box(timeout=60_000)

@@ -34,7 +34,7 @@ def test_choose_a_concept_flag_all_its_photos_and_find_them_on_the_review_page(t
 
         page.get_by_test_id("stSidebar").get_by_role("link", name="Review & export").click()
         settle(page, f"Download the flagged list ({len(listed)} images, CSV)")
-        with page.expect_download() as download:
+        with page.expect_download(timeout=60_000) as download:
             page.get_by_role("button", name="Download the flagged list").click()
         rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
         page.close()

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from _helpers_dashboard import chromium, free_port, make_audit, settle
+from playwright.sync_api import expect
+from _helpers_dashboard import chromium, free_port, make_audit, settle, steady_box
 from _helpers_dashboard import serve as serve_command
 
 from whaleaudit.audit.corrections import with_corrections
@@ -31,8 +32,10 @@ def serve(audits: Path, log: Path):
 
 
 def shown_score(page) -> str:
-    """The predicted class's bg_score as the page's explanation of it states it."""
-    found = SCORE.findall(page.locator('[data-testid="stMain"]').inner_text())
+    """The predicted class's bg_score as the page's explanation of it states it, once it shows."""
+    main = page.get_by_test_id("stMain")
+    expect(main).to_contain_text(SCORE, timeout=60_000)
+    found = SCORE.findall(main.inner_text())
     assert len(found) == 1, found
     return found[0]
 
@@ -51,7 +54,7 @@ def test_drag_a_box_save_see_the_score_change_restart_and_export(tmp_path):
         own = explain_score(audit.cam(row["idx"], row["pred_idx"]), audit.mask(row["idx"]), audit.spread)
         assert before == f"{own['bg_score']:.3f}"
 
-        area = page.locator(".js-plotly-plot").first.locator(".nsewdrag").bounding_box()  # the photo, above the grid
+        area = steady_box(page.locator(".js-plotly-plot").first.locator(".nsewdrag"))  # the photo, above the grid
         left, top, width, height = area["x"], area["y"], area["width"], area["height"]
         page.mouse.move(left + 2, top + 2)
         page.mouse.down()

@@ -10,13 +10,14 @@ audit instead of the small one the test builds, and $WHALEAUDIT_E2E_IMAGE picks 
 import csv
 import io
 import os
+import re
 import sys
 import urllib.parse
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
-from _helpers_dashboard import chromium, free_port, make_audit, settle
+from _helpers_dashboard import chromium, free_port, make_audit, settle, steady_box
 from _helpers_dashboard import serve as serve_command
 
 from whaleaudit.audit.review import Review
@@ -88,13 +89,15 @@ def test_flag_on_review_download_csv_and_survive_a_restart(browser, tmp_path):
     log = tmp_path / "streamlit.log"
     with serve(store.parent, log) as base:
         page = open_page(browser, base, "review", "Review & export")
-        grid = page.locator('[data-testid="stDataFrame"]').first
-        box = grid.bounding_box()
+        grid = page.get_by_test_id("stDataFrame").first
+        # the grid draws its rows a moment after it shows (its accessible copy names each cell): worst first
+        expect(grid.get_by_test_id("glide-cell-1-0")).to_have_text(worst, timeout=30_000)
+        box = steady_box(grid)
         page.mouse.click(box["x"] + 20, box["y"] + 35 + 17)  # the first row's selection box, under the header
-        settle(page, "1 image")
+        settle(page, "1 image", exact=True)  # the selection's caption ("31 images" holds "1 image" too)
         page.get_by_role("button", name="Flag", exact=True).click()
         settle(page, "Flagged 1 image:")
-        with page.expect_download() as download:
+        with page.expect_download(timeout=60_000) as download:
             page.get_by_role("button", name="Download the flagged list").click()
         rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
         page.close()
@@ -110,13 +113,14 @@ def test_flag_on_review_download_csv_and_survive_a_restart(browser, tmp_path):
 
 def click_first_confusion_cell(page) -> None:
     """A click on the matrix's top-left cell sets both species filters of the list below it."""
-    area = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
-    labels = page.evaluate("""() => ['ytick', 'xtick'].map(t => new Set([...document.querySelectorAll(
-        `.js-plotly-plot .${t} text`)].map(e => e.textContent)).size)""")
+    area = steady_box(page.locator(".js-plotly-plot .nsewdrag").first)
+    labels = page.wait_for_function("""() => {
+        const n = ['ytick', 'xtick'].map(t => new Set([...document.querySelectorAll(
+            `.js-plotly-plot .${t} text`)].map(e => e.textContent)).size);
+        return n.every(k => k > 0) && n; }""", timeout=60_000).json_value()
     page.mouse.click(area["x"] + area["width"] / labels[1] / 2, area["y"] + area["height"] / labels[0] / 2)
-    for name in ("Actual species", "Predicted species"):
-        combo = page.get_by_role("combobox", name=name)
-        page.wait_for_function("e => e.value !== 'any'", arg=combo.element_handle(), timeout=60_000)
+    for name in ("Actual species", "Predicted species"):  # set by the rerun the click asked for
+        expect(page.get_by_role("combobox", name=name)).not_to_have_value("any", timeout=60_000)
     settle(page, "Actual species")
 
 
@@ -129,9 +133,10 @@ def test_every_page_renders_and_is_photographed(browser, tmp_path):
         page = open_page(browser, base, "", PAGES["overview"][1])
         for name, (link, text) in PAGES.items():
             page.get_by_test_id("stSidebar").get_by_role("link", name=link).click()
+            # the URL changes once the server runs the new page: until then the old page's text may match
+            path = "/" if name == "overview" else f"/{name}"
+            expect(page).to_have_url(re.compile(rf"^[^?]*{re.escape(path)}\?(.*&)?audit="), timeout=60_000)
             settle(page, text)
-            assert page.url.split("?")[0].endswith("/" if name == "overview" else f"/{name}")
-            assert "audit=" in page.url
             assert not page.locator('[data-testid="stException"]').count(), f"{name}: a traceback is shown"
             if name == "top_losses":
                 click_first_confusion_cell(page)
