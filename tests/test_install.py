@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 from _helpers_dashboard import chromium, free_port, make_audit, serve, settle
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,7 +99,8 @@ def test_the_installed_command_serves_the_dashboard_from_another_folder(installe
         page.goto(f"{base}/heatmap?image=img_005")
         settle(page, "Background attention")
         page.get_by_role("heading", name="img_005").wait_for(timeout=60_000)
-        assert page.get_by_test_id("stSidebar").get_by_role("combobox", name="Audit").input_value() == "small"
+        audit = page.get_by_test_id("stSidebar").get_by_role("combobox", name="Audit")
+        expect(audit).to_have_value("small", timeout=30_000)  # the sidebar may draw a moment after the page
         assert not page.locator('[data-testid="stException"]').count()
         page.close()
     assert f"URL: http://127.0.0.1:{port}" in log.read_text()  # this machine only, with no config file in sight
@@ -123,5 +125,6 @@ def test_the_installed_command_builds_the_demo_and_serves_it_from_another_folder
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(base)
         page.get_by_role("heading", name="Overview · demo").wait_for(timeout=60_000)
+        settle(page, "Overview · demo")
         assert not page.locator('[data-testid="stException"]').count()
         page.close()
