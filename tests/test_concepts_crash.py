@@ -118,8 +118,8 @@ def audits(tmp_path_factory) -> Audits:
     base = precompute(load_dataset(labels), tiny_model("cam").with_suffix(".pth"), root / "base", causal=0.0,
                       workers=0, progress=False)
     stale = shutil.copytree(base, root / "stale", ignore=shutil.ignore_patterns("concept*"))
-    with pytest.MonkeyPatch.context() as mp:   # an older run: concepts grown on a larger gain
-        mp.setattr(concepts_module, "GAIN", 5 * concepts_module.GAIN)
+    with pytest.MonkeyPatch.context() as mp:   # an older run: one concept per class, never split
+        mp.setattr(concepts_module, "SPLIT_AT", float("inf"))
         write_concepts(open_audit(stale))
     reference = shutil.copytree(base, root / "reference", ignore=shutil.ignore_patterns("concept*"))
     started = time.perf_counter()

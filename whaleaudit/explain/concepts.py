@@ -1,14 +1,17 @@
 """Evidence concepts: what a class's evidence is made of, found by clustering the cells that carry it.
 
 The precompute keeps, per photo, the layer3 Grad-CAM of the predicted class (8 x 8 cells at 128 px) and a
-descriptor of every cell: its layer3 features projected on the audit's principal axes (:func:`fit_cell_basis`,
-:func:`describe_cells`). From the store alone, per class (the photos predicted as it):
+descriptor of every cell: its layer3 features projected on the audit's principal axes and whitened, each axis in
+units of its spread (:func:`fit_cell_basis`, :func:`describe_cells`), so that a rare kind of cell that differs
+along a quiet axis stands as far apart as one that differs along a loud one. From the store alone, per class
+(the photos predicted as it):
 
 - a cell's *positive evidence* is its map value where above zero; a photo's is the sum over its cells;
 - the cells that *carry* a photo's evidence are the fewest, largest, holding :data:`CARRYING_SHARE` of it;
-- the carrying cells (a deterministic sample of at most :data:`FIT_CELLS`) are clustered by k-means; ``k``
-  grows while one more concept lowers the within-concept sum of squares by at least :data:`GAIN` of the
-  total, up to :data:`MAX_CONCEPTS` (and no more than one concept per :data:`MIN_CELLS` cells fitted on);
+- the carrying cells (a deterministic sample of at most :data:`FIT_CELLS`) are clustered by G-means
+  (:func:`choose_concepts`): a concept is split in two while its cells, seen along any of their
+  :data:`AXES` widest axes, are not one Gaussian bump, up to :data:`MAX_CONCEPTS` (and no more than one concept per :data:`MIN_CELLS` cells);
+  a small planted mark gets concepts of its own instead of hiding in a larger one (docs/concepts.md);
 - every cell with positive evidence is then assigned to its nearest concept, so the concepts' shares of a
   photo's evidence sum to that photo's positive evidence;
 - the concepts are ranked by how unusual they are for the class (:func:`unusualness`): how unlike the class's
@@ -17,7 +20,8 @@ descriptor of every cell: its layer3 features projected on the audit's principal
   after the water and the animal's common parts, beyond the first ten shown (docs/concepts.md has the
   measurements on real photos that chose this order).
 
-Plain functions of arrays (fixed seeds, inputs in index order: the same arrays always give the same concepts);
+Plain functions of arrays (a fixed seed for the fit sample, inputs in index order: the same arrays always give
+the same concepts);
 :mod:`whaleaudit.audit.concepts` reads them from an audit's store and writes the concepts into it. Cells are
 numbered row by row: ``cell = y * w + x``.
 """
@@ -28,18 +32,25 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import special
 
 #: Numbers per cell descriptor: 32 principal axes of resnet18's 256 layer3 channels, float16 (4 KB a photo).
 CELL_DIMS = 32
 CARRYING_SHARE = 0.5
 MAX_CONCEPTS = 20
-GAIN = 0.02
+#: A concept's cells are tested along this many of their principal axes for being one Gaussian bump.
+AXES = 3
+#: Anderson-Darling statistic above which a concept's cells are not one Gaussian bump along an axis and it is
+#: split: G-means (Hamerly and Elkan 2003) tests at a significance of 0.0001; over :data:`AXES` axes, each at
+#: 0.0001 / 3 (Bonferroni), whose critical value (mean and variance estimated; D'Agostino and Stephens 1986,
+#: table 4.9's formula) is 2.05.
+SPLIT_AT = 2.05
 MIN_CELLS = 10
 FIT_CELLS = 4000
 EXAMPLES = 8
 SEED = 0
 
-FORMAT = "whaleaudit-concepts/2"   # 2: ranked by unusualness, not evidence share
+FORMAT = "whaleaudit-concepts/3"   # 2: ranked by unusualness, not evidence share; 3: whitened cells, G-means
 
 
 # --- the cell descriptors (used by the precompute) -------------------------------------------------------------
@@ -48,15 +59,17 @@ FORMAT = "whaleaudit-concepts/2"   # 2: ranked by unusualness, not evidence shar
 def fit_cell_basis(features: np.ndarray, dims: int = CELL_DIMS) -> tuple[np.ndarray, float]:
     """``(basis float32 [1 + dims, K], share of the variance it keeps)`` from cell features ``[n, K]``: the
     features' mean, then their ``dims`` principal axes by decreasing variance, each signed so that its
-    largest entry is positive (the same features give the same basis on every run)."""
+    largest entry is positive and divided by its standard deviation (whitened: the descriptors of
+    ``features`` have unit variance along every axis; the same features give the same basis on every run)."""
     x = np.asarray(features, dtype=np.float64)
     mean = x.mean(axis=0)
     values, vectors = np.linalg.eigh(np.cov(x - mean, rowvar=False))
     order = np.argsort(values)[::-1][:dims]
     axes = vectors[:, order].T
     axes *= np.sign(axes[np.arange(len(axes)), np.abs(axes).argmax(axis=1)])[:, None]
+    spread = np.sqrt(np.maximum(values[order], 1e-6 * max(values.max(), np.finfo(np.float64).tiny)))
     kept = float(values[order].sum() / values.sum()) if values.sum() > 0 else 1.0
-    return np.vstack([mean, axes]).astype(np.float32), round(kept, 4)
+    return np.vstack([mean, axes / spread[:, None]]).astype(np.float32), round(kept, 4)
 
 
 def describe_cells(features: np.ndarray, basis: np.ndarray) -> np.ndarray:
@@ -113,26 +126,19 @@ def carrying_cells(evidence: np.ndarray, share: float = CARRYING_SHARE) -> np.nd
     return out
 
 
-def kmeans(x: np.ndarray, k: int, seed: int, iterations: int = 100) -> tuple[np.ndarray, float]:
-    """``(centres [k, D], within-cluster sum of squares)``: k-means++ seeded by ``seed``, then Lloyd's
-    iterations until no point changes cluster (deterministic for the same input)."""
-    rng = np.random.default_rng(seed)
-    centres = [x[rng.integers(len(x))]]
-    d2 = ((x - centres[0]) ** 2).sum(axis=1)
-    for _ in range(1, k):
-        centres.append(x[rng.choice(len(x), p=d2 / d2.sum())] if d2.sum() > 0 else x[rng.integers(len(x))])
-        d2 = np.minimum(d2, ((x - centres[-1]) ** 2).sum(axis=1))
-    centres = np.array(centres)
+def lloyd(x: np.ndarray, centres: np.ndarray, iterations: int = 100) -> np.ndarray:
+    """Lloyd's iterations from ``centres`` until no point changes cluster (a centre left without points stays)."""
+    centres = np.array(centres, dtype=x.dtype)
     assign = None
     for _ in range(iterations):
         new = nearest(x, centres)
         if assign is not None and (new == assign).all():
             break
         assign = new
-        for j in range(k):
+        for j in range(len(centres)):
             if (assign == j).any():
                 centres[j] = x[assign == j].mean(axis=0)
-    return centres, float(((x - centres[assign]) ** 2).sum())
+    return centres
 
 
 def nearest(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
@@ -140,18 +146,86 @@ def nearest(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return d2.argmin(axis=1)
 
 
-def choose_concepts(x: np.ndarray, seed: int) -> np.ndarray:
-    """The concepts' centres for the cells ``x``: ``k`` grows while the next concept lowers the sum of squares
-    by at least :data:`GAIN` of the total (k = 1), up to :data:`MAX_CONCEPTS` and one per :data:`MIN_CELLS`."""
+def choose_concepts(x: np.ndarray) -> np.ndarray:
+    """The concepts' centres for the cells ``x``, by G-means (Hamerly and Elkan 2003): from one concept, each
+    round splits every concept whose cells are not one bump (:func:`least_normal`), the least normal first
+    while the cap allows, then refines all centres together by Lloyd's iterations; it stops when every concept
+    is one bump or at :data:`MAX_CONCEPTS` (one per :data:`MIN_CELLS` cells); then neighbours that make one
+    bump together are joined (:func:`rejoined`). A split starts from two centres on the axis that failed, so no
+    random seed is drawn: the same cells give the same concepts."""
     cap = max(1, min(MAX_CONCEPTS, len(x) // MIN_CELLS))
-    centres, inertia = kmeans(x, 1, seed)
-    total = inertia
-    for k in range(2, cap + 1):
-        more, more_inertia = kmeans(x, k, seed)
-        if inertia - more_inertia < GAIN * total:
+    centres = x.mean(axis=0, keepdims=True)
+    while len(centres) < cap:
+        assign = nearest(x, centres)
+        tests = []
+        for j in range(len(centres)):
+            cells = x[assign == j]
+            if len(cells) >= 2 * MIN_CELLS:
+                tests.append((*least_normal(cells), j))
+        chosen = sorted(tests, key=lambda t: (-t[0], t[2]))[:cap - len(centres)]
+        split = {j: axis for stat, axis, j in chosen if stat > SPLIT_AT}
+        if not split:
             break
-        centres, inertia = more, more_inertia
-    return centres
+        grown = []
+        for j, centre in enumerate(centres):
+            grown.extend(halves(x[assign == j], split[j]) if j in split else [centre])
+        centres = lloyd(x, np.array(grown))
+    return rejoined(x, centres)
+
+
+def rejoined(x: np.ndarray, centres: np.ndarray, neighbours: int = 3) -> np.ndarray:
+    """``centres`` with every two neighbouring concepts whose cells together are one bump
+    (:func:`least_normal`) made one, nearest pairs first (splitting one bump, then another bump off one half,
+    leaves the first bump in two pieces), then refined by Lloyd's iterations."""
+    while len(centres) > 1:
+        assign = nearest(x, centres)
+        gap = ((centres[:, None] - centres[None]) ** 2).sum(axis=2)
+        np.fill_diagonal(gap, np.inf)
+        pairs = sorted({(min(i, j), max(i, j)) for i in range(len(centres))
+                        for j in np.argsort(gap[i], kind="stable")[:neighbours] if j != i}, key=lambda p: (gap[p], p))
+        join = next(((i, j) for i, j in pairs if least_normal(x[(assign == i) | (assign == j)])[0] <= SPLIT_AT),
+                    None)
+        if join is None:
+            break
+        i, j = join
+        centres = np.delete(centres, j, axis=0)
+        centres[i] = x[(assign == i) | (assign == j)].mean(axis=0)
+    return lloyd(x, centres)
+
+
+def least_normal(cells: np.ndarray) -> tuple[float, np.ndarray]:
+    """``(statistic, axis)``: of the cells' :data:`AXES` principal axes, the one along which they look least
+    like one Gaussian bump, and its Anderson-Darling statistic (:func:`anderson_darling`; above
+    :data:`SPLIT_AT`, the cells are more than one bump). Looking beyond the first axis finds a small group
+    that sits apart along a quieter direction than the class's widest spread."""
+    values, vectors = np.linalg.eigh(np.cov(cells, rowvar=False))
+    axes = vectors[:, ::-1][:, :AXES].T
+    stats = [anderson_darling(cells @ axis) for axis in axes]
+    best = int(np.argmax(stats))
+    return stats[best], axes[best]
+
+
+def anderson_darling(values: np.ndarray) -> float:
+    """The Anderson-Darling statistic of ``values`` against a normal law of their own mean and variance,
+    corrected for those being estimated (0 for fewer than 8 values or none spread)."""
+    z = np.sort(values)
+    n, sd = len(z), z.std(ddof=1)
+    if n < 8 or not sd > 0:
+        return 0.0
+    z = (z - z.mean()) / sd
+    i = np.arange(1, n + 1)
+    a2 = -n - np.mean((2 * i - 1) * (special.log_ndtr(z) + special.log_ndtr(-z[::-1])))
+    return float(a2 * (1 + 4 / n - 25 / n ** 2))
+
+
+def halves(cells: np.ndarray, axis: np.ndarray) -> np.ndarray:
+    """Two centres that split ``cells`` across ``axis`` (a unit vector): started at the mean plus and minus
+    ``sqrt(2 / pi)`` standard deviations along it (where the halves of a Gaussian have their means), then
+    2-means."""
+    along = cells @ axis
+    step = axis * np.sqrt(2 / np.pi) * along.std()
+    mean = cells.mean(axis=0)
+    return lloyd(cells, np.stack([mean + step, mean - step]))
 
 
 def find_concepts(positive: np.ndarray, cells: np.ndarray, foreground: np.ndarray, ok: np.ndarray,
@@ -166,7 +240,7 @@ def find_concepts(positive: np.ndarray, cells: np.ndarray, foreground: np.ndarra
     ``n_photos`` (photos where it holds carrying cells), ``n_cells`` (carrying cells), ``on_animal`` (share of its evidence on the foreground, over photos that have one; NaN if none),
     ``heat`` (where in the frame its evidence lies: ``h * w`` values summing to 1, row by row),
     ``example_idx`` / ``example_cell`` (its most representative carrying cells, nearest its centre, one per
-    photo, for crops), ``centre`` (its k-means centre among the cell descriptors: a cell of any photo, projected
+    photo, for crops), ``centre`` (its centre among the cell descriptors: a cell of any photo, projected
     on the store's basis, belongs to the concept whose centre is nearest).
 
     ``progress(share)``, if given, is told the share of the classes done before each class (a job's progress bar).
@@ -186,7 +260,7 @@ def find_concepts(positive: np.ndarray, cells: np.ndarray, foreground: np.ndarra
         if len(fit) > FIT_CELLS:
             fit = fit[np.sort(rng.choice(len(fit), FIT_CELLS, replace=False))]
         x = np.asarray(cells[photos[fit[:, 0]], fit[:, 1]], np.float32)
-        centres = choose_concepts(x, seed=SEED + class_idx)
+        centres = choose_concepts(x)
         assign, distance = _assigned(cells, photos, centres)
         heats = np.stack([np.where(assign == j, p, 0).sum(axis=0) for j in range(len(centres))])   # [k, cells]
         distinct, displaced = unusualness(x, centres, heats)
@@ -211,7 +285,7 @@ def find_concepts(positive: np.ndarray, cells: np.ndarray, foreground: np.ndarra
     table = pd.DataFrame(rows, columns=["species", "class_idx", "rank", "evidence_share", "distinctiveness",
                                         "displacement", "n_photos", "n_cells", "on_animal", "heat", "example_idx", "example_cell", "centre"])
     info = {"format": FORMAT, "evidence": "predicted class, layer3 Grad-CAM, positive part",
-            "parameters": {"carrying_share": CARRYING_SHARE, "max_concepts": MAX_CONCEPTS, "gain": GAIN,
+            "parameters": {"carrying_share": CARRYING_SHARE, "max_concepts": MAX_CONCEPTS, "split_at": SPLIT_AT,
                            "min_cells": MIN_CELLS, "fit_cells": FIT_CELLS, "examples": EXAMPLES, "seed": SEED},
             "n_concepts": len(table), "n_images": len(positive),
             "per_class": table.groupby("species", sort=False).size().to_dict()}
