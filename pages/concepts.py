@@ -1,7 +1,8 @@
 """Concepts: what each species' evidence is made of. Per species, its evidence concepts in the library's order,
 each with its most representative crops, its numbers, the two factors that place it in that order, where in the
 frame it lies and whether on the animal;
-choosing one lists the photos where it carries most of the evidence, and flags them all in one action."""
+choosing one lists the photos where it carries at least a share of the evidence (most of it where a photo reaches
+that, less for a small concept), and flags them all in one action."""
 
 import numpy as np
 import streamlit as st
@@ -153,14 +154,22 @@ left, right = st.columns([2, 3], vertical_alignment="bottom")
 marks = dict(zip(table["rank"], table["on_animal"].map(concept_views.where)))
 rank = left.selectbox("Concept", list(marks), key=chosen_key,
                       format_func=lambda r: f"{concept_name(species, r)} · {marks[r]}")
-at_least = right.slider("Share of the photo's evidence it carries, at least", 0.05, 1.0, 0.5, step=0.05,
-                        key="concepts_share", persist_state="session",
-                        help="0.5: the photos where this concept carries most of the evidence.")
 name = concept_name(species, rank)
 share = ctx.table.concept_share(class_idx, rank)
+# Each concept keeps its own share: one the analyst chose for a large concept would empty a small one's list.
+# It starts at a share a photo of the species reaches, whatever the sidebar's filters: a filter does not move it.
+start = concept_views.starting_share(share)
+share_key = f"concepts_share@{ctx.name}@{species}@{rank}"
+st.session_state[share_key] = st.session_state.get(share_key, start)   # set first: the page's copy takes it
+at_least = right.slider("Share of the photo's evidence it carries, at least", min_value=0.0, max_value=1.0,
+                        step=0.05, key=share_key, persist_state="session",
+                        help="0.5: the photos where this concept carries most of the evidence; 0: every photo it "
+                             "appears in. It starts at 0.5 where a photo reaches that, else as high as lists one.")
 listed = concept_views.concept_photos(share, ctx.frame, ctx.matching(species=False), at_least)
+most = concept_views.STARTING_SHARES[0]
+short = f" (no photo reaches {most:.0%})" if at_least < most and start < most else ""
 app.showing(len(listed), in_class, f" predicted as {species}, where {name} carries at least {at_least:.0%} of the "
-            "evidence,")
+            f"evidence{short},")
 st.caption(f"Each photo with the map of {species}; outlined, the cells {name} holds.")
 if message := st.session_state.pop("_concepts_flagged", None):
     st.success(message)

@@ -34,6 +34,8 @@ ON_BLOCK = [27, 28, 35, 36]     # the middle of the frame: the foreground of mak
 OFF_BLOCK = [54, 55, 62, 63]    # the bottom-right corner
 #: (evidence per cell on the middle block, on the corner block), photo by photo in turn
 AMOUNTS = [(3.0, 1.0), (1.0, 3.0), (2.0, 2.0), (4.0, 0.5), (0.5, 2.5)]
+#: A small mark in one corner cell, above any middle cell but under half of every photo's evidence (3 / 11 at most)
+SMALL_MARK = [(2.0, 3.0), (2.0, 2.5), (2.5, 3.0)]
 
 
 @pytest.fixture(autouse=True)
@@ -41,9 +43,10 @@ def _app_folder_importable(monkeypatch):
     monkeypatch.syspath_prepend(str(APP.parent))
 
 
-def with_evidence(store: Path, seed: int = 0) -> Path:
+def with_evidence(store: Path, seed: int = 0, amounts=AMOUNTS, corner=OFF_BLOCK) -> Path:
     """Make the audit at ``store`` again, the same but with evidence maps and cell descriptors of the design in
-    the module docstring (its review database is kept, as a rebuild keeps it)."""
+    the module docstring (its review database is kept, as a rebuild keeps it); ``amounts`` and the cells of the
+    corner block that hold evidence (``corner``) vary it."""
     audit = open_audit(store)
     n = len(audit.images)
     rng = np.random.default_rng(seed)
@@ -55,8 +58,8 @@ def with_evidence(store: Path, seed: int = 0) -> Path:
     cells += rng.normal(0, 0.3, cells.shape)
     flat = evidence.reshape(n, 2, -1)
     for i in range(n):
-        on, off = AMOUNTS[i % len(AMOUNTS)]
-        flat[i, :, ON_BLOCK], flat[i, :, OFF_BLOCK] = on, off
+        on, off = amounts[i % len(amounts)]
+        flat[i, :, ON_BLOCK], flat[i, :, corner] = on, off
     evidence[(audit.images["status"] != "ok").to_numpy()] = 0
     manifest = {key: audit.manifest[key] for key in ("classes", "dataset", "model", "input_size", "cam")}
     return write_store(store, audit.images[IMAGE_COLUMNS], audit.probs, audit.cams,
@@ -167,7 +170,7 @@ def test_choosing_a_concept_lists_its_photos_and_flag_all_flags_exactly_them(sto
     second = int(rows["rank"].iloc[1])
     at = ok(at.button(key=f"concepts_list_{second}").click().run())
     assert at.selectbox(key="concepts_pick@small@killer_whale").value == second
-    at = ok(at.slider(key="concepts_share").set_value(0.15).run())
+    at = ok(at.slider(key=f"concepts_share@small@killer_whale@{second}").set_value(0.15).run())
     everything = expected_photos(store, "killer_whale", second, 0.15)
     assert 12 < len(everything)   # more than a page
     shown = [m for c in at.caption for m in re.findall(r"\*\*(img_\w+)\*\*", c.value)]
@@ -190,6 +193,45 @@ def test_choosing_a_concept_lists_its_photos_and_flag_all_flags_exactly_them(sto
                                          "evidence").all()
     assert flags.loc["img_001", "reason"] == "other"
     assert frame.loc[listed, "correct"].all()
+
+
+def test_a_small_concept_lists_the_photos_it_reaches_and_each_concept_keeps_its_own_share(tmp_path, monkeypatch):
+    """A mark in one corner cell that holds under half of every photo's evidence (SMALL_MARK): its list opens at
+    25%, the largest round step a photo reaches, says that no photo reaches 50%, and "Flag all" flags exactly it;
+    the concept on the animal opens at 50%. A share the analyst sets for one concept stays with that concept."""
+    store = with_evidence(make_audit(tmp_path, n=N), amounts=SMALL_MARK, corner=[OFF_BLOCK[-1]])
+    write_concepts(open_audit(store))
+    monkeypatch.setenv("WHALEAUDIT_AUDITS", str(store.parent))
+    largest = max(off / (len(ON_BLOCK) * on + off) for on, off in SMALL_MARK)
+    assert 0.25 <= largest < 0.5   # the design: 25% is the largest round step the mark reaches
+    rows = concept_rows(store, "killer_whale")
+    mark, middle = (int(rows.loc[rows["on_animal"] < 0.5, "rank"].iloc[0]),
+                    int(rows.loc[rows["on_animal"] > 0.5, "rank"].iloc[0]))
+    listed = expected_photos(store, "killer_whale", mark, 0.25)
+    assert listed and not expected_photos(store, "killer_whale", mark, 0.5)
+    at = start(audit="small")
+    at = ok(at.selectbox(key="concepts_species@small").set_value("killer_whale").run())
+    at = ok(at.button(key=f"concepts_list_{mark}").click().run())
+    assert at.slider(key=f"concepts_share@small@killer_whale@{mark}").value == 0.25
+    assert [m for c in at.caption for m in re.findall(r"\*\*(img_\w+)\*\*", c.value)] == listed[:12]
+    images = open_audit(store).images
+    in_class = int(((images["status"] == "ok") & (images["pred_idx"] == open_audit(store).classes.index(
+        "killer_whale"))).sum())
+    assert f"{len(listed)} of {in_class} images predicted as killer_whale, where killer_whale #{mark + 1} carries " \
+        "at least 25% of the evidence (no photo reaches 50%), match the filters." in [c.value for c in at.caption]
+    at = ok(at.button(key="concepts_flag_all").click().run())
+    assert set(Review(store / "review.sqlite").flags()["image"]) == set(listed)
+
+    at = ok(at.button(key=f"concepts_list_{middle}").click().run())
+    assert at.slider(key=f"concepts_share@small@killer_whale@{middle}").value == 0.5
+    on_animal = expected_photos(store, "killer_whale", middle, 0.5)
+    assert any(c.value.startswith(f"{len(on_animal)} of ") and f"#{middle + 1} carries at least 50% of the evidence,"
+               in c.value for c in at.caption)
+    at = ok(at.slider(key=f"concepts_share@small@killer_whale@{middle}").set_value(0.75).run())
+    at = ok(at.button(key=f"concepts_list_{mark}").click().run())
+    assert at.slider(key=f"concepts_share@small@killer_whale@{mark}").value == 0.25
+    at = ok(at.button(key=f"concepts_list_{middle}").click().run())
+    assert at.slider(key=f"concepts_share@small@killer_whale@{middle}").value == 0.75
 
 
 def test_an_audit_made_before_evidence_says_to_audit_again_with_the_command(tmp_path, monkeypatch):

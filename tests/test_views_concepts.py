@@ -139,3 +139,21 @@ def test_a_class_map_is_drawn_on_one_scale_on_a_neutral_frame():
         alone = _pixels(views.heat_jpeg(lone, 96, name))   # the same cells, the rest empty: the same colour
         np.testing.assert_allclose(alone[40:56, 4:36].mean(axis=(0, 1)), blend(1 / 3), atol=6)
         np.testing.assert_allclose(alone[40:56, 60:92].mean(axis=(0, 1)), blend(0.0), atol=6)
+
+
+def test_a_concepts_list_starts_at_most_of_the_evidence_or_as_high_as_lists_a_photo():
+    """Made-up shares of six photos' evidence: the list starts at 0.5 where a photo reaches it (exactly, too), else
+    at the largest of 0.25, 0.1 and 0.05 a photo reaches, else at 0; the list at that start holds the photos at or
+    above it, never none while the concept has a photo."""
+    images = pd.DataFrame({"image": [f"img_{i}" for i in range(6)]})
+    keep = np.ones(6, bool)
+    cases = {(0, .62, .12, 0, .5, .31): 0.5, (0, .12, .31, .07, 0, .2): 0.25, (0, 0, .5, 0, 0, 0): 0.5,
+             (.06, .09, 0, 0, 0, 0): 0.05, (0, .03, .01, 0, 0, 0): 0.0, (0, 0, 0, 0, 0, 0): 0.0,
+             (.11, .24, 0, 0, 0, .1): 0.1}
+    for shares, expected in cases.items():
+        share = np.array(shares, np.float32)
+        start = concept_views.starting_share(share)
+        assert start == expected, shares
+        listed = concept_views.concept_photos(share, images, keep, start)
+        assert set(listed) == {i for i, s in enumerate(shares) if s > 0 and s >= expected}, shares
+        assert len(listed) or not any(shares)

@@ -1,6 +1,7 @@
 """What the Concepts page shows of an audit's evidence concepts (:mod:`whaleaudit.audit.concepts`), as plain
-functions: each concept's crops and where it lies, the photos where it carries most of the evidence and its cells
-in each, and what to run where an audit has no evidence to find concepts in.
+functions: each concept's crops and where it lies, the photos where it carries a share of the evidence (and the
+share their list starts at) and its cells in each, and what to run where an audit has no evidence to find concepts
+in.
 
 The concepts come in the order the library writes them (:func:`whaleaudit.explain.concepts.find_concepts`);
 nothing here re-sorts them, and :func:`order_factors` says in words why a concept is where it is. A concept's
@@ -26,6 +27,8 @@ ON_ANIMAL = 0.5
 #: Cells of surroundings around an example's cell in its crop, and the crop's side in pixels.
 CONTEXT, CROP = 1, 112
 OUTLINE_RGB, OUTLINE_PX, GAP_PX = (255, 214, 0), 2, 4
+#: The shares a concept's list of photos may start at, largest first: most of the evidence, then round steps down.
+STARTING_SHARES = (0.5, 0.25, 0.1, 0.05)
 
 
 def species_with_concepts(table: pd.DataFrame) -> list[str]:
@@ -60,6 +63,15 @@ def concept_photos(share: np.ndarray, images: pd.DataFrame, keep: np.ndarray, at
     rows = np.flatnonzero(keep & (share >= at_least) & (share > 0))
     ids = images["image"].to_numpy(dtype=object)[rows]
     return rows[np.lexsort((ids, -share[rows]))]
+
+
+def starting_share(share: np.ndarray) -> float:
+    """The share a concept's list of photos starts at (``share``: its share of each photo's evidence, 0 outside its
+    class): the largest of :data:`STARTING_SHARES` that some photo reaches, else 0 (every photo it appears in).
+    Most of the evidence (0.5) where a photo reaches it; a small concept, such as a mark in a corner that holds a
+    tenth of each photo's evidence, is what the page is for, and its list must not open empty."""
+    largest = float(share.max(initial=0.0))
+    return next((step for step in STARTING_SHARES if largest >= step), 0.0)
 
 
 def concept_cells(audit, concepts: pd.DataFrame, idx: int, rank: int) -> np.ndarray:
