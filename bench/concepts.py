@@ -57,6 +57,7 @@ from whaleaudit.audit.concepts import concept_name, open_concepts, positive_evid
 from whaleaudit.audit.precompute import precompute  # noqa: E402
 from whaleaudit.audit.store import open_audit  # noqa: E402
 from whaleaudit.explain.concepts import cell_cover, nearest  # noqa: E402
+from whaleaudit.views.concepts import crop as concept_crop  # noqa: E402
 
 SIZE = 128
 #: The cues: which species each is planted on, and on what share of the training photos of that species and of
@@ -315,18 +316,8 @@ def control_audit(planted: Planted, model: Path | None, epochs: int) -> Path:
     return audited(labels, REAL / "images", model, OUT / "audits" / f"control-{model.stem}")
 
 
-def crop(rgb: np.ndarray, cell: int, grid: tuple[int, int]) -> np.ndarray:
-    """The cell and one cell around it (grey beyond the frame), the cell outlined in red."""
-    h, w = rgb.shape[0] // grid[0], rgb.shape[1] // grid[1]
-    y, x = divmod(int(cell), grid[1])
-    padded = np.pad(rgb, ((h, h), (w, w), (0, 0)), constant_values=128)
-    out = padded[y * h:(y + 3) * h, x * w:(x + 3) * w].copy()
-    out[h - 1:2 * h + 1, [w - 1, 2 * w]] = out[[h - 1, 2 * h], w - 1:2 * w + 1] = (255, 0, 0)
-    return out
-
-
 def contact_sheet(audit, concepts, rows: pd.DataFrame, path: Path, title: str) -> None:
-    """One row per concept of ``rows``: its label, then its example crops."""
+    """One row per concept of ``rows``: its label, then its example crops as the Concepts page draws them."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -341,7 +332,7 @@ def contact_sheet(audit, concepts, rows: pd.DataFrame, path: Path, title: str) -
                    f"{row.on_animal:.0%} on the animal\nin {row.n_photos} photos", va="center", fontsize=8)
         for a, idx, cell in zip(ax[1:], row.example_idx, row.example_cell):
             photo = Image.open(root / audit.images["path"][idx]).convert("RGB").resize((SIZE, SIZE))
-            a.imshow(crop(np.asarray(photo), cell, grid))
+            a.imshow(concept_crop(np.asarray(photo), cell, grid))
     for a in axes.flat:
         a.axis("off")
     fig.suptitle(title, fontsize=9)

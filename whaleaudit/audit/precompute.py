@@ -184,7 +184,7 @@ def precompute(dataset: Dataset, model, out: Path, *, trust: bool = False,
     del loader, batch_iter  # ends the loader's worker processes
     if causal == AUTO and rows is None:   # a shard leaves it for the merged store, as the concepts
         default_causal_check(writer, chunks, AuditImages(frame, dataset.image_root, size, None), model, dev, stats,
-                              bs, workers)
+                             bs, workers)
     timings = {"seconds_total": round(time.perf_counter() - started, 2), "images_computed": remaining,
                "seconds_computing": round(time.perf_counter() - computed_from, 2)}
     timings["images_per_second"] = round(remaining / timings["seconds_computing"], 1) if remaining else None
@@ -205,7 +205,7 @@ def precompute(dataset: Dataset, model, out: Path, *, trust: bool = False,
 
 
 def default_causal_check(writer: StoreWriter, chunks: list, pixels: AuditImages, model, device, stats, bs: int,
-                          workers: int) -> None:
+                         workers: int) -> None:
     """The causal check on the default picks, once every chunk is written: picked from the stored scores and
     losses (:func:`whaleaudit.explain.causal.default_picks`; the random sample by image id), each picked photo
     decoded again and edited with its stored foreground, and each chunk's rows rewritten with the answers and

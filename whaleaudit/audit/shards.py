@@ -172,7 +172,7 @@ def check_causal(dataset: Dataset, model, out, chunks: list[int] | None = None, 
     every = [(k, start, min(start + chunk, n)) for k, start in enumerate(range(0, n, chunk))]
     pixels = AuditImages(dataset.frame, dataset.image_root, int(info["size"]), None)
     default_causal_check(writer, every if chunks is None else [every[k] for k in chunks], pixels, model, device,
-                          normalisation(info["normalize"], device), parameters["bs"], workers)
+                         normalisation(info["normalize"], device), parameters["bs"], workers)
 
 
 def finish(out) -> Path:
