@@ -12,11 +12,13 @@ reused when present):
 2. Trains one model on the training part with the project's CLI (``python -m whaleaudit train``) and audits the
    held-out part with it (``python -m whaleaudit precompute --causal 0``, which writes the concepts).
 3. Per cue: whether the model learned it (the marked photos of the other species called the cue's species,
-   against their unmarked group-mates); the concepts of the cue's species whose evidence lies mostly on the cue's
-   cells (:func:`cue_concepts`) and their ranks in the library's order (the Concepts page shows the first
+   against their unmarked group-mates) and where in the frame (the mark's gain in logit margin, by place:
+   :func:`with_gains`); the concepts of the cue's species whose evidence lies mostly on the cue's cells
+   (:func:`cue_concepts`) and their ranks in the library's order (the Concepts page shows the first
    :data:`SHOWN`); the AUROC of ranking the cue group's photos predicted as that species by those concepts' share
-   of their evidence, marked against unmarked. The same ranks under the plain evidence-share order, for the
-   ordering decision.
+   of their evidence, marked against unmarked (the bar), and the same without the marks at places the model did
+   not learn (no evidence there to find). The same ranks under the plain evidence-share order, for the ordering
+   decision.
 4. Control: a model trained on the clean photos (``--control-model``, or one trained here by the same recipe on
    the training part without cues), its audit of held-out photos, the concepts that lie off the animal and a
    contact sheet of their crops (``control-sheet.png``).
@@ -54,9 +56,10 @@ from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from whaleaudit.audit.concepts import concept_name, open_concepts, positive_evidence  # noqa: E402
-from whaleaudit.audit.precompute import precompute  # noqa: E402
+from whaleaudit.audit.precompute import normalisation, normalised, precompute  # noqa: E402
 from whaleaudit.audit.store import open_audit  # noqa: E402
 from whaleaudit.explain.concepts import cell_cover, nearest  # noqa: E402
+from whaleaudit.model.load import load_model  # noqa: E402
 from whaleaudit.views.concepts import crop as concept_crop  # noqa: E402
 
 SIZE = 128
@@ -71,6 +74,8 @@ ON_CUE = 0.5        # a concept lies on a cue when at least this share of its ev
 AUROC_BAR = 0.95
 FLIP_BAR = 0.2      # a cue counts as learned when its marked photos of the other species are called its
                     # species this much more often than their unmarked group-mates
+GAIN_BAR = 1.0      # a cue counts as learned at a place of the frame when, there, it adds at least this much (median)
+                    # to the model's logit margin for its species: the odds times e
 SEED = 16
 SMOKE = dict(per_species=16, held_out=6, epochs=1)
 
@@ -251,6 +256,8 @@ class CueResult:
     n_concepts: int
     auroc: float                    # the group's photos predicted as the species, by the cue concepts' share
     auroc_photos: tuple[int, int]   # marked, unmarked photos ranked
+    gains: dict                     # place of the frame -> (the mark's median logit gain there, marked photos)
+    auroc_learned: float            # the AUROC without the marked photos at places where the gain is below GAIN_BAR
 
     @property
     def learned(self) -> bool:
@@ -259,7 +266,8 @@ class CueResult:
 
 
 def measure_cue(audit, concepts, cues: pd.DataFrame, cue: str) -> CueResult:
-    """One cue's row of the table (step 3 of the module docstring)."""
+    """One cue's row of the table (step 3 of the module docstring); ``cues`` with the ``place`` and ``gain`` columns
+    of :func:`with_gains`."""
     species = CUES[cue]
     class_idx = audit.classes.index(species)
     images = audit.images
@@ -272,29 +280,83 @@ def measure_cue(audit, concepts, cues: pd.DataFrame, cue: str) -> CueResult:
     on = table[table["on_cue"] >= ON_CUE]
     by_share = table.sort_values("evidence_share", ascending=False, kind="stable").index.tolist()
     ranked = group & (pred == class_idx)
-    score = concepts.shares()[ranked][:, on["rank"].to_numpy(int)].sum(axis=1)
-    y = marked[ranked]
-    auroc = roc_auc_score(y, score) if len(on) and 0 < y.sum() < len(y) else float("nan")
+    score = concepts.shares()[:, on["rank"].to_numpy(int)].sum(axis=1)
+    places = cues[group & marked].groupby("place")["gain"].agg(["median", "size"])
+    learned_at = cues["place"].isin(places.index[places["median"] >= GAIN_BAR]).to_numpy()
+
+    def auroc(rows):
+        y = marked[rows]
+        return float(roc_auc_score(y, score[rows])) if len(on) and 0 < y.sum() < len(y) else float("nan")
+
     return CueResult(cue, species, count(group & other & marked), count(group & other & ~marked),
                      sorted(on["rank"].tolist()), sorted(by_share.index(j) for j in on.index), len(table),
-                     float(auroc), (int(y.sum()), int((~y).sum())))
+                     auroc(ranked), (int(marked[ranked].sum()), int((~marked[ranked]).sum())),
+                     {p: (float(r["median"]), int(r["size"])) for p, r in places.iterrows()},
+                     auroc(ranked & (learned_at | ~marked)))
+
+
+def place(x0: int, y0: int, x1: int, y1: int) -> str:
+    """Where in the frame a cue's box lies: the third of each axis its centre falls in ('top-left', 'bottom',
+    'right'; a band along an edge spans the other axis's middle)."""
+    third = lambda c, low, high: low if c < SIZE / 3 else high if c > 2 * SIZE / 3 else ""  # noqa: E731
+    return "-".join(p for p in (third((y0 + y1) / 2, "top", "bottom"), third((x0 + x1) / 2, "left", "right")) if p)
+
+
+def with_gains(cues: pd.DataFrame, planted: Planted, model: Path) -> pd.DataFrame:
+    """``cues`` plus ``place`` (:func:`place`) and ``gain``: for each marked photo, how much its mark adds to the
+    model's logit margin of the mark's species over the other species, the planted photo against the same real
+    photo re-saved alike without the mark (NaN where unmarked). It tells where in the frame the model learned
+    the cue: flips count photos, the gain measures the mark itself."""
+    import io
+
+    import torch
+
+    net, info = load_model(model)
+    stats = normalisation(info["normalize"], torch.device("cpu"))
+    marked = cues[cues["cue"].isin(list(CUES))]
+
+    def pixels(image: str, with_mark: bool) -> np.ndarray:
+        if with_mark:
+            return np.asarray(Image.open(planted.images / image).convert("RGB"))
+        buf = io.BytesIO()
+        Image.open(REAL / "images" / image).convert("RGB").resize((SIZE, SIZE)).save(buf, "JPEG", quality=95)
+        return np.asarray(Image.open(buf).convert("RGB"))
+
+    gains = []
+    for start in range(0, len(marked), 64):
+        part = marked.iloc[start:start + 64]
+        own = torch.as_tensor([info["classes"].index(CUES[c]) for c in part["cue"]])
+        margins = []
+        for with_mark in (True, False):
+            with torch.inference_mode():
+                logits = net(normalised(torch.from_numpy(np.stack([pixels(i, with_mark) for i in part["image"]])),
+                                        *stats))
+            mine = logits.gather(1, own[:, None])[:, 0]
+            margins.append(mine - logits.scatter(1, own[:, None], -torch.inf).max(dim=1).values)
+        gains.extend((margins[0] - margins[1]).tolist())
+    return cues.assign(place=[place(*box) for box in cues[["x0", "y0", "x1", "y1"]].to_numpy()],
+                       gain=pd.Series(gains, index=marked.index, dtype=float))
 
 
 def cue_table(results: list[CueResult]) -> str:
     rows = []
     for r in results:
         learned = f"{r.flipped[0]}/{r.flipped[1]} vs {r.flipped_clean[0]}/{r.flipped_clean[1]} unmarked"
+        gains = ", ".join(f"{p} {g:+.1f} ({n})" for p, (g, n) in sorted(r.gains.items(), key=lambda t: -t[1][0]))
         if not r.learned:
-            rows.append([r.cue, r.species, learned + ": NOT LEARNED", "", "", "", "not scored"])
+            rows.append([r.cue, r.species, learned + ": NOT LEARNED", gains, "", "", "", "", "not scored"])
             continue
         shown = bool(r.ranks) and max(r.ranks) < SHOWN
         good = shown and r.auroc >= AUROC_BAR
-        rows.append([r.cue, r.species, learned, f"{[k + 1 for k in r.ranks] or 'none'} of {r.n_concepts}",
+        rows.append([r.cue, r.species, learned, gains, f"{[k + 1 for k in r.ranks] or 'none'} of {r.n_concepts}",
                      f"{[k + 1 for k in r.share_ranks] or '-'}",
-                     f"{r.auroc:.3f} ({r.auroc_photos[0]} vs {r.auroc_photos[1]})", "PASS" if good else "FAIL"])
+                     f"{r.auroc:.3f} ({r.auroc_photos[0]} vs {r.auroc_photos[1]})", f"{r.auroc_learned:.3f}",
+                     "PASS" if good else "FAIL"])
     return table(["cue", "planted on", "learned: other species' marked photos called it",
+                  "the mark's median logit gain by place (photos)",
                   f"cue concepts' places (of the first {SHOWN} shown)", "places by evidence share",
-                  f"AUROC marked vs unmarked (bar {AUROC_BAR})", "bars"], rows)
+                  f"AUROC marked vs unmarked (bar {AUROC_BAR})", f"AUROC, places with a gain of {GAIN_BAR}+",
+                  "bars"], rows)
 
 
 # --- 4. the control ------------------------------------------------------------------------------------------------
@@ -456,7 +518,7 @@ def main() -> None:
     model = trained(planted.folder / "train.csv", planted.images, OUT / "models" / "cues.pth", epochs)
     audit = open_audit(audited(planted.folder / "heldout.csv", planted.images, model, OUT / "audits" / "cues"))
     concepts = open_concepts(audit)
-    cues = planted.cues.set_index("image").loc[audit.images["image"]].reset_index()
+    cues = with_gains(planted.cues.set_index("image").loc[audit.images["image"]].reset_index(), planted, model)
     results = [measure_cue(audit, concepts, cues, cue) for cue in CUES]
     print(f"\n## Planted cues: {len(audit.images)} held-out photos, accuracy {audit.images['correct'].mean():.3f}\n")
     print(cue_table(results))

@@ -3,6 +3,7 @@ from a temporary folder, its output and caches there too. A change that breaks a
 out: a smoke run says that a bench works, never how fast anything is."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -66,5 +67,6 @@ def test_train_bench_smoke(real_labels, real_photos, tmp_path):
 def test_concepts_bench_smoke(real_labels, real_photos, tmp_path):
     out = smoke("concepts.py", tmp_path)
     assert "| cue" in out and "logo" in out and "band" in out and "date" in out
+    assert "logit gain by place" in out and re.search(r"(top|bottom)-(left|right) [+-]\d", out)  # the logo's corners
     assert "## Control:" in out and (tmp_path / "out" / "concepts" / "smoke" / "control-sheet.png").is_file()
     assert "| precompute" in out and "with evidence and concepts" in out
