@@ -58,7 +58,7 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 from whaleaudit.audit.concepts import concept_name, open_concepts, positive_evidence  # noqa: E402
 from whaleaudit.audit.precompute import normalisation, normalised, precompute  # noqa: E402
 from whaleaudit.audit.store import open_audit  # noqa: E402
-from whaleaudit.explain.concepts import cell_cover, nearest  # noqa: E402
+from whaleaudit.explain.concepts import box_cells, nearest  # noqa: E402
 from whaleaudit.model.load import load_model  # noqa: E402
 from whaleaudit.views.concepts import crop as concept_crop  # noqa: E402
 
@@ -205,23 +205,6 @@ def audited(labels: Path, images: Path, pth: Path, out: Path) -> Path:
 # --- 3. per cue ----------------------------------------------------------------------------------------------------
 
 
-def cue_cover(cues: pd.DataFrame, shape: tuple[int, int]) -> np.ndarray:
-    """bool ``[n, h * w]``: the evidence cells each photo's cue touches and their neighbours (none for an unmarked
-    photo). Neighbours count because a cue's layer3 evidence often sits one cell off it: layer4 reads layer3
-    through stride-2 convolutions whose 1 x 1 shortcut samples only the even cells, so a network detects a cue
-    drawn on an odd row where it is used, a row over (docs/concepts.md has the measured shares)."""
-    masks = np.zeros((len(cues), SIZE, SIZE), bool)
-    for i, (x0, y0, x1, y1) in enumerate(cues[["x0", "y0", "x1", "y1"]].to_numpy()):
-        masks[i, y0:y1, x0:x1] = True
-    touched = (cell_cover(masks, *shape) > 0).reshape(len(cues), *shape)
-    near = touched.copy()
-    near[:, 1:] |= touched[:, :-1]
-    near[:, :-1] |= touched[:, 1:]
-    near[:, :, 1:] |= near[:, :, :-1].copy()
-    near[:, :, :-1] |= near[:, :, 1:].copy()
-    return near.reshape(len(cues), -1)
-
-
 def cell_concepts(audit, table: pd.DataFrame, photos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(positive evidence [n, cells], concept row of ``table`` [n, cells])`` of ``photos``: every cell belongs to
     the concept whose centre is nearest its descriptor, as the library assigns them."""
@@ -232,14 +215,16 @@ def cell_concepts(audit, table: pd.DataFrame, photos: np.ndarray) -> tuple[np.nd
 
 def cue_concepts(audit, concepts, cues: pd.DataFrame, cue: str) -> pd.DataFrame:
     """The concepts of the cue's species, each with ``on_cue``: the share of its evidence, over the held-out
-    photos predicted as that species, that lies on the cells the cue touches in the photos marked with it."""
+    photos predicted as that species, that lies on the cells the cue touches or their neighbours
+    (:func:`box_cells`) in the photos marked with it."""
     class_idx = audit.classes.index(CUES[cue])
     table = concepts.table[concepts.table["class_idx"] == class_idx].reset_index(drop=True)
     photos = np.flatnonzero((audit.images["pred_idx"] == class_idx).to_numpy())
     if table.empty:   # no photo predicted as the species holds positive evidence
         return table.assign(on_cue=np.zeros(0))
     positive, assign = cell_concepts(audit, table, photos)
-    on = cue_cover(cues.iloc[photos], audit.evidence.shape[2:]) & (cues["cue"].to_numpy()[photos] == cue)[:, None]
+    boxes = cues[["x0", "y0", "x1", "y1"]].to_numpy()[photos]
+    on = box_cells(boxes, SIZE, audit.evidence.shape[2:]) & (cues["cue"].to_numpy()[photos] == cue)[:, None]
     amounts = np.stack([np.where(assign == j, positive, 0) for j in range(len(table))])
     table["on_cue"] = (amounts * on).sum(axis=(1, 2)) / np.maximum(amounts.sum(axis=(1, 2)), 1e-12)
     return table

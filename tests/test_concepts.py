@@ -32,6 +32,7 @@ from whaleaudit.explain.concepts import (
     MAX_CONCEPTS,
     SPLIT_AT,
     anderson_darling,
+    box_cells,
     carrying_cells,
     choose_concepts,
     describe_cells,
@@ -355,16 +356,18 @@ def test_a_model_without_stages_is_audited_without_evidence(tmp_path):
 DEMO_RECIPE = dataclasses.replace(FULL, causal=0.0)
 
 
-def near_cells(box: tuple[int, int, int, int], size: int, grid: tuple[int, int]) -> np.ndarray:
-    """bool ``[h * w]``: the cells of a ``size`` px frame that the pixel box (x0, y0, x1, y1) touches, and their
-    neighbours (a cue's layer3 evidence often sits one cell off it)."""
-    h, w = grid
-    x0, y0, x1, y1 = box
-    rows = [r for r in range(h) if (r + 1) * size / h > y0 and r * size / h < y1]
-    cols = [c for c in range(w) if (c + 1) * size / w > x0 and c * size / w < x1]
-    out = np.zeros((h, w), bool)
-    out[max(rows[0] - 1, 0):rows[-1] + 2, max(cols[0] - 1, 0):cols[-1] + 2] = True
-    return out.reshape(-1)
+def test_box_cells_are_the_cells_a_box_touches_and_their_neighbours():
+    """At 128 px on 8 x 8 cells of 16 px: a badge 3 px into the top-left corner touches cells (0, 0) to (1, 1),
+    so (0, 0) to (2, 2) with their neighbours; a box exactly on cell (1, 1) touches that one cell only; a band
+    along the bottom touches the last row, so the last two rows; an empty box (an unmarked photo) none."""
+    near = box_cells([(3, 3, 17, 17), (16, 16, 32, 32), (0, 123, 128, 128), (0, 0, 0, 0)], 128, (8, 8))
+    grid = near.reshape(4, 8, 8)
+    expected = np.zeros((4, 8, 8), bool)
+    expected[0, :3, :3] = expected[1, :3, :3] = True
+    expected[2, 6:, :] = True
+    assert (grid == expected).all()
+    on_demo = box_cells([(3, 3, 17, 17)], 100, (7, 7)).reshape(7, 7)   # the demo's 100 px frame
+    assert on_demo[:3, :3].all() and on_demo.sum() == 9
 
 
 @pytest.mark.slow
@@ -386,7 +389,7 @@ def test_the_demo_cues_come_out_as_concepts_of_their_species(tmp_path):
     size, grid = DEMO_RECIPE.size, tuple(audit.evidence.shape[2:])
     scale = size / 128 * 0.32   # synth._logo's text, at its widest margins
     (w, h), _ = cv2.getTextSize(synth.LOGO, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-    mark = near_cells((size - w - 4 * size // 128, size - 5 * size // 128 - h, size, size), size, grid)
+    mark = box_cells([(size - w - 4 * size // 128, size - 5 * size // 128 - h, size, size)], size, grid)[0]
     first = concepts[concepts["rank"] < 10]
     humpbacks = first[first["species"] == "humpback_whale"]
     on_mark = [float(np.asarray(heat)[mark].sum()) for heat in humpbacks["heat"]]

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import StoreError
-from ..explain.concepts import Concepts, cell_cover, find_concepts
+from ..explain.concepts import Concepts, find_concepts
+from ..explain.score import cell_coverage
 from ..files import atomic_write_bytes, write_json
 from .store import Audit, open_audit, unpack_masks
 
@@ -75,7 +76,8 @@ def cell_foreground(audit: Audit, block: int = 4096) -> np.ndarray:
     m = int(audit.manifest["mask_size"])
     fg = np.empty((len(audit.masks_packed), h * w), np.float32)
     for start in range(0, len(fg), block):
-        fg[start:start + block] = cell_cover(unpack_masks(np.asarray(audit.masks_packed[start:start + block]), m), h, w)
+        masks = unpack_masks(np.asarray(audit.masks_packed[start:start + block]), m)
+        fg[start:start + block] = cell_coverage(masks, (h, w)).reshape(len(masks), h * w)
     fg[(audit.images["fg_source"] == "none").to_numpy()] = np.nan
     return fg
 

@@ -98,20 +98,23 @@ class Concepts:
         return np.divide(self.evidence, total, out=np.zeros_like(self.evidence), where=total > 0)
 
 
-def cell_cover(masks: np.ndarray, h: int, w: int) -> np.ndarray:
-    """float32 ``[n, h * w]``: the share of each of ``h x w`` cells that the masks ``[n, m, m]`` cover (the area
-    average of the mask over the cell)."""
-    m = masks.shape[-1]
-    rows, cols = _area_weights(h, m), _area_weights(w, m)
-    return np.einsum("iy,nyx,jx->nij", rows, masks.astype(np.float32), cols).reshape(len(masks), h * w)
+def box_cells(boxes: np.ndarray, size: int, grid: tuple[int, int]) -> np.ndarray:
+    """bool ``[n, h * w]``: the cells of a ``size`` px frame that each pixel box ``(x0, y0, x1, y1)`` touches, and
+    their neighbours (none for an empty box): where a mark's layer3 evidence lies, often a cell off the mark,
+    because layer4 reads layer3 through stride-2 convolutions whose 1 x 1 shortcut samples only the even cells."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
 
+    def near(cells: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        start = np.arange(cells) * size / cells
+        touched = (start + size / cells > lo[:, None]) & (start < hi[:, None])
+        out = touched.copy()
+        out[:, 1:] |= touched[:, :-1]
+        out[:, :-1] |= touched[:, 1:]
+        return out
 
-def _area_weights(cells: int, pixels: int) -> np.ndarray:
-    """``[cells, pixels]``: how much of each pixel row lies in each cell, rows normalised to sum to 1."""
-    lo, hi = np.arange(cells)[:, None] / cells, (np.arange(cells)[:, None] + 1) / cells
-    overlap = np.clip(np.minimum(hi, (np.arange(pixels) + 1) / pixels) - np.maximum(lo, np.arange(pixels) / pixels),
-                      0, None)
-    return overlap / overlap.sum(axis=1, keepdims=True)
+    h, w = grid
+    rows, cols = near(h, boxes[:, 1], boxes[:, 3]), near(w, boxes[:, 0], boxes[:, 2])
+    return (rows[:, :, None] & cols[:, None, :]).reshape(len(boxes), h * w)
 
 
 def carrying_cells(evidence: np.ndarray, share: float = CARRYING_SHARE) -> np.ndarray:
