@@ -175,10 +175,10 @@ if message := st.session_state.pop("_concepts_flagged", None):
     st.success(message)
 
 
-def flag_all(seen: app.Context, positions, note_key: str) -> None:
+def flag_all(seen: app.Context, positions, note_key: str, reason_key: str) -> None:
     """One click, one transaction: the photos the analyst saw listed when clicking."""
     images = seen.frame["image"].iloc[positions].tolist()
-    reason = st.session_state["concepts_reason"]
+    reason = st.session_state[reason_key]
     seen.review.flag(images, reason, st.session_state[note_key], seen.who)
     st.session_state["_concepts_flagged"] = f"Flagged {app.images(len(images))}: {reason}."
 
@@ -187,12 +187,16 @@ if not len(listed):
     st.info("No photo matches: lower the share, or loosen the filters in the sidebar.")
     st.stop()
 reason_col, note_col, button_col = st.columns([1, 2, 1], vertical_alignment="bottom")
-reason_col.selectbox("Reason", REASONS, key="concepts_reason")
+# Chosen for each concept, none assumed: a list of badge photos flagged "attention on water" would mislead.
+reason_key = f"concepts_reason@{ctx.name}@{species}@{rank}"
+reason = reason_col.selectbox("Reason", REASONS, index=None, placeholder="Choose a reason", key=reason_key,
+                              help="What these photos' evidence rests on, for the flagged list and its CSV.")
 note_key = f"concepts_note@{species}@{rank}@{at_least}"
 note_col.text_input("Note", value=f"evidence concept {name}: at least {at_least:.0%} of the evidence",
                     key=note_key)
 button_col.button(f"Flag all {app.images(len(listed))}", type="primary", key="concepts_flag_all", on_click=flag_all,
-                  args=(ctx, listed, note_key))
+                  args=(ctx, listed, note_key, reason_key), disabled=reason is None,
+                  help="Choose a reason first." if reason is None else None)
 
 pages = views.page_count(len(listed), PER_PAGE)
 page = st.pagination(pages, key=f"concepts_page@{species}@{rank}@{at_least}") if pages > 1 else 1

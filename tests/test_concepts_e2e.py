@@ -1,6 +1,6 @@
 """End to end, the Concepts page in Debian's headless Chromium on a real ``streamlit run`` server: choose a
-concept, flag every photo it lists in one click, and find exactly those photos in the Review page's flagged
-list and its CSV download."""
+concept and a reason, flag every photo it lists in one click, and find exactly those photos in the Review page's
+flagged list and its CSV download."""
 
 import csv
 import io
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from _helpers_dashboard import chromium, make_audit, settle
+from playwright.sync_api import expect
 from test_concepts_page import expected_photos, with_evidence
 from test_e2e import open_page, serve
 
@@ -28,8 +29,16 @@ def test_choose_a_concept_flag_all_its_photos_and_find_them_on_the_review_page(t
         page = open_page(browser, base, "concepts?audit=small", "List its photos")
         page.get_by_role("button", name="List its photos").nth(1).click()
         settle(page, f"where beluga #{int(second['rank']) + 1} carries at least 50%")
-        page.get_by_role("button", name=f"Flag all {len(listed)} images").click()
-        settle(page, f"Flagged {len(listed)} images: attention on water.")
+        flag = page.get_by_role("button", name=f"Flag all {len(listed)} images")
+        expect(flag).to_be_disabled()   # until the analyst chooses a reason: none is assumed
+        reason = page.get_by_role("combobox", name="Reason")
+        reason.fill("attention on ice")   # typed, as an analyst may: the list narrows to that reason
+        reason.press("ArrowDown")
+        reason.press("Enter")
+        expect(reason).to_have_value("attention on ice")
+        expect(flag).to_be_enabled()
+        flag.click()
+        settle(page, f"Flagged {len(listed)} images: attention on ice.")
         assert set(Review(store / "review.sqlite").flags()["image"]) == set(listed)
 
         page.get_by_test_id("stSidebar").get_by_role("link", name="Review & export").click()
@@ -39,7 +48,7 @@ def test_choose_a_concept_flag_all_its_photos_and_find_them_on_the_review_page(t
         rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
         page.close()
     assert sorted(r["image"] for r in rows) == sorted(listed)
-    assert {r["reason"] for r in rows} == {"attention on water"}
+    assert {r["reason"] for r in rows} == {"attention on ice"}
     assert {r["note"] for r in rows} == {f"evidence concept beluga #{int(second['rank']) + 1}: at least 50% of the "
                                          "evidence"}
 

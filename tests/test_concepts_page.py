@@ -183,7 +183,11 @@ def test_choosing_a_concept_lists_its_photos_and_flag_all_flags_exactly_them(sto
     listed = expected_photos(store, "killer_whale", second, 0.15, keep=lambda c: c["correct"].astype(bool))
     assert 12 < len(listed) < len(everything)   # more than a page, fewer than without the filter
     assert any(c.value.startswith(f"{len(listed)} of ") for c in at.caption)
-    at.selectbox(key="concepts_reason").set_value("attention on another object")
+    assert at.button(key="concepts_flag_all").disabled   # no reason is assumed for a concept's photos
+    assert at.selectbox(key=f"concepts_reason@small@killer_whale@{second}").value is None
+    at = ok(at.selectbox(key=f"concepts_reason@small@killer_whale@{second}").set_value(
+        "attention on another object").run())
+    assert not at.button(key="concepts_flag_all").disabled
     at = ok(at.button(key="concepts_flag_all").click().run())
     assert at.success[0].value == f"Flagged {len(listed)} images: attention on another object."
     flags = Review(store / "review.sqlite").flags().set_index("image")
@@ -219,11 +223,14 @@ def test_a_small_concept_lists_the_photos_it_reaches_and_each_concept_keeps_its_
         "killer_whale"))).sum())
     assert f"{len(listed)} of {in_class} images predicted as killer_whale, where killer_whale #{mark + 1} carries " \
         "at least 25% of the evidence (no photo reaches 50%), match the filters." in [c.value for c in at.caption]
+    at = ok(at.selectbox(key=f"concepts_reason@small@killer_whale@{mark}").set_value("attention on another object")
+            .run())
     at = ok(at.button(key="concepts_flag_all").click().run())
     assert set(Review(store / "review.sqlite").flags()["image"]) == set(listed)
 
     at = ok(at.button(key=f"concepts_list_{middle}").click().run())
     assert at.slider(key=f"concepts_share@small@killer_whale@{middle}").value == 0.5
+    assert at.selectbox(key=f"concepts_reason@small@killer_whale@{middle}").value is None   # its own reason
     on_animal = expected_photos(store, "killer_whale", middle, 0.5)
     assert any(c.value.startswith(f"{len(on_animal)} of ") and f"#{middle + 1} carries at least 50% of the evidence,"
                in c.value for c in at.caption)
