@@ -104,7 +104,8 @@ def test_the_split_test_is_anderson_darling_along_the_least_normal_principal_axi
     rng = np.random.default_rng(3)
     stretch = np.diag([3.0, 2.0, 1.5, 0.5])
     one = rng.normal(size=(400, 4)) @ stretch
-    two = np.vstack([rng.normal(size=(200, 4)) @ stretch + [9, 0, 0, 0], rng.normal(size=(200, 4)) @ stretch - [9, 0, 0, 0]])
+    two = np.vstack([rng.normal(size=(200, 4)) @ stretch + [9, 0, 0, 0],
+                     rng.normal(size=(200, 4)) @ stretch - [9, 0, 0, 0]])
     quiet = np.vstack([rng.normal(size=(380, 4)) @ stretch, rng.normal(size=(20, 4)) * 0.3 + [0, 0, 6, 0]])
     for values in (one[:, 0], two[:, 1], rng.uniform(size=50)):
         n = len(values)

@@ -10,8 +10,9 @@ along a quiet axis stands as far apart as one that differs along a loud one. Fro
 - the cells that *carry* a photo's evidence are the fewest, largest, holding :data:`CARRYING_SHARE` of it;
 - the carrying cells (a deterministic sample of at most :data:`FIT_CELLS`) are clustered by G-means
   (:func:`choose_concepts`): a concept is split in two while its cells, seen along any of their
-  :data:`AXES` widest axes, are not one Gaussian bump, up to :data:`MAX_CONCEPTS` (and no more than one concept per :data:`MIN_CELLS` cells);
-  a small planted mark gets concepts of its own instead of hiding in a larger one (docs/concepts.md);
+  :data:`AXES` widest axes, are not one Gaussian bump, up to :data:`MAX_CONCEPTS` (and no more than one
+  concept per :data:`MIN_CELLS` cells); a small planted mark gets concepts of its own instead of hiding in a
+  larger one (docs/concepts.md);
 - every cell with positive evidence is then assigned to its nearest concept, so the concepts' shares of a
   photo's evidence sum to that photo's positive evidence;
 - the concepts are ranked by how unusual they are for the class (:func:`unusualness`): how unlike the class's
