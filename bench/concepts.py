@@ -58,7 +58,8 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 from whaleaudit.audit.concepts import concept_name, open_concepts, positive_evidence  # noqa: E402
 from whaleaudit.audit.precompute import normalisation, normalised, precompute  # noqa: E402
 from whaleaudit.audit.store import open_audit  # noqa: E402
-from whaleaudit.explain.concepts import box_cells, nearest  # noqa: E402
+from whaleaudit.explain.concepts import FORMAT as CONCEPTS_FORMAT  # noqa: E402
+from whaleaudit.explain.concepts import box_cells, concept_of_cells  # noqa: E402
 from whaleaudit.model.load import load_model  # noqa: E402
 from whaleaudit.views.concepts import crop as concept_crop  # noqa: E402
 
@@ -194,11 +195,14 @@ def trained(labels: Path, images: Path, pth: Path, epochs: int) -> Path:
 
 
 def audited(labels: Path, images: Path, pth: Path, out: Path) -> Path:
-    """The audit of ``labels`` by ``whaleaudit precompute`` (no causal check: the concepts do not use it), once."""
+    """The audit of ``labels`` by ``whaleaudit precompute`` (no causal check: the concepts do not use it), once;
+    its concepts found again (``whaleaudit concepts``) where they were written by an older library."""
     if not (out / "concepts.json").is_file():
         shutil.rmtree(out, ignore_errors=True)
         cli("precompute", "--labels", str(labels), "--images", str(images), "--model", str(pth), "--out", str(out),
             "--causal", "0", "--quiet")
+    elif json.loads((out / "concepts.json").read_text()).get("format") != CONCEPTS_FORMAT:
+        cli("concepts", str(out))
     return out
 
 
@@ -207,10 +211,8 @@ def audited(labels: Path, images: Path, pth: Path, out: Path) -> Path:
 
 def cell_concepts(audit, table: pd.DataFrame, photos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(positive evidence [n, cells], concept row of ``table`` [n, cells])`` of ``photos``: every cell belongs to
-    the concept whose centre is nearest its descriptor, as the library assigns them."""
-    centres = np.stack(table["centre"].to_numpy()).astype(np.float32)
-    d = np.asarray(audit.cells[photos], np.float32)
-    return positive_evidence(audit)[photos], nearest(d.reshape(-1, d.shape[-1]), centres).reshape(d.shape[:2])
+    the concept of its nearest piece, as the library assigns them (:func:`concept_of_cells`)."""
+    return positive_evidence(audit)[photos], concept_of_cells(audit.cells[photos], table)
 
 
 def cue_concepts(audit, concepts, cues: pd.DataFrame, cue: str) -> pd.DataFrame:

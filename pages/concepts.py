@@ -1,5 +1,5 @@
 """Concepts: what each species' evidence is made of. Per species, its evidence concepts in the library's order,
-each with its most representative crops, its numbers, the two factors that place it in that order, where in the
+each with its most representative crops, its numbers, the factors that place it in that order, where in the
 frame it lies and whether on the animal;
 choosing one lists the photos where it carries at least a share of the evidence (most of it where a photo reaches
 that, less for a small concept), and flags them all in one action."""
@@ -25,8 +25,9 @@ INTRO = ("A concept is a kind of image cell that carries a species' evidence: th
          "small, and one like most of the evidence, where most of it lies, comes last, however large.")
 FACTORS_HELP = ("Looks unlike the rest: how far the concept's centre lies from the class's average evidence cell, in "
                 "units of a typical cell's distance from that average. Sits apart: the share of its evidence that "
-                "would have to move to lie where the class's evidence lies. The concepts are ordered by the two "
-                "multiplied, largest first.")
+                "would have to move to lie where the class's evidence lies. Concentrated: how much of a photo's "
+                "evidence it holds where it appears (averaged over those photos, each weighted by that share). The "
+                "concepts are ordered by these multiplied, largest first.")
 
 ctx = app.frame("concepts")
 st.title("Concepts")
@@ -108,9 +109,9 @@ if st.session_state.get(chosen_key) not in table["rank"].tolist():
     st.session_state[chosen_key] = int(table["rank"].iloc[0])
 ranked = concept_views.ranked_by_unusualness(table)
 order = "the most unusual first" if ranked else "the largest share of the evidence first"
-why = ", and under them the two factors that place it" if ranked else ""
+why = ", and under them the factors that place it" if ranked else ""
 st.caption(f"{len(table)} concepts in the evidence of the {app.images(in_class)} predicted as {species}, {order}. "
-           f"Each shows the cells nearest its centre, outlined in their surroundings{why}; the square is the "
+           f"Each shows its most typical cells, outlined in their surroundings{why}; the square is the "
            "frame, bright where the concept's evidence lies.")
 if not ranked:
     st.info("These concepts were found before WhaleAudit ordered them by how unusual they are: they come by their "
@@ -137,6 +138,7 @@ with st.container(height=620):
                 crops.image(jpeg)
             if ranked:
                 crops.caption(concept_views.order_factors(concept.distinctiveness, concept.displacement,
+                                                          getattr(concept, "concentration", np.nan),
                                                           int(concept.rank), len(table)), help=FACTORS_HELP)
             mark = concept_views.where(concept.on_animal)
             on = "n/a" if mark == "no foreground" else f"{concept.on_animal:.0%}"

@@ -34,9 +34,10 @@ from whaleaudit.explain.concepts import (
     anderson_darling,
     box_cells,
     carrying_cells,
-    choose_concepts,
+    choose_pieces,
     describe_cells,
     fit_cell_basis,
+    joined,
     least_normal,
     nearest,
     unusualness,
@@ -117,25 +118,27 @@ def test_the_split_test_is_anderson_darling_along_the_least_normal_principal_axi
     assert stat > SPLIT_AT and abs(axis[2]) > 0.9
 
 
-def test_concepts_are_as_many_as_the_cells_have_bumps():
-    """G-means: three Gaussian bumps give three concepts, a small far group among many cells gets one of its
-    own, and more bumps than the cap allows give the cap."""
+def test_pieces_are_as_many_as_the_cells_have_bumps():
+    """G-means: three Gaussian bumps give three pieces, a small far group among many cells gets one of its
+    own, 30 bumps give 30 and more bumps than the cap allows give the cap."""
     rng = np.random.default_rng(4)
     means = np.zeros((3, 32), np.float32)
     means[0, 0], means[1, 1], means[2, 2] = 8, 8, 8
     bumps = np.vstack([m + rng.normal(size=(400, 32)) for m in means]).astype(np.float32)
-    centres = choose_concepts(bumps)
+    centres = choose_pieces(bumps)
     assert len(centres) == 3
     assert sorted(nearest(means, centres).tolist()) == [0, 1, 2]
     mark = np.zeros(32, np.float32)
     mark[5] = 8
     few = np.vstack([rng.normal(size=(1500, 32)), mark + rng.normal(size=(40, 32))]).astype(np.float32)
-    centres = choose_concepts(few)
+    centres = choose_pieces(few)
     assigned = nearest(few, centres)
     assert len(centres) == 2 and len(set(assigned[1500:])) == 1 and (assigned[:1500] != assigned[1500]).mean() > 0.99
     many = (np.repeat(rng.normal(0, 10, size=(30, 32)), 20, axis=0) + rng.normal(size=(600, 32))).astype(np.float32)
-    assert len(choose_concepts(many)) == MAX_CONCEPTS   # 30 bumps, at most 20 concepts
-    assert choose_concepts(few.copy()).tobytes() == centres.tobytes()   # no randomness
+    assert len(choose_pieces(many)) == 30
+    more = (np.repeat(rng.normal(0, 10, size=(90, 32)), 20, axis=0) + rng.normal(size=(1800, 32))).astype(np.float32)
+    assert len(choose_pieces(more)) == MAX_CONCEPTS == 64
+    assert choose_pieces(few.copy()).tobytes() == centres.tobytes()   # no randomness
 
 
 def test_carrying_cells_are_the_fewest_largest_holding_half():
@@ -165,8 +168,8 @@ def hand_built(folder, evidence_cells=True):
     frame.loc[1, "fg_source"] = "none"
     evidence = np.full((n, 2, 4, 4), -0.5, np.float16)
     top, bottom = np.unravel_index(0, (4, 4)), np.unravel_index(15, (4, 4))
-    for i in range(24):   # even photos: 3 on cell 0 and 1 on cell 15; odd ones: 1 and 2
-        evidence[i, 0][top], evidence[i, 0][bottom] = (3, 1) if i % 2 == 0 else (1, 2)
+    for i in range(24):   # even photos: 3 on cell 0 and 1 on cell 15; odd ones: 1 and 4
+        evidence[i, 0][top], evidence[i, 0][bottom] = (3, 1) if i % 2 == 0 else (1, 4)
     evidence[26] = 0
     cells = np.zeros((n, 16, 2), np.float16)
     cells[:, :8] = [10, 0]
@@ -182,51 +185,68 @@ def hand_built(folder, evidence_cells=True):
                        masks, manifest, mask_size=MASK, **extra)
 
 
-def test_unusualness_is_distinctiveness_and_displacement():
+def test_unusualness_is_distinctiveness_displacement_and_concentration():
     """By hand: cells at x = 0 and x = 2 (mean 1, root mean square distance 1); centres at 0, 2 and 4 are 1, 1
     and 3 such distances from the mean. Evidence all in cell 0, all in cell 1, half and half: the class's lies
-    half and half, so the first two each have half of theirs to move, the third none."""
+    half and half, so the first two each have half of theirs to move, the third none. Two photos hold the three
+    concepts' evidence 1, 0, 1 and 1, 2, 3: shares 1/2, 0, 1/2 and 1/6, 2/6, 3/6."""
     x = np.array([[0, 0], [2, 0], [0, 0], [2, 0]], np.float32)
     centres = np.array([[0, 0], [2, 0], [4, 0]], np.float32)
     heats = np.array([[1, 0], [0, 1], [1, 1]], np.float32)
-    distinct, displaced = unusualness(x, centres, heats)
+    amounts = np.array([[1, 0, 1], [1, 2, 3]], np.float32)
+    distinct, displaced, concentrated = unusualness(x, centres, heats, amounts)
     np.testing.assert_allclose(distinct, [1, 1, 3], rtol=1e-6)
     np.testing.assert_allclose(displaced, [0.5, 0.5, 0], atol=1e-7)
+    np.testing.assert_allclose(concentrated, [(1 / 4 + 1 / 36) / (1 / 2 + 1 / 6), (4 / 36) / (2 / 6), (1 / 4 + 1 / 4) / 1],
+                               rtol=1e-6)
+
+
+def test_pieces_that_carry_alike_shares_of_the_same_photos_are_joined():
+    """Four pieces over four photos. Pieces 0 and 1 are one mark's two cells: alike shares of photos 0 and 1 (3/7
+    each, then 2/5 each; Ruzicka 1): joined. Piece 2 holds a little of photos 0-2 (Ruzicka with piece 0: 0.33,
+    with 0 and 1 joined: 0.18, with piece 3: 0.09), piece 3 most of photos 2 and 3: neither is joined."""
+    amounts = np.array([[3, 3, 1, 0], [2, 2, 1, 0], [0, 0, 1, 4], [0, 0, 0, 1]], np.float32)
+    np.testing.assert_array_equal(joined(amounts), [0, 0, 1, 2])
+    np.testing.assert_array_equal(joined(amounts[:, [3, 2, 1, 0]]), [0, 1, 2, 2])   # numbered by first piece
+    np.testing.assert_array_equal(joined(np.zeros((3, 1), np.float32)), [0])
 
 
 def test_concepts_of_a_hand_built_store(tmp_path):
-    """Two concepts: cell 0's (48 of the class's 84 units of evidence) and cell 15's (36). They look equally
-    unlike the class's evidence (their centres lie equally far from its mean), and cell 15's sits further from
-    where the class's evidence lies (48/84 of its evidence would have to move, against 36/84 of cell 0's): it
-    ranks first."""
+    """Two concepts: cell 0's (48 of the class's 108 units of evidence) and cell 15's (60); they share each photo
+    unalike (3 to 1, then 1 to 4: Ruzicka 0.29), so they stay two. They look equally unlike the class's evidence
+    (their centres lie equally far from its mean); cell 0's sits further from where the class's evidence lies
+    (60/108 of its evidence would have to move, against 48/108 of cell 15's) and is nearly as concentrated
+    (0.63 against 0.67): it ranks first."""
     audit = open_audit(hand_built(tmp_path))
     concepts = compute_concepts(audit)
     table = concepts.table
     assert table["species"].tolist() == [CLASSES[0]] * 2 and table["rank"].tolist() == [0, 1]
-    first, second = table.iloc[0], table.iloc[1]   # cell 15's, cell 0's
-    assert first["evidence_share"] == pytest.approx(36 / 84) and second["evidence_share"] == pytest.approx(48 / 84)
-    assert first["displacement"] == pytest.approx(48 / 84) and second["displacement"] == pytest.approx(36 / 84)
+    first, second = table.iloc[0], table.iloc[1]   # cell 0's, cell 15's
+    assert first["evidence_share"] == pytest.approx(48 / 108) and second["evidence_share"] == pytest.approx(60 / 108)
+    assert first["displacement"] == pytest.approx(60 / 108) and second["displacement"] == pytest.approx(48 / 108)
+    assert first["concentration"] == pytest.approx((0.75 ** 2 + 0.2 ** 2) / 0.95)
+    assert second["concentration"] == pytest.approx((0.25 ** 2 + 0.8 ** 2) / 1.05)
     fitted = np.concatenate([audit.cells[0:24:2, 0], audit.cells[1:24:2, 15]]).astype(np.float64)  # carrying cells
     rms = np.sqrt(((fitted - fitted.mean(0)) ** 2).sum(1).mean())
-    for row, own in ((first, audit.cells[1:24:2, 15]), (second, audit.cells[0:24:2, 0])):
+    for row, own in ((first, audit.cells[0:24:2, 0]), (second, audit.cells[1:24:2, 15])):
         expected_distinct = np.linalg.norm(own.astype(np.float64).mean(0) - fitted.mean(0)) / rms
         assert row["distinctiveness"] == pytest.approx(expected_distinct, rel=1e-3)
-    assert first["on_animal"] == pytest.approx(0.25) and second["on_animal"] == pytest.approx(1.0)
-    assert first["n_photos"] == 12 and second["n_photos"] == 12 and second["n_cells"] == 12
-    np.testing.assert_allclose(first["heat"], np.eye(16)[15])
-    np.testing.assert_allclose(second["heat"], np.eye(16)[0])
-    assert list(second["example_cell"]) == [0] * 8 and set(second["example_idx"]) <= set(range(0, 24, 2))
-    assert len(set(first["example_idx"])) == 8 and set(first["example_idx"]) <= set(range(1, 24, 2))
-    np.testing.assert_allclose(second["centre"], [10, 0], atol=0.3)   # the mean of the cells on cell 0
-    np.testing.assert_allclose(first["centre"], [0, 10], atol=0.3)
+    assert first["on_animal"] == pytest.approx(1.0) and second["on_animal"] == pytest.approx(0.25)
+    assert first["n_photos"] == 12 and second["n_photos"] == 12 and first["n_cells"] == 12
+    np.testing.assert_allclose(first["heat"], np.eye(16)[0])
+    np.testing.assert_allclose(second["heat"], np.eye(16)[15])
+    assert list(first["example_cell"]) == [0] * 8 and set(first["example_idx"]) <= set(range(0, 24, 2))
+    assert len(set(second["example_idx"])) == 8 and set(second["example_idx"]) <= set(range(1, 24, 2))
+    np.testing.assert_allclose(np.stack(first["centres"]), [[10, 0]], atol=0.3)   # one piece: the cells on cell 0
+    np.testing.assert_allclose(np.stack(second["centres"]), [[0, 10]], atol=0.3)
     expected = np.zeros((27, MAX_CONCEPTS), np.float32)   # column: the concept's rank in the photo's class
-    expected[:24:2, :2] = [1, 3]
-    expected[1:24:2, :2] = [2, 1]
+    expected[:24:2, :2] = [3, 1]
+    expected[1:24:2, :2] = [1, 4]
     np.testing.assert_array_equal(concepts.evidence, expected)
     positive = np.maximum(audit.evidence[:, 0].astype(np.float32), 0).sum(axis=(1, 2))
     np.testing.assert_allclose(concepts.evidence.sum(axis=1), positive)   # the photo's positive evidence
     heat = np.zeros((4, 4), np.float32)
-    heat[0, 0], heat[3, 3] = 48 / 84, 36 / 84
+    heat[0, 0], heat[3, 3] = 48 / 108, 60 / 108
     heats = class_heats(audit)
     np.testing.assert_allclose(heats[0], heat, rtol=1e-6)
     assert not heats[1].any()   # its photos hold no positive evidence
@@ -273,7 +293,7 @@ def test_the_cli_verb_recomputes_the_concepts_from_the_store(tmp_path, capsys):
     store = hand_built(tmp_path)
     assert main(["concepts", str(store)]) == 0
     out = capsys.readouterr().out
-    assert "bottlenose_dolphin: 2 concepts, 1 mostly on the animal, 1 mostly off; the largest holds 57%" in out
+    assert "bottlenose_dolphin: 2 concepts, 1 mostly on the animal, 1 mostly off; the largest holds 56%" in out
     concepts = open_concepts(open_audit(store))
     pd.testing.assert_frame_equal(concepts.table, compute_concepts(open_audit(store)).table)
 

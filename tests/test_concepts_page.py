@@ -32,8 +32,9 @@ N = 120
 GRID = (8, 8)
 ON_BLOCK = [27, 28, 35, 36]     # the middle of the frame: the foreground of make_audit's masks
 OFF_BLOCK = [54, 55, 62, 63]    # the bottom-right corner
-#: (evidence per cell on the middle block, on the corner block), photo by photo in turn
-AMOUNTS = [(3.0, 1.0), (1.0, 3.0), (2.0, 2.0), (4.0, 0.5), (0.5, 2.5)]
+#: (evidence per cell on the middle block, on the corner block), photo by photo in turn: the blocks take unalike
+#: shares of the photos (Ruzicka 0.2, under JOIN_AT), so they stay two concepts
+AMOUNTS = [(3.0, 1.0), (1.0, 3.0), (4.0, 0.25), (4.0, 0.5), (0.5, 2.5)]
 #: A small mark in one corner cell, above any middle cell but under half of every photo's evidence (3 / 11 at most)
 SMALL_MARK = [(2.0, 3.0), (2.0, 2.5), (2.5, 3.0)]
 
@@ -120,7 +121,7 @@ def expected_photos(store: Path, species: str, rank: int, at_least: float, keep=
 
 
 def test_each_species_shows_its_concepts_in_the_order_the_library_wrote_them(store):
-    """Cards in the file's order, each with its numbers, mark, crops, heat and the two factors of its place in the
+    """Cards in the file's order, each with its numbers, mark, crops, heat and the factors of its place in the
     order. The file's order is reversed first within every species: the page follows the library's order,
     whatever rule made it, and never re-sorts."""
     table = pd.read_parquet(store / CONCEPTS_TABLE)
@@ -143,8 +144,10 @@ def test_each_species_shows_its_concepts_in_the_order_the_library_wrote_them(sto
                                                        rows["on_animal"])]
         assert cards(at) == expected
         assert factors(at) == [f"#{rank + 1} of 2 by unusualness = looks unlike the rest: {d:.1f}x × sits apart: "
-                               f"{moved:.0%} of its evidence is where the class's is not"
-                               for rank, d, moved in zip(rows["rank"], rows["distinctiveness"], rows["displacement"])]
+                               f"{moved:.0%} of its evidence is where the class's is not × concentrated: {c:.0%} of a "
+                               "photo where it is"
+                               for rank, d, moved, c in zip(rows["rank"], rows["distinctiveness"], rows["displacement"],
+                                                            rows["concentration"])]
         assert rows["displacement"].min() > 0.05   # the design's two blocks lie apart: not a "0%" to read
         assert any(", the most unusual first." in c.value for c in at.caption)
         listed = expected_photos(store, name, int(rows["rank"].iloc[0]), 0.5)
@@ -313,6 +316,27 @@ def test_concepts_found_before_the_unusualness_order_still_open_in_their_own_ord
     shown = [m for c in at.caption for m in re.findall(r"\*\*(img_\w+)\*\*", c.value)]
     assert shown and shown == expected_photos(store, name, int(rows["rank"].iloc[0]), 0.5)[:12]
     assert any(", the largest share of the evidence first." in c.value for c in at.caption)
+
+
+def test_concepts_found_before_pieces_open_with_two_factors_and_their_cells(store):
+    """Concepts written before pieces and the third factor (whaleaudit-concepts/3: one ``centre`` per concept, no
+    ``concentration``) show with the two factors that ranked them, and a photo's cells are outlined as before."""
+    audit = open_audit(store)
+    table = pd.read_parquet(store / CONCEPTS_TABLE)
+    assert (table["centres"].map(len) == 1).all()   # the design: one piece per concept
+    old = table.drop(columns=["concentration"]).assign(centre=table["centres"].map(lambda c: c[0])).drop(
+        columns=["centres"])
+    old.to_parquet(store / CONCEPTS_TABLE, index=False)
+    at = start(audit="small")
+    name = at.selectbox(key="concepts_species@small").value
+    rows = concept_rows(store, name)
+    assert factors(at) == [f"#{rank + 1} of 2 by unusualness = looks unlike the rest: {d:.1f}x × sits apart: "
+                           f"{moved:.0%} of its evidence is where the class's is not"
+                           for rank, d, moved in zip(rows["rank"], rows["distinctiveness"], rows["displacement"])]
+    idx = int(np.flatnonzero((audit.images["pred_idx"] == rows["class_idx"].iloc[0]).to_numpy())[0])
+    for concept in rows.itertuples():
+        expected = concept_views.concept_cells(audit, table[table["species"] == name], idx, concept.rank)
+        np.testing.assert_array_equal(concept_views.concept_cells(audit, rows, idx, concept.rank), expected)
 
 
 def test_finding_concepts_tells_its_progress_class_by_class(store):

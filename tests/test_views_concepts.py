@@ -86,21 +86,26 @@ def test_an_audit_without_concepts_has_none(tmp_path):
 
 
 def test_the_order_factors_are_worded_from_the_concepts_table(audit):
-    """A concept's two factors, rounded as an analyst reads them, and the place they give it: written out here from
-    the stored table's numbers (and from known numbers first); the place is the one their product gives."""
-    assert concept_views.order_factors(2.345, 0.6449, 0, 6) == (
+    """A concept's factors, rounded as an analyst reads them, and the place they give it: written out here from
+    the stored table's numbers (and from known numbers first, with concepts of before the third factor); the
+    place is the one their product gives."""
+    assert concept_views.order_factors(2.345, 0.6449, 0.254, 0, 6) == (
+        "#1 of 6 by unusualness = looks unlike the rest: 2.3x × sits apart: 64% of its evidence is where the "
+        "class's is not × concentrated: 25% of a photo where it is")
+    assert concept_views.order_factors(2.345, 0.6449, np.nan, 0, 6) == (
         "#1 of 6 by unusualness = looks unlike the rest: 2.3x × sits apart: 64% of its evidence is where the "
         "class's is not")
     _, concepts = stored(audit)
     assert concept_views.ranked_by_unusualness(concepts)
     for species, rows in concepts.groupby("species", sort=False):
-        product = rows["distinctiveness"] * rows["displacement"]
+        product = rows["distinctiveness"] * rows["displacement"] * rows["concentration"]
         assert rows["rank"].tolist() == list(range(len(rows))) and product.is_monotonic_decreasing, species
         for row in rows.itertuples():
-            d, moved = round(row.distinctiveness, 1), round(100 * row.displacement)
-            assert concept_views.order_factors(row.distinctiveness, row.displacement, row.rank, len(rows)) == (
+            d, moved, c = round(row.distinctiveness, 1), round(100 * row.displacement), round(100 * row.concentration)
+            assert concept_views.order_factors(row.distinctiveness, row.displacement, row.concentration, row.rank,
+                                               len(rows)) == (
                 f"#{row.rank + 1} of {len(rows)} by unusualness = looks unlike the rest: {d}x × sits apart: "
-                f"{moved}% of its evidence is where the class's is not")
+                f"{moved}% of its evidence is where the class's is not × concentrated: {c}% of a photo where it is")
     assert not concept_views.ranked_by_unusualness(concepts.drop(columns=["distinctiveness", "displacement"]))
 
 

@@ -2,7 +2,7 @@
 finding) and written into its folder once.
 
 ``concepts.parquet``, one row per concept; ``concept_evidence.npy``, float32 ``[N, MAX_CONCEPTS]``, column ``r`` the
-evidence that the concept of rank ``r`` of the photo's predicted class carries in it (80 bytes a photo whatever the
+evidence that the concept of rank ``r`` of the photo's predicted class carries in it (256 bytes a photo whatever the
 number of classes); ``concepts.json`` last, naming the parameters. Each goes through a temporary file renamed into
 place, and ``concepts.json`` is removed first, so a run killed half-way never leaves a set that reads as complete.
 """

@@ -8,18 +8,21 @@ along a quiet axis stands as far apart as one that differs along a loud one. Fro
 
 - a cell's *positive evidence* is its map value where above zero; a photo's is the sum over its cells;
 - the cells that *carry* a photo's evidence are the fewest, largest, holding :data:`CARRYING_SHARE` of it;
-- the carrying cells (a deterministic sample of at most :data:`FIT_CELLS`) are clustered by G-means
-  (:func:`choose_concepts`): a concept is split in two while its cells, seen along any of their
+- the carrying cells (a deterministic sample of at most :data:`FIT_CELLS`) are clustered into *pieces* by
+  G-means (:func:`choose_pieces`): a piece is split in two while its cells, seen along any of their
   :data:`AXES` widest axes, are not one Gaussian bump, up to :data:`MAX_CONCEPTS` (and no more than one
-  concept per :data:`MIN_CELLS` cells); a small planted mark gets concepts of its own instead of hiding in a
-  larger one (docs/concepts.md);
-- every cell with positive evidence is then assigned to its nearest concept, so the concepts' shares of a
-  photo's evidence sum to that photo's positive evidence;
+  piece per :data:`MIN_CELLS` cells); fine enough that a small planted mark gets pieces of its own instead of
+  hiding in a larger one (docs/concepts.md);
+- every cell with positive evidence is then assigned to its nearest piece, so the pieces' shares of a photo's
+  evidence sum to that photo's positive evidence;
+- pieces that carry alike shares of the same photos' evidence are joined into one concept
+  (:func:`joined`): a mark that spans two cells, or a date's digits, is one thing to the analyst;
 - the concepts are ranked by how unusual they are for the class (:func:`unusualness`): how unlike the class's
-  evidence they look (*distinctiveness*) times how far from where the class's evidence lies they sit
-  (*displacement*). A planted mark, a frame or a text is both, and is small: by evidence share it came
-  after the water and the animal's common parts, beyond the first ten shown (docs/concepts.md has the
-  measurements on real photos that chose this order).
+  evidence they look (*distinctiveness*), times how far from where the class's evidence lies they sit
+  (*displacement*), times how much of a photo's evidence they hold where they appear (*concentration*). A
+  planted mark, a frame or a text is all three, and is small: by evidence share it came after the water and
+  the animal's common parts, beyond the first ten shown (docs/concepts.md has the measurements on real photos
+  that chose this order).
 
 Plain functions of arrays (a fixed seed for the fit sample, inputs in index order: the same arrays always give
 the same concepts);
@@ -38,20 +41,24 @@ from scipy import special
 #: Numbers per cell descriptor: 32 principal axes of resnet18's 256 layer3 channels, float16 (4 KB a photo).
 CELL_DIMS = 32
 CARRYING_SHARE = 0.5
-MAX_CONCEPTS = 20
-#: A concept's cells are tested along this many of their principal axes for being one Gaussian bump.
-AXES = 3
-#: Anderson-Darling statistic above which a concept's cells are not one Gaussian bump along an axis and it is
+#: Pieces per class at most, and so concepts (the width of the per-photo evidence array).
+MAX_CONCEPTS = 64
+#: A piece's cells are tested along this many of their principal axes for being one Gaussian bump.
+AXES = 5
+#: Anderson-Darling statistic above which a piece's cells are not one Gaussian bump along an axis and it is
 #: split: G-means (Hamerly and Elkan 2003) tests at a significance of 0.0001; over :data:`AXES` axes, each at
-#: 0.0001 / 3 (Bonferroni), whose critical value (mean and variance estimated; D'Agostino and Stephens 1986,
-#: table 4.9's formula) is 2.05.
-SPLIT_AT = 2.05
+#: 0.0001 / 5 (Bonferroni), whose critical value (mean and variance estimated; D'Agostino and Stephens 1986,
+#: table 4.9's formula) is 2.13.
+SPLIT_AT = 2.13
 MIN_CELLS = 10
+#: Two pieces (or concepts) are joined while the evidence they carry, photo by photo, overlaps this much: the
+#: Ruzicka similarity of their shares of each photo's evidence (sum of the smaller over sum of the larger).
+JOIN_AT = 0.35
 FIT_CELLS = 4000
 EXAMPLES = 8
 SEED = 0
 
-FORMAT = "whaleaudit-concepts/3"   # 2: ranked by unusualness, not evidence share; 3: whitened cells, G-means
+FORMAT = "whaleaudit-concepts/4"   # 2: by unusualness; 3: whitened cells, G-means; 4: pieces joined
 
 
 # --- the cell descriptors (used by the precompute) -------------------------------------------------------------
@@ -150,13 +157,13 @@ def nearest(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return d2.argmin(axis=1)
 
 
-def choose_concepts(x: np.ndarray) -> np.ndarray:
-    """The concepts' centres for the cells ``x``, by G-means (Hamerly and Elkan 2003): from one concept, each
-    round splits every concept whose cells are not one bump (:func:`least_normal`), the least normal first
-    while the cap allows, then refines all centres together by Lloyd's iterations; it stops when every concept
+def choose_pieces(x: np.ndarray) -> np.ndarray:
+    """The pieces' centres for the cells ``x``, by G-means (Hamerly and Elkan 2003): from one piece, each
+    round splits every piece whose cells are not one bump (:func:`least_normal`), the least normal first
+    while the cap allows, then refines all centres together by Lloyd's iterations; it stops when every piece
     is one bump or at :data:`MAX_CONCEPTS` (one per :data:`MIN_CELLS` cells); then neighbours that make one
     bump together are joined (:func:`rejoined`). A split starts from two centres on the axis that failed, so no
-    random seed is drawn: the same cells give the same concepts."""
+    random seed is drawn: the same cells give the same pieces."""
     cap = max(1, min(MAX_CONCEPTS, len(x) // MIN_CELLS))
     centres = x.mean(axis=0, keepdims=True)
     while len(centres) < cap:
@@ -178,7 +185,7 @@ def choose_concepts(x: np.ndarray) -> np.ndarray:
 
 
 def rejoined(x: np.ndarray, centres: np.ndarray, neighbours: int = 3) -> np.ndarray:
-    """``centres`` with every two neighbouring concepts whose cells together are one bump
+    """``centres`` with every two neighbouring pieces whose cells together are one bump
     (:func:`least_normal`) made one, nearest pairs first (splitting one bump, then another bump off one half,
     leaves the first bump in two pieces), then refined by Lloyd's iterations."""
     while len(centres) > 1:
@@ -232,6 +239,35 @@ def halves(cells: np.ndarray, axis: np.ndarray) -> np.ndarray:
     return lloyd(cells, np.stack([mean + step, mean - step]))
 
 
+def joined(evidence: np.ndarray) -> np.ndarray:
+    """int ``[k]``: the concept of each of ``k`` pieces, from the evidence each carries in each photo ``[n, k]``:
+    starting from one concept per piece, the two whose shares of the photos' evidence overlap most (Ruzicka
+    similarity, :data:`JOIN_AT`) are joined while that overlap is at least :data:`JOIN_AT` (ties: the lowest
+    numbers). Concepts are numbered by their first piece."""
+    total = evidence.sum(axis=1, keepdims=True)
+    shares = np.divide(evidence, total, out=np.zeros(evidence.shape, np.float64), where=total > 0).T   # [k, n]
+    k = len(shares)
+
+    def overlap(i: int) -> np.ndarray:
+        low, high = np.minimum(shares[i], shares).sum(axis=1), np.maximum(shares[i], shares).sum(axis=1)
+        return np.divide(low, high, out=np.zeros(k), where=high > 0)
+
+    alike = np.stack([overlap(i) for i in range(k)]) if k else np.zeros((0, 0))
+    alive = np.ones(k, bool)
+    owner = np.arange(k)
+    while k > 1:
+        masked = np.where(alive[:, None] & alive[None] & ~np.eye(k, dtype=bool), alike, -1.0)
+        i, j = np.unravel_index(int(np.argmax(masked)), masked.shape)   # symmetric: the first has i < j
+        if masked[i, j] < JOIN_AT:
+            break
+        shares[i] += shares[j]
+        shares[j] = 0
+        alive[j] = False
+        owner[owner == j] = i
+        alike[i] = alike[:, i] = overlap(i)
+    return np.unique(owner, return_inverse=True)[1]
+
+
 def find_concepts(positive: np.ndarray, cells: np.ndarray, foreground: np.ndarray, ok: np.ndarray,
                   pred: np.ndarray, classes: list[str], progress=None) -> Concepts:
     """The concepts of every class, from the photos' positive evidence per cell ``[N, cells]``, their cell
@@ -240,12 +276,13 @@ def find_concepts(positive: np.ndarray, cells: np.ndarray, foreground: np.ndarra
 
     Table columns: ``species``, ``class_idx`` and ``rank`` (0 = the most unusual, see :func:`unusualness`; the
     concept's column in ``evidence`` for the photos predicted as that class), ``evidence_share`` (of the
-    class's positive evidence), ``distinctiveness`` and ``displacement`` (the two factors of the rank),
-    ``n_photos`` (photos where it holds carrying cells), ``n_cells`` (carrying cells), ``on_animal`` (share of its evidence on the foreground, over photos that have one; NaN if none),
-    ``heat`` (where in the frame its evidence lies: ``h * w`` values summing to 1, row by row),
-    ``example_idx`` / ``example_cell`` (its most representative carrying cells, nearest its centre, one per
-    photo, for crops), ``centre`` (its centre among the cell descriptors: a cell of any photo, projected
-    on the store's basis, belongs to the concept whose centre is nearest).
+    class's positive evidence), ``distinctiveness``, ``displacement`` and ``concentration`` (the three factors of
+    the rank), ``n_photos`` (photos where it holds carrying cells), ``n_cells`` (carrying cells), ``on_animal``
+    (share of its evidence on the foreground, over photos that have one; NaN if none), ``heat`` (where in the
+    frame its evidence lies: ``h * w`` values summing to 1, row by row), ``example_idx`` / ``example_cell`` (its
+    most representative carrying cells, nearest their piece's centre, one per photo, for crops), ``centres`` (its
+    pieces' centres among the cell descriptors: a cell of any photo, projected on the store's basis, belongs to
+    the concept of the nearest piece of its class, :func:`concept_of_cells`).
 
     ``progress(share)``, if given, is told the share of the classes done before each class (a job's progress bar).
     """
@@ -264,46 +301,57 @@ def find_concepts(positive: np.ndarray, cells: np.ndarray, foreground: np.ndarra
         if len(fit) > FIT_CELLS:
             fit = fit[np.sort(rng.choice(len(fit), FIT_CELLS, replace=False))]
         x = np.asarray(cells[photos[fit[:, 0]], fit[:, 1]], np.float32)
-        centres = choose_concepts(x)
-        assign, distance = _assigned(cells, photos, centres)
-        heats = np.stack([np.where(assign == j, p, 0).sum(axis=0) for j in range(len(centres))])   # [k, cells]
-        distinct, displaced = unusualness(x, centres, heats)
-        order = np.argsort(-(distinct * displaced), kind="stable")
-        evidence[photos, :len(order)] = np.stack([np.where(assign == j, p, 0).sum(axis=1) for j in order], axis=1)
-        class_total = p.sum()
+        pieces = choose_pieces(x)
+        piece, distance = _assigned(cells, photos, pieces)
+        owner = joined(_totals(piece, p, len(pieces)))
+        assign = owner[piece]
+        k = owner.max() + 1
+        amounts, heats = _totals(assign, p, k), _totals(assign.T, p.T, k).T   # [photos, k], [k, cells]
+        fitted = np.bincount(nearest(x, pieces), minlength=len(pieces)) + 1e-9
+        centres = np.stack([np.average(pieces[owner == j], axis=0, weights=fitted[owner == j]) for j in range(k)])
+        factors = unusualness(x, centres, heats, amounts)
+        order = np.argsort(-np.prod(factors, axis=0), kind="stable")
+        evidence[photos, :k] = amounts[:, order]
         fg = foreground[photos]
         has_fg = ~np.isnan(fg[:, 0])
+        on = _totals(assign[has_fg], p[has_fg] * fg[has_fg], k).sum(axis=0)
+        seen = _totals(assign[has_fg], p[has_fg], k).sum(axis=0)
+        carried = _totals(assign, carry, k)   # [photos, k]: carrying cells
+        examples = _examples(assign, carry, distance, k)
         for rank, j in enumerate(order):
-            weight = np.where(assign == j, p, 0)
-            carried = (assign == j) & carry
-            on = weight[has_fg].sum()
-            examples = _examples(np.where(carried, distance, np.inf))
             rows.append({"species": species, "class_idx": class_idx, "rank": rank,
-                         "evidence_share": float(weight.sum() / class_total),
-                         "distinctiveness": float(distinct[j]), "displacement": float(displaced[j]),
-                         "n_photos": int(carried.any(axis=1).sum()), "n_cells": int(carried.sum()),
-                         "on_animal": float((weight[has_fg] * fg[has_fg]).sum() / on) if on > 0 else np.nan,
-                         "heat": (weight.sum(axis=0) / max(weight.sum(), np.finfo(np.float32).tiny)).tolist(),
-                         "example_idx": photos[examples[:, 0]].tolist(), "example_cell": examples[:, 1].tolist(),
-                         "centre": centres[j].tolist()})
+                         "evidence_share": float(amounts[:, j].sum() / p.sum()),
+                         "distinctiveness": float(factors[0, j]), "displacement": float(factors[1, j]),
+                         "concentration": float(factors[2, j]),
+                         "n_photos": int((carried[:, j] > 0).sum()), "n_cells": int(carried[:, j].sum()),
+                         "on_animal": float(on[j] / seen[j]) if seen[j] > 0 else np.nan,
+                         "heat": (heats[j] / max(heats[j].sum(), np.finfo(np.float32).tiny)).tolist(),
+                         "example_idx": photos[examples[j][:, 0]].tolist(), "example_cell": examples[j][:, 1].tolist(),
+                         "centres": pieces[owner == j].tolist()})
     table = pd.DataFrame(rows, columns=["species", "class_idx", "rank", "evidence_share", "distinctiveness",
-                                        "displacement", "n_photos", "n_cells", "on_animal", "heat", "example_idx", "example_cell", "centre"])
+                                        "displacement", "concentration", "n_photos", "n_cells", "on_animal", "heat",
+                                        "example_idx", "example_cell", "centres"])
     info = {"format": FORMAT, "evidence": "predicted class, layer3 Grad-CAM, positive part",
-            "parameters": {"carrying_share": CARRYING_SHARE, "max_concepts": MAX_CONCEPTS, "split_at": SPLIT_AT,
-                           "min_cells": MIN_CELLS, "fit_cells": FIT_CELLS, "examples": EXAMPLES, "seed": SEED},
+            "parameters": {"carrying_share": CARRYING_SHARE, "max_concepts": MAX_CONCEPTS, "axes": AXES,
+                           "split_at": SPLIT_AT, "join_at": JOIN_AT, "min_cells": MIN_CELLS, "fit_cells": FIT_CELLS,
+                           "examples": EXAMPLES, "seed": SEED},
             "n_concepts": len(table), "n_images": len(positive),
             "per_class": table.groupby("species", sort=False).size().to_dict()}
     return Concepts(table, evidence, info)
 
 
-def unusualness(x: np.ndarray, centres: np.ndarray, heats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(distinctiveness [k], displacement [k])`` of a class's concepts, from the cells they were fitted on ``x``
-    ``[n, D]``, their centres ``[k, D]`` and the evidence each holds in each cell of the frame ``[k, cells]``.
+def unusualness(x: np.ndarray, centres: np.ndarray, heats: np.ndarray, amounts: np.ndarray) -> np.ndarray:
+    """float ``[3, k]``: distinctiveness, displacement and concentration of a class's ``k`` concepts, from the
+    cells they were fitted on ``x`` ``[n, D]``, their centres ``[k, D]`` (the mean of their fitted cells), the
+    evidence each holds in each cell of the frame ``[k, cells]`` and in each photo ``[photos, k]``. Their product
+    ranks the concepts.
 
     Distinctiveness: the distance of the concept's centre from the mean of ``x``, in units of the cells' root
     mean square distance from it (how unlike the class's evidence the concept looks). Displacement: half the L1
     distance between where in the frame the concept's evidence lies and where the class's lies, both as shares
-    (0: the same places, 1: none in common; the share of its evidence that would have to move). Neither reads
+    (0: the same places, 1: none in common; the share of its evidence that would have to move). Concentration:
+    its share of a photo's evidence, averaged over the photos weighted by that share (how much of a photo it
+    takes where it appears: a mark holds a fifth of its photo, the water a tenth of every photo). None reads
     a label: the order they give is the same for any audit of the same arrays."""
     mean = x.mean(axis=0)
     scale = np.sqrt(((x - mean) ** 2).sum(axis=1).mean())
@@ -311,11 +359,26 @@ def unusualness(x: np.ndarray, centres: np.ndarray, heats: np.ndarray) -> tuple[
     tiny = np.finfo(np.float64).tiny
     where = heats / np.maximum(heats.sum(axis=1, keepdims=True), tiny)
     overall = heats.sum(axis=0) / max(heats.sum(), tiny)
-    return distinct.astype(np.float64), 0.5 * np.abs(where - overall).sum(axis=1)
+    total = amounts.sum(axis=1, keepdims=True)
+    shares = np.divide(amounts, total, out=np.zeros(amounts.shape, np.float64), where=total > 0)
+    concentrated = (shares ** 2).sum(axis=0) / np.maximum(shares.sum(axis=0), tiny)
+    return np.stack([distinct, 0.5 * np.abs(where - overall).sum(axis=1), concentrated]).astype(np.float64)
+
+
+def concept_of_cells(descriptors: np.ndarray, concepts: pd.DataFrame) -> np.ndarray:
+    """int ``[...]``: the ``rank`` of the concept, among ``concepts`` (the rows of one class), that each cell
+    descriptor ``[..., D]`` belongs to: the concept of its nearest piece. Concepts written before pieces
+    (``whaleaudit-concepts/3`` and older) have one ``centre`` each."""
+    ranks = concepts["rank"].to_numpy()
+    lists = concepts["centres"] if "centres" in concepts else concepts["centre"].map(lambda c: [c])
+    centres = np.array([c for pieces in lists for c in pieces], np.float32)
+    owner = np.repeat(ranks, [len(pieces) for pieces in lists])
+    d = np.asarray(descriptors, np.float32)
+    return owner[nearest(d.reshape(-1, d.shape[-1]), centres)].reshape(d.shape[:-1])
 
 
 def _assigned(cells: np.ndarray, photos: np.ndarray, centres: np.ndarray, block: int = 4096):
-    """``(concept [n, cells], squared distance to it [n, cells])`` of every cell of ``photos``, read from the
+    """``(piece [n, cells], squared distance to it [n, cells])`` of every cell of ``photos``, read from the
     memory-mapped descriptors a block of photos at a time (memory stays flat in the number of photos)."""
     assign = np.empty((len(photos), cells.shape[1]), np.int64)
     distance = np.empty((len(photos), cells.shape[1]), np.float32)
@@ -328,12 +391,22 @@ def _assigned(cells: np.ndarray, photos: np.ndarray, centres: np.ndarray, block:
     return assign, distance
 
 
-def _examples(distance: np.ndarray) -> np.ndarray:
-    """``[<= EXAMPLES, 2]`` (photo row, cell): the cells of finite ``distance`` nearest the centre, one per
-    photo, ties by photo then cell."""
-    at = np.argwhere(np.isfinite(distance))
-    if not len(at):
-        return np.zeros((0, 2), np.int64)
-    at = at[np.lexsort((at[:, 1], at[:, 0], distance[at[:, 0], at[:, 1]]))]
-    _, first = np.unique(at[:, 0], return_index=True)
-    return at[np.sort(first)][:EXAMPLES]
+def _totals(assign: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
+    """float64 ``[n, k]``: per row of ``assign`` (``[n, m]`` numbers below ``k``), the sum of ``weights`` (``[n, m]``)
+    over the entries assigned each number; one pass, whatever ``k``."""
+    n = len(assign)
+    index = (np.arange(n)[:, None] * k + assign).ravel()
+    return np.bincount(index, weights=np.asarray(weights, np.float64).ravel(), minlength=n * k).reshape(n, k)
+
+
+def _examples(assign: np.ndarray, carry: np.ndarray, distance: np.ndarray, k: int) -> list[np.ndarray]:
+    """Per concept ``0..k-1``, ``[<= EXAMPLES, 2]`` (photo row, cell): its carrying cells nearest their piece's
+    centre (``distance``), one per photo, ties by photo then cell."""
+    at = np.argwhere(carry)
+    concept = assign[at[:, 0], at[:, 1]]
+    at = at[np.lexsort((at[:, 1], at[:, 0], distance[at[:, 0], at[:, 1]], concept))]
+    concept = assign[at[:, 0], at[:, 1]]
+    _, first = np.unique(concept * len(carry) + at[:, 0], return_index=True)   # nearest per (concept, photo)
+    first = np.sort(first)
+    bounds = np.searchsorted(concept[first], np.arange(k + 1))
+    return [at[first[bounds[j]:bounds[j + 1]]][:EXAMPLES] for j in range(k)]

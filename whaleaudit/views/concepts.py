@@ -19,7 +19,7 @@ import pandas as pd
 from PIL import Image
 
 from ..errors import ImageError
-from ..explain.concepts import nearest
+from ..explain.concepts import concept_of_cells
 from . import outline
 
 #: On-animal share above which a concept is marked as on the animal (as ``whaleaudit concepts`` counts them).
@@ -48,12 +48,15 @@ def ranked_by_unusualness(table: pd.DataFrame) -> bool:
     return {"distinctiveness", "displacement"} <= set(table.columns)
 
 
-def order_factors(distinctiveness: float, displacement: float, rank: int, count: int) -> str:
-    """Why a concept is at ``rank`` among its species' ``count`` concepts, in words: the two factors whose product
+def order_factors(distinctiveness: float, displacement: float, concentration: float, rank: int, count: int) -> str:
+    """Why a concept is at ``rank`` among its species' ``count`` concepts, in words: the factors whose product
     ranks it (:func:`whaleaudit.explain.concepts.unusualness`), distinctiveness as a multiple of the class's
-    typical spread and displacement as the share of its evidence lying where the class's does not."""
-    return (f"#{rank + 1} of {count} by unusualness = looks unlike the rest: {distinctiveness:.1f}x × sits apart: "
-            f"{displacement:.0%} of its evidence is where the class's is not")
+    typical spread, displacement as the share of its evidence lying where the class's does not and
+    concentration as the share of a photo's evidence it holds where it appears (NaN: concepts written before
+    that factor, ``whaleaudit-concepts/3`` and older, ranked by the first two)."""
+    words = (f"#{rank + 1} of {count} by unusualness = looks unlike the rest: {distinctiveness:.1f}x × sits apart: "
+             f"{displacement:.0%} of its evidence is where the class's is not")
+    return words if np.isnan(concentration) else f"{words} × concentrated: {concentration:.0%} of a photo where it is"
 
 
 def concept_photos(share: np.ndarray, images: pd.DataFrame, keep: np.ndarray, at_least: float) -> np.ndarray:
@@ -76,12 +79,10 @@ def starting_share(share: np.ndarray) -> float:
 
 def concept_cells(audit, concepts: pd.DataFrame, idx: int, rank: int) -> np.ndarray:
     """bool ``[h, w]``: the cells of photo row ``idx`` that concept ``rank`` holds, as the library assigns them:
-    the cells with positive evidence whose descriptor lies nearest that concept's centre among ``concepts`` (the
-    rows of the class the photo is predicted as)."""
-    centres = np.zeros((len(concepts), audit.cells.shape[-1]), np.float32)
-    centres[concepts["rank"].to_numpy()] = np.array(concepts["centre"].tolist(), np.float32)
+    the cells with positive evidence that belong to it among ``concepts`` (the rows of the class the photo is
+    predicted as; :func:`whaleaudit.explain.concepts.concept_of_cells`)."""
     positive = np.asarray(audit.evidence[idx, 0], np.float32).reshape(-1) > 0
-    held = nearest(np.asarray(audit.cells[idx], np.float32), centres) == rank
+    held = concept_of_cells(audit.cells[idx], concepts) == rank
     return (held & positive).reshape(audit.evidence.shape[2:])
 
 
