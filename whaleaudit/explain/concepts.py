@@ -146,9 +146,11 @@ def lloyd(x: np.ndarray, centres: np.ndarray, iterations: int = 100) -> np.ndarr
         if assign is not None and (new == assign).all():
             break
         assign = new
-        for j in range(len(centres)):
-            if (assign == j).any():
-                centres[j] = x[assign == j].mean(axis=0)
+        counts = np.bincount(assign, minlength=len(centres))
+        held = counts > 0
+        starts = (np.cumsum(counts) - counts)[held]
+        sorted_x = x[np.argsort(assign, kind="stable")].astype(np.float64)
+        centres[held] = np.add.reduceat(sorted_x, starts, axis=0) / counts[held, None]
     return centres
 
 
@@ -166,13 +168,13 @@ def choose_pieces(x: np.ndarray) -> np.ndarray:
     random seed is drawn: the same cells give the same pieces."""
     cap = max(1, min(MAX_CONCEPTS, len(x) // MIN_CELLS))
     centres = x.mean(axis=0, keepdims=True)
+    memo = {}
     while len(centres) < cap:
         assign = nearest(x, centres)
         tests = []
         for j in range(len(centres)):
-            cells = x[assign == j]
-            if len(cells) >= 2 * MIN_CELLS:
-                tests.append((*least_normal(cells), j))
+            if (assign == j).sum() >= 2 * MIN_CELLS:
+                tests.append((*_tested(x, assign == j, memo), j))
         chosen = sorted(tests, key=lambda t: (-t[0], t[2]))[:cap - len(centres)]
         split = {j: axis for stat, axis, j in chosen if stat > SPLIT_AT}
         if not split:
@@ -181,20 +183,20 @@ def choose_pieces(x: np.ndarray) -> np.ndarray:
         for j, centre in enumerate(centres):
             grown.extend(halves(x[assign == j], split[j]) if j in split else [centre])
         centres = lloyd(x, np.array(grown))
-    return rejoined(x, centres)
+    return rejoined(x, centres, memo)
 
 
-def rejoined(x: np.ndarray, centres: np.ndarray, neighbours: int = 3) -> np.ndarray:
+def rejoined(x: np.ndarray, centres: np.ndarray, memo: dict, neighbours: int = 3) -> np.ndarray:
     """``centres`` with every two neighbouring pieces whose cells together are one bump
-    (:func:`least_normal`) made one, nearest pairs first (splitting one bump, then another bump off one half,
-    leaves the first bump in two pieces), then refined by Lloyd's iterations."""
+    (:func:`least_normal`, remembered in ``memo``) made one, nearest pairs first (splitting one bump, then another
+    bump off one half, leaves the first bump in two pieces), then refined by Lloyd's iterations."""
     while len(centres) > 1:
         assign = nearest(x, centres)
         gap = ((centres[:, None] - centres[None]) ** 2).sum(axis=2)
         np.fill_diagonal(gap, np.inf)
         pairs = sorted({(min(i, j), max(i, j)) for i in range(len(centres))
                         for j in np.argsort(gap[i], kind="stable")[:neighbours] if j != i}, key=lambda p: (gap[p], p))
-        join = next(((i, j) for i, j in pairs if least_normal(x[(assign == i) | (assign == j)])[0] <= SPLIT_AT),
+        join = next(((i, j) for i, j in pairs if _tested(x, (assign == i) | (assign == j), memo)[0] <= SPLIT_AT),
                     None)
         if join is None:
             break
@@ -204,6 +206,15 @@ def rejoined(x: np.ndarray, centres: np.ndarray, neighbours: int = 3) -> np.ndar
     return lloyd(x, centres)
 
 
+def _tested(x: np.ndarray, members: np.ndarray, memo: dict) -> tuple[float, np.ndarray]:
+    """:func:`least_normal` of the cells ``x[members]`` (bool), remembered by membership: the splitting rounds and
+    the rejoining test the same groups of cells again and again."""
+    key = np.packbits(members).tobytes()
+    if key not in memo:
+        memo[key] = least_normal(x[members])
+    return memo[key]
+
+
 def least_normal(cells: np.ndarray) -> tuple[float, np.ndarray]:
     """``(statistic, axis)``: of the cells' :data:`AXES` principal axes, the one along which they look least
     like one Gaussian bump, and its Anderson-Darling statistic (:func:`anderson_darling`; above
@@ -211,22 +222,24 @@ def least_normal(cells: np.ndarray) -> tuple[float, np.ndarray]:
     that sits apart along a quieter direction than the class's widest spread."""
     values, vectors = np.linalg.eigh(np.cov(cells, rowvar=False))
     axes = vectors[:, ::-1][:, :AXES].T
-    stats = [anderson_darling(cells @ axis) for axis in axes]
+    stats = anderson_darling(cells @ axes.T)
     best = int(np.argmax(stats))
-    return stats[best], axes[best]
+    return float(stats[best]), axes[best]
 
 
-def anderson_darling(values: np.ndarray) -> float:
+def anderson_darling(values: np.ndarray):
     """The Anderson-Darling statistic of ``values`` against a normal law of their own mean and variance,
-    corrected for those being estimated (0 for fewer than 8 values or none spread)."""
-    z = np.sort(values)
-    n, sd = len(z), z.std(ddof=1)
-    if n < 8 or not sd > 0:
-        return 0.0
-    z = (z - z.mean()) / sd
-    i = np.arange(1, n + 1)
-    a2 = -n - np.mean((2 * i - 1) * (special.log_ndtr(z) + special.log_ndtr(-z[::-1])))
-    return float(a2 * (1 + 4 / n - 25 / n ** 2))
+    corrected for those being estimated (0 for fewer than 8 values or none spread); of each column where
+    ``values`` is ``[n, m]``."""
+    z = np.sort(np.asarray(values, np.float64), axis=0)
+    n = len(z)
+    sd = z.std(axis=0, ddof=1) if n > 1 else np.zeros(z.shape[1:])
+    spread = (sd > 0) & (n >= 8)
+    z = (z - z.mean(axis=0)) / np.where(spread, sd, 1.0)
+    i = np.arange(1, n + 1).reshape(-1, *[1] * (z.ndim - 1))
+    a2 = -n - np.mean((2 * i - 1) * (special.log_ndtr(z) + special.log_ndtr(-z[::-1])), axis=0)
+    stat = np.where(spread, a2 * (1 + 4 / max(n, 1) - 25 / max(n, 1) ** 2), 0.0)
+    return float(stat) if stat.ndim == 0 else stat
 
 
 def halves(cells: np.ndarray, axis: np.ndarray) -> np.ndarray:
