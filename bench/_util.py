@@ -3,6 +3,7 @@ printed table. Imported by the scripts as a sibling module (a script's own folde
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -25,6 +26,15 @@ def require(*paths: Path) -> None:
     if missing:
         sys.exit(f"needs the real Happywhale data, not found: {', '.join(missing)} (the bench reads ../shared/data "
                  "beside the repository)")
+
+
+def concepts_current(store: Path) -> bool:
+    """Does the audit at ``store`` hold concepts written by this library's version of the concepts (its
+    ``concepts.json`` names the current format)? A cached audit with older ones has them found again."""
+    from whaleaudit.explain.concepts import FORMAT
+
+    info = store / "concepts.json"
+    return info.is_file() and json.loads(info.read_text()).get("format") == FORMAT
 
 
 def quiet_caches(folder: Path) -> None:

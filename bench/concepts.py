@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import _util
-from _util import DATA, ROOT, require, table
+from _util import DATA, ROOT, concepts_current, require, table
 
 OUT = _util.OUT / "concepts"
 REAL = DATA / "happywhale128"
@@ -58,7 +58,6 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 from whaleaudit.audit.concepts import concept_name, open_concepts, positive_evidence  # noqa: E402
 from whaleaudit.audit.precompute import normalisation, normalised, precompute  # noqa: E402
 from whaleaudit.audit.store import open_audit  # noqa: E402
-from whaleaudit.explain.concepts import FORMAT as CONCEPTS_FORMAT  # noqa: E402
 from whaleaudit.explain.concepts import box_cells, concept_of_cells  # noqa: E402
 from whaleaudit.model.load import load_model  # noqa: E402
 from whaleaudit.views.concepts import crop as concept_crop  # noqa: E402
@@ -201,7 +200,7 @@ def audited(labels: Path, images: Path, pth: Path, out: Path) -> Path:
         shutil.rmtree(out, ignore_errors=True)
         cli("precompute", "--labels", str(labels), "--images", str(images), "--model", str(pth), "--out", str(out),
             "--causal", "0", "--quiet")
-    elif json.loads((out / "concepts.json").read_text()).get("format") != CONCEPTS_FORMAT:
+    elif not concepts_current(out):
         cli("concepts", str(out))
     return out
 

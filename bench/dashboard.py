@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _util import DATA, OUT, load, machine, mib, quiet_caches, require, table, timed
+from _util import DATA, OUT, concepts_current, load, machine, mib, quiet_caches, require, table, timed
 
 REAL_SIZE = 51_033
 SIZES = [REAL_SIZE, 10 * REAL_SIZE]
@@ -64,13 +64,15 @@ def store_path(n: int) -> Path:
 
 def ensure_store(n: int) -> Path:
     """The synthetic audit of ``n`` rows with its concepts, built unless a complete one with the same recipe is
-    cached."""
-    from whaleaudit.audit.concepts import CONCEPTS_INFO
-    from whaleaudit.audit.store import is_complete
+    cached (whose concepts are found again if an older library wrote them)."""
+    from whaleaudit.audit.concepts import CONCEPTS_INFO, write_concepts
+    from whaleaudit.audit.store import is_complete, open_audit
 
     store = store_path(n)
     if (is_complete(store) and (store / CONCEPTS_INFO).is_file()
             and json.loads((store / "manifest.json").read_text()).get("synthetic") == dict(RECIPE, n=n)):
+        if not concepts_current(store):
+            write_concepts(open_audit(store))
         return store
     started = time.perf_counter()
     build_store(n, store)
