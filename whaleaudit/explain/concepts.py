@@ -220,7 +220,7 @@ def least_normal(cells: np.ndarray) -> tuple[float, np.ndarray]:
     like one Gaussian bump, and its Anderson-Darling statistic (:func:`anderson_darling`; above
     :data:`SPLIT_AT`, the cells are more than one bump). Looking beyond the first axis finds a small group
     that sits apart along a quieter direction than the class's widest spread."""
-    values, vectors = np.linalg.eigh(np.cov(cells, rowvar=False))
+    _, vectors = np.linalg.eigh(np.cov(cells, rowvar=False))
     axes = vectors[:, ::-1][:, :AXES].T
     stats = anderson_darling(cells @ axes.T)
     best = int(np.argmax(stats))
@@ -255,8 +255,8 @@ def halves(cells: np.ndarray, axis: np.ndarray) -> np.ndarray:
 def joined(evidence: np.ndarray) -> np.ndarray:
     """int ``[k]``: the concept of each of ``k`` pieces, from the evidence each carries in each photo ``[n, k]``:
     starting from one concept per piece, the two whose shares of the photos' evidence overlap most (Ruzicka
-    similarity, :data:`JOIN_AT`) are joined while that overlap is at least :data:`JOIN_AT` (ties: the lowest
-    numbers). Concepts are numbered by their first piece."""
+    similarity: the sum over photos of the smaller share over the sum of the larger) are joined while that
+    overlap is at least :data:`JOIN_AT` (ties: the lowest numbers). Concepts are numbered by their first piece."""
     total = evidence.sum(axis=1, keepdims=True)
     shares = np.divide(evidence, total, out=np.zeros(evidence.shape, np.float64), where=total > 0).T   # [k, n]
     k = len(shares)
