@@ -242,7 +242,8 @@ class CueResult:
     n_concepts: int
     auroc: float                    # the group's photos predicted as the species, by the cue concepts' share
     auroc_photos: tuple[int, int]   # marked, unmarked photos ranked
-    gains: dict                     # place of the frame -> (the mark's median logit gain there, marked photos)
+    gains: dict                     # place of the frame -> (the mark's median logit gain there, marked photos,
+                                    # the AUROC of those photos against the unmarked ones)
     auroc_learned: float            # the AUROC without the marked photos at places where the gain is below GAIN_BAR
 
     @property
@@ -269,6 +270,7 @@ def measure_cue(audit, concepts, cues: pd.DataFrame, cue: str) -> CueResult:
     score = concepts.shares()[:, on["rank"].to_numpy(int)].sum(axis=1)
     places = cues[group & marked].groupby("place")["gain"].agg(["median", "size"])
     learned_at = cues["place"].isin(places.index[places["median"] >= GAIN_BAR]).to_numpy()
+    at = cues["place"].to_numpy()
 
     def auroc(rows):
         y = marked[rows]
@@ -277,7 +279,8 @@ def measure_cue(audit, concepts, cues: pd.DataFrame, cue: str) -> CueResult:
     return CueResult(cue, species, count(group & other & marked), count(group & other & ~marked),
                      sorted(on["rank"].tolist()), sorted(by_share.index(j) for j in on.index), len(table),
                      auroc(ranked), (int(marked[ranked].sum()), int((~marked[ranked]).sum())),
-                     {p: (float(r["median"]), int(r["size"])) for p, r in places.iterrows()},
+                     {p: (float(r["median"]), int(r["size"]), auroc(ranked & (~marked | (at == p))))
+                      for p, r in places.iterrows()},
                      auroc(ranked & (learned_at | ~marked)))
 
 
@@ -328,7 +331,8 @@ def cue_table(results: list[CueResult]) -> str:
     rows = []
     for r in results:
         learned = f"{r.flipped[0]}/{r.flipped[1]} vs {r.flipped_clean[0]}/{r.flipped_clean[1]} unmarked"
-        gains = ", ".join(f"{p} {g:+.1f} ({n})" for p, (g, n) in sorted(r.gains.items(), key=lambda t: -t[1][0]))
+        gains = ", ".join(f"{p} {g:+.1f} ({n}; {a:.2f})" for p, (g, n, a) in sorted(r.gains.items(),
+                                                                                  key=lambda t: -t[1][0]))
         if not r.learned:
             rows.append([r.cue, r.species, learned + ": NOT LEARNED", gains, "", "", "", "", "not scored"])
             continue
@@ -339,7 +343,7 @@ def cue_table(results: list[CueResult]) -> str:
                      f"{r.auroc:.3f} ({r.auroc_photos[0]} vs {r.auroc_photos[1]})", f"{r.auroc_learned:.3f}",
                      "PASS" if good else "FAIL"])
     return table(["cue", "planted on", "learned: other species' marked photos called it",
-                  "the mark's median logit gain by place (photos)",
+                  "the mark's median logit gain by place (photos; AUROC there)",
                   f"cue concepts' places (of the first {SHOWN} shown)", "places by evidence share",
                   f"AUROC marked vs unmarked (bar {AUROC_BAR})", f"AUROC, places with a gain of {GAIN_BAR}+",
                   "bars"], rows)
@@ -465,8 +469,8 @@ def screenshots(audit: Path, results: list[CueResult]) -> list[Path]:
                 page.get_by_text("Photos of a concept").first.wait_for(timeout=120_000)
                 page.get_by_test_id("stMain").get_by_test_id("stSelectbox").first.click()
                 page.get_by_role("option", name=r.species, exact=True).click()
-                page.get_by_text(re.compile(f"predicted as ({r.species}|{r.species.replace('_', ' ')})")).first.wait_for(
-                    timeout=60_000)
+                named = re.compile(f"predicted as ({r.species}|{r.species.replace('_', ' ')})")
+                page.get_by_text(named).first.wait_for(timeout=60_000)
                 page.get_by_role("button", name="List its photos").nth(r.ranks[0]).click()
                 page.wait_for_timeout(5000)
                 shots.append(OUT / f"concepts-page-{r.cue}.png")
