@@ -417,8 +417,8 @@ def _examples(assign: np.ndarray, carry: np.ndarray, distance: np.ndarray, k: in
     centre (``distance``), one per photo, ties by photo then cell."""
     at = np.argwhere(carry)
     concept = assign[at[:, 0], at[:, 1]]
-    at = at[np.lexsort((at[:, 1], at[:, 0], distance[at[:, 0], at[:, 1]], concept))]
-    concept = assign[at[:, 0], at[:, 1]]
+    order = np.lexsort((at[:, 1], at[:, 0], distance[at[:, 0], at[:, 1]], concept))
+    at, concept = at[order], concept[order]
     _, first = np.unique(concept * len(carry) + at[:, 0], return_index=True)   # nearest per (concept, photo)
     first = np.sort(first)
     bounds = np.searchsorted(concept[first], np.arange(k + 1))
