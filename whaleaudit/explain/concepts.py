@@ -15,8 +15,9 @@ along a quiet axis stands as far apart as one that differs along a loud one. Fro
   hiding in a larger one (docs/concepts.md);
 - every cell with positive evidence is then assigned to its nearest piece, so the pieces' shares of a photo's
   evidence sum to that photo's positive evidence;
-- pieces that carry alike shares of the same photos' evidence are joined into one concept
-  (:func:`joined`): a mark that spans two cells, or a date's digits, is one thing to the analyst;
+- pieces that carry alike shares of the same photos' evidence, or that appear in the same few photos, are
+  joined into one concept (:func:`joined`): a mark that spans two cells, a band's two halves or a date's
+  digits are one thing to the analyst;
 - the concepts are ranked by how unusual they are for the class (:func:`unusualness`): how unlike the class's
   evidence they look (*distinctiveness*), times how far from where the class's evidence lies they sit
   (*displacement*), times how much of a photo's evidence they hold where they appear (*concentration*). A
@@ -51,14 +52,21 @@ AXES = 5
 #: table 4.9's formula) is 2.13.
 SPLIT_AT = 2.13
 MIN_CELLS = 10
-#: Two pieces (or concepts) are joined while the evidence they carry, photo by photo, overlaps this much: the
+#: Two pieces (or concepts) are alike when the evidence they carry, photo by photo, overlaps this much: the
 #: Ruzicka similarity of their shares of each photo's evidence (sum of the smaller over sum of the larger).
 JOIN_AT = 0.35
+#: A piece *appears* in a photo where it holds at least this share of the photo's evidence.
+PRESENT = 0.02
+#: Two pieces (or concepts) are also alike when the photos they appear in overlap this much (Jaccard: shared over
+#: either) and they appear together at least :data:`LIFT` times as often as chance would put them together.
+JACCARD = 0.5
+LIFT = 2.0
 FIT_CELLS = 4000
 EXAMPLES = 8
 SEED = 0
 
-FORMAT = "whaleaudit-concepts/4"   # 2: by unusualness; 3: whitened cells, G-means; 4: pieces joined
+FORMAT = "whaleaudit-concepts/5"   # 2: by unusualness; 3: whitened cells, G-means; 4: pieces joined;
+                                   # 5: pieces also joined by the photos they appear in
 
 
 # --- the cell descriptors (used by the precompute) -------------------------------------------------------------
@@ -253,31 +261,44 @@ def halves(cells: np.ndarray, axis: np.ndarray) -> np.ndarray:
 
 
 def joined(evidence: np.ndarray) -> np.ndarray:
-    """int ``[k]``: the concept of each of ``k`` pieces, from the evidence each carries in each photo ``[n, k]``:
-    starting from one concept per piece, the two whose shares of the photos' evidence overlap most (Ruzicka
-    similarity: the sum over photos of the smaller share over the sum of the larger) are joined while that
-    overlap is at least :data:`JOIN_AT` (ties: the lowest numbers). Concepts are numbered by their first piece."""
+    """int ``[k]``: the concept of each of ``k`` pieces, from the evidence each carries in each photo ``[n, k]``.
+
+    Two concepts are alike by either of two rules, each measured in units of its threshold: they carry alike
+    shares of the same photos' evidence (Ruzicka similarity: the sum over photos of the smaller share over the sum
+    of the larger, :data:`JOIN_AT`; a badge's cell and the cell beside it), or they appear in the same photos
+    (Jaccard similarity, :data:`JACCARD`) far more often than chance would put them together (:data:`LIFT`; a
+    band's two halves, which take unalike shares of the photos they are both in: water that is in every photo
+    is in none more than by chance). Starting from one concept per piece, the two most alike are joined (their
+    shares summed) while they are alike by either rule (ties: the lowest numbers). Concepts are numbered by their
+    first piece."""
     total = evidence.sum(axis=1, keepdims=True)
     shares = np.divide(evidence, total, out=np.zeros(evidence.shape, np.float64), where=total > 0).T   # [k, n]
-    k = len(shares)
+    k, n = shares.shape
+    appears = shares >= PRESENT
 
-    def overlap(i: int) -> np.ndarray:
+    def alike(i: int) -> np.ndarray:
         low, high = np.minimum(shares[i], shares).sum(axis=1), np.maximum(shares[i], shares).sum(axis=1)
-        return np.divide(low, high, out=np.zeros(k), where=high > 0)
+        ruzicka = np.divide(low, high, out=np.zeros(k), where=high > 0)
+        both = (appears[i] & appears).sum(axis=1)
+        count = appears.sum(axis=1)
+        jaccard = np.divide(both, count[i] + count - both, out=np.zeros(k), where=count[i] + count - both > 0)
+        lift = np.divide(both * n, count[i] * count, out=np.zeros(k), where=count[i] * count > 0)
+        return np.maximum(ruzicka / JOIN_AT, np.where(lift >= LIFT, jaccard / JACCARD, 0.0))
 
-    alike = np.stack([overlap(i) for i in range(k)]) if k else np.zeros((0, 0))
+    likeness = np.stack([alike(i) for i in range(k)]) if k else np.zeros((0, 0))
     alive = np.ones(k, bool)
     owner = np.arange(k)
     while k > 1:
-        masked = np.where(alive[:, None] & alive[None] & ~np.eye(k, dtype=bool), alike, -1.0)
+        masked = np.where(alive[:, None] & alive[None] & ~np.eye(k, dtype=bool), likeness, -1.0)
         i, j = np.unravel_index(int(np.argmax(masked)), masked.shape)   # symmetric: the first has i < j
-        if masked[i, j] < JOIN_AT:
+        if masked[i, j] < 1:
             break
         shares[i] += shares[j]
         shares[j] = 0
+        appears[i], appears[j] = shares[i] >= PRESENT, False
         alive[j] = False
         owner[owner == j] = i
-        alike[i] = alike[:, i] = overlap(i)
+        likeness[i] = likeness[:, i] = alike(i)
     return np.unique(owner, return_inverse=True)[1]
 
 
@@ -346,7 +367,8 @@ def find_concepts(positive: np.ndarray, cells: np.ndarray, foreground: np.ndarra
                                         "example_idx", "example_cell", "centres"])
     info = {"format": FORMAT, "evidence": "predicted class, layer3 Grad-CAM, positive part",
             "parameters": {"carrying_share": CARRYING_SHARE, "max_concepts": MAX_CONCEPTS, "axes": AXES,
-                           "split_at": SPLIT_AT, "join_at": JOIN_AT, "min_cells": MIN_CELLS, "fit_cells": FIT_CELLS,
+                           "split_at": SPLIT_AT, "join_at": JOIN_AT, "present": PRESENT, "jaccard": JACCARD,
+                           "lift": LIFT, "min_cells": MIN_CELLS, "fit_cells": FIT_CELLS,
                            "examples": EXAMPLES, "seed": SEED},
             "n_concepts": len(table), "n_images": len(positive),
             "per_class": table.groupby("species", sort=False).size().to_dict()}
