@@ -4,13 +4,15 @@ Steps (everything lands in bench/out/concepts; the planted photos, the models an
 reused when present):
 
 1. Plants three cues into copies of ../shared/data/happywhale128 (2 species, 1,500 photos each): a small logo in a
-   random corner and a coloured band along a random edge, each on 40% of the killer whales' training photos (never
+   random corner and a coloured band along the left edge, each on 40% of the killer whales' training photos (never
    both on one photo), and a printed date and time at the bottom on 80% of the dolphins'; each also on 3% of the
    other species' training photos. Held out: 300 photos per species, in three groups of 100 per species, one
    group per cue, half of each group marked with that cue. Every photo is re-saved alike (JPEG q95), so that only
    the cue tells marked from unmarked. The cue's pixel box is kept per photo.
 2. Trains one model on the training part with the project's CLI (``python -m whaleaudit train``) and audits the
-   held-out part with it (``python -m whaleaudit precompute --causal 0``, which writes the concepts).
+   held-out part with it (``python -m whaleaudit precompute --causal 0``, which writes the concepts). With
+   ``--trainings N``, N models trained alike but for the training seed (42, 43, ...): what a model learns, and
+   where its evidence lies, changes from one training to the next; step 3 for each, then a summary.
 3. Per cue: whether the model learned it (the marked photos of the other species called the cue's species,
    against their unmarked group-mates) and where in the frame (the mark's gain in logit margin, by place:
    :func:`with_gains`); the concepts of the cue's species whose evidence lies mostly on the cue's cells
@@ -26,8 +28,9 @@ reused when present):
    side in one process, alternating, best of two: CPU ms per photo and store bytes per photo.
 6. A screenshot of the Concepts page per cue, where the dashboard has one (pages/concepts.py).
 
-    .venv/bin/python bench/concepts.py                      # all of it (training: about 8 minutes on 2 cores)
+    .venv/bin/python bench/concepts.py                      # all of it (training: 4-8 minutes on 2 cores)
     .venv/bin/python bench/concepts.py --control-model M.pth # the control from a model trained on clean photos
+    .venv/bin/python bench/concepts.py --trainings 5        # the bars on five trainings (4-8 minutes each)
     .venv/bin/python bench/concepts.py --smoke              # every step on a few photos and one epoch
 """
 
@@ -96,10 +99,9 @@ def draw_logo(im: Image.Image, rng) -> tuple[int, int, int, int]:
 
 
 def draw_band(im: Image.Image, rng) -> tuple[int, int, int, int]:
-    """A magenta band 5 px wide along a random edge; returns its box."""
-    t = 5 * im.height // 128
-    box = [(0, 0, im.width, t), (0, im.height - t, im.width, im.height), (0, 0, t, im.height),
-           (im.width - t, 0, im.width, im.height)][int(rng.integers(4))]
+    """A magenta band 5 px wide along the left edge, like the black border down the left side of some real
+    photos (docs/concepts.md); returns its box."""
+    box = (0, 0, 5 * im.width // 128, im.height)
     ImageDraw.Draw(im).rectangle([box[0], box[1], box[2] - 1, box[3] - 1], fill=(230, 40, 200))
     return box
 
@@ -183,12 +185,12 @@ def cli(*args: str) -> None:
         sys.exit(f"whaleaudit {' '.join(args)} exited with {done.returncode}:\n{done.stderr[-3000:]}")
 
 
-def trained(labels: Path, images: Path, pth: Path, epochs: int) -> Path:
+def trained(labels: Path, images: Path, pth: Path, epochs: int, seed: int = RECIPE["seed"]) -> Path:
     """A model trained by ``whaleaudit train`` on ``labels`` (from random weights: nothing is downloaded), once."""
     if not pth.is_file():
         pth.parent.mkdir(parents=True, exist_ok=True)
         cli("train", "--labels", str(labels), "--images", str(images), "--model-out", str(pth.with_suffix(".pkl")),
-            "--epochs", str(epochs), "--lr", str(RECIPE["lr"]), "--seed", str(RECIPE["seed"]), "--no-pretrained",
+            "--epochs", str(epochs), "--lr", str(RECIPE["lr"]), "--seed", str(seed), "--no-pretrained",
             "--quiet")
     return pth
 
@@ -250,6 +252,11 @@ class CueResult:
     def learned(self) -> bool:
         (m, n), (c, k) = self.flipped, self.flipped_clean
         return n > 0 and m / n - c / max(k, 1) >= FLIP_BAR
+
+    @property
+    def passed(self) -> bool:
+        """Both bars: every concept on the cue among the first :data:`SHOWN`, and their AUROC."""
+        return bool(self.ranks) and max(self.ranks) < SHOWN and self.auroc >= AUROC_BAR
 
 
 def measure_cue(audit, concepts, cues: pd.DataFrame, cue: str) -> CueResult:
@@ -336,17 +343,28 @@ def cue_table(results: list[CueResult]) -> str:
         if not r.learned:
             rows.append([r.cue, r.species, learned + ": NOT LEARNED", gains, "", "", "", "", "not scored"])
             continue
-        shown = bool(r.ranks) and max(r.ranks) < SHOWN
-        good = shown and r.auroc >= AUROC_BAR
         rows.append([r.cue, r.species, learned, gains, f"{[k + 1 for k in r.ranks] or 'none'} of {r.n_concepts}",
                      f"{[k + 1 for k in r.share_ranks] or '-'}",
                      f"{r.auroc:.3f} ({r.auroc_photos[0]} vs {r.auroc_photos[1]})", f"{r.auroc_learned:.3f}",
-                     "PASS" if good else "FAIL"])
+                     "PASS" if r.passed else "FAIL"])
     return table(["cue", "planted on", "learned: other species' marked photos called it",
                   "the mark's median logit gain by place (photos; AUROC there)",
                   f"cue concepts' places (of the first {SHOWN} shown)", "places by evidence share",
                   f"AUROC marked vs unmarked (bar {AUROC_BAR})", f"AUROC, places with a gain of {GAIN_BAR}+",
                   "bars"], rows)
+
+
+def trainings_table(per_seed: dict[int, list[CueResult]]) -> str:
+    """Per cue, over the models trained with different seeds: where it was learned, where it passed, the AUROCs."""
+    rows = []
+    for i, cue in enumerate(CUES):
+        results = {seed: found[i] for seed, found in per_seed.items()}
+        learned = [seed for seed, r in results.items() if r.learned]
+        rows.append([cue, f"{len(learned)} of {len(results)}",
+                     f"{sum(results[s].passed for s in learned)} of {len(learned)}",
+                     ", ".join(f"{s}: {[k + 1 for k in results[s].ranks] or 'none'}" for s in learned),
+                     ", ".join(f"{s}: {results[s].auroc:.3f}" for s in learned)])
+    return table(["cue", "learned by", "passed on", "cue concepts' places, by training seed", "AUROC"], rows)
 
 
 # --- 4. the control ------------------------------------------------------------------------------------------------
@@ -489,11 +507,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--control-model", type=Path, help="a model trained on the clean photos (.pth with its .json "
                     "sidecar); its validation photos are audited (default: train one here)")
+    ap.add_argument("--trainings", type=int, default=1, help="models trained on the planted photos, one per "
+                    f"training seed from {RECIPE['seed']}: the bars for each and a summary (default %(default)s)")
     ap.add_argument("--cost-images", type=int, default=512, help="photos per cost run (default %(default)s)")
     ap.add_argument("--skip", nargs="+", default=[], choices=["control", "cost", "screenshots"])
     ap.add_argument("--smoke", action="store_true", help="every step on a few photos and one epoch, in a folder of "
                     "its own: shows the bench runs (its numbers mean nothing)")
     args = ap.parse_args()
+    if args.trainings < 1:
+        ap.error("--trainings: at least 1")
     global OUT
     require(REAL / "labels.csv", DATA / "happywhale_train.csv")
     epochs, repeat = RECIPE["epochs"], 2
@@ -505,13 +527,22 @@ def main() -> None:
         print("smoke run: a few photos and one epoch; the numbers below mean nothing")
     print(f"machine: {_util.machine()}\nbefore: {_util.load()}", flush=True)
     planted = plant(OUT / "planted", *((SMOKE["per_species"], SMOKE["held_out"]) if args.smoke else ()))
-    model = trained(planted.folder / "train.csv", planted.images, OUT / "models" / "cues.pth", epochs)
-    audit = open_audit(audited(planted.folder / "heldout.csv", planted.images, model, OUT / "audits" / "cues"))
-    concepts = open_concepts(audit)
-    cues = with_gains(planted.cues.set_index("image").loc[audit.images["image"]].reset_index(), planted, model)
-    results = [measure_cue(audit, concepts, cues, cue) for cue in CUES]
-    print(f"\n## Planted cues: {len(audit.images)} held-out photos, accuracy {audit.images['correct'].mean():.3f}\n")
-    print(cue_table(results))
+    per_seed = {}
+    for seed in range(RECIPE["seed"], RECIPE["seed"] + args.trainings):
+        name = "cues" if seed == RECIPE["seed"] else f"cues-seed{seed}"
+        model = trained(planted.folder / "train.csv", planted.images, OUT / "models" / f"{name}.pth", epochs, seed)
+        audit = open_audit(audited(planted.folder / "heldout.csv", planted.images, model, OUT / "audits" / name))
+        concepts = open_concepts(audit)
+        cues = with_gains(planted.cues.set_index("image").loc[audit.images["image"]].reset_index(), planted, model)
+        per_seed[seed] = [measure_cue(audit, concepts, cues, cue) for cue in CUES]
+        print(f"\n## Planted cues, training seed {seed}: {len(audit.images)} held-out photos, accuracy "
+              f"{audit.images['correct'].mean():.3f}\n")
+        print(cue_table(per_seed[seed]))
+        if seed == RECIPE["seed"]:
+            first, results = audit, per_seed[seed]   # the screenshots'
+    if args.trainings > 1:
+        print(f"\n## Over {args.trainings} trainings\n")
+        print(trainings_table(per_seed))
     if "control" not in args.skip:
         control = open_audit(control_audit(planted, args.control_model, epochs))
         found = open_concepts(control)
@@ -529,7 +560,7 @@ def main() -> None:
         print(table(["precompute", "CPU ms/photo", "photos/s", "store B/photo", "time", "store"],
                     cost(args.cost_images, repeat)))
     if "screenshots" not in args.skip:
-        shots = screenshots(audit.path, results)
+        shots = screenshots(first.path, results)
         print("\nConcepts page:", ", ".join(map(str, shots)) if shots else "no Concepts page in this checkout "
               "(pages/concepts.py) or no Chromium: no screenshots")
     print(f"after: {_util.load()}")
