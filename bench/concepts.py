@@ -31,7 +31,7 @@ reused when present):
     .venv/bin/python bench/concepts.py                      # all of it (training: 4-8 minutes on 2 cores)
     .venv/bin/python bench/concepts.py --control-model M.pth # the control from a model trained on clean photos
     .venv/bin/python bench/concepts.py --trainings 5        # the bars on five trainings (4-8 minutes each)
-    .venv/bin/python bench/concepts.py --smoke              # every step on a few photos and one epoch
+    .venv/bin/python bench/concepts.py --smoke              # every step on a few photos, one epoch, two trainings
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ FLIP_BAR = 0.2      # a cue counts as learned when its marked photos of the othe
 GAIN_BAR = 1.0      # a cue counts as learned at a place of the frame when, there, it adds at least this much (median)
                     # to the model's logit margin for its species: the odds times e
 SEED = 16
-SMOKE = dict(per_species=16, held_out=6, epochs=1)
+SMOKE = dict(per_species=16, held_out=6, epochs=1)   # and two trainings
 
 
 # --- 1. planting ---------------------------------------------------------------------------------------------------
@@ -511,8 +511,8 @@ def main() -> None:
                     f"training seed from {RECIPE['seed']}: the bars for each and a summary (default %(default)s)")
     ap.add_argument("--cost-images", type=int, default=512, help="photos per cost run (default %(default)s)")
     ap.add_argument("--skip", nargs="+", default=[], choices=["control", "cost", "screenshots"])
-    ap.add_argument("--smoke", action="store_true", help="every step on a few photos and one epoch, in a folder of "
-                    "its own: shows the bench runs (its numbers mean nothing)")
+    ap.add_argument("--smoke", action="store_true", help="every step on a few photos, one epoch and two "
+                    "trainings, in a folder of its own: shows the bench runs (its numbers mean nothing)")
     args = ap.parse_args()
     if args.trainings < 1:
         ap.error("--trainings: at least 1")
@@ -523,6 +523,7 @@ def main() -> None:
         OUT = OUT / "smoke"
         shutil.rmtree(OUT, ignore_errors=True)
         epochs, repeat, args.cost_images = SMOKE["epochs"], 1, 8
+        args.trainings = max(args.trainings, 2)   # the summary over trainings runs too
         args.skip.append("screenshots")
         print("smoke run: a few photos and one epoch; the numbers below mean nothing")
     print(f"machine: {_util.machine()}\nbefore: {_util.load()}", flush=True)

@@ -69,5 +69,6 @@ def test_concepts_bench_smoke(real_labels, real_photos, tmp_path):
     assert "| cue" in out and "logo" in out and "band" in out and "date" in out
     assert "logit gain by place" in out and re.search(r"(top|bottom)-(left|right) [+-]\d", out)  # the logo's corners
     assert re.search(r"[+-]\d+\.\d \(\d+; (\d\.\d\d|nan)\)", out)   # a place's marked photos and their AUROC
+    assert "## Over 2 trainings" in out and "cue concepts' places, by training seed" in out
     assert "## Control:" in out and (tmp_path / "out" / "concepts" / "smoke" / "control-sheet.png").is_file()
     assert "| precompute" in out and "with evidence and concepts" in out
