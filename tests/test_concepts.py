@@ -207,9 +207,10 @@ def test_pieces_that_carry_alike_shares_of_the_same_photos_are_joined():
     with 0 and 1 joined: 0.18, with piece 3: 0.09), piece 3 most of photos 2 and 3: neither is joined. Piece 2
     appears in the photos of pieces 0 and 1 and one more, but no more often than chance (in four photos)."""
     amounts = np.array([[3, 3, 1, 0], [2, 2, 1, 0], [0, 0, 1, 4], [0, 0, 0, 1]], np.float32)
-    np.testing.assert_array_equal(joined(amounts), [0, 0, 1, 2])
-    np.testing.assert_array_equal(joined(amounts[:, [3, 2, 1, 0]]), [0, 1, 2, 2])   # numbered by first piece
-    np.testing.assert_array_equal(joined(np.zeros((3, 1), np.float32)), [0])
+    centres = np.eye(4, dtype=np.float32)
+    np.testing.assert_array_equal(joined(amounts, centres), [0, 0, 1, 2])
+    np.testing.assert_array_equal(joined(amounts[:, [3, 2, 1, 0]], centres), [0, 1, 2, 2])   # numbered by first piece
+    np.testing.assert_array_equal(joined(np.zeros((3, 1), np.float32), centres[:1]), [0])
 
 
 def test_pieces_that_appear_in_the_same_few_photos_are_joined():
@@ -218,7 +219,25 @@ def test_pieces_that_appear_in_the_same_few_photos_are_joined():
     10 photos each): joined. The water (piece 2) is in every photo: with the band in 4 of 10 (Jaccard 0.4, lift
     1, Ruzicka 0.21), it stays apart."""
     amounts = np.array([[8, 1, 10]] * 4 + [[0, 0, 10]] * 6, np.float32)
-    np.testing.assert_array_equal(joined(amounts), [0, 0, 1])
+    np.testing.assert_array_equal(joined(amounts, np.eye(3, dtype=np.float32)), [0, 0, 1])
+
+
+def test_a_concept_too_slight_to_stand_joins_the_one_it_is_most_like():
+    """Piece 0 is a mark (6 of 10 units in photos 0-4 of 12), piece 1 the water (the rest of every photo), piece
+    2 holds 0.5 units (under a twentieth, below HOLD) of two photos: too slight to stand, whatever the rules.
+    Where those are two of the mark's photos (Jaccard 0.4 at 2.4 times chance: 0.8 of the way to JACCARD, above
+    LIKE), it joins the mark although its centre lies beside the water's: the mark's fringe. Where they are
+    photos without the mark (alike with nothing: Jaccard with the water 1/6, no more than chance), it joins the
+    concept whose centre lies nearest its own."""
+    mark, water, far = [0, 0], [10, 0], [1, 0]
+    fringe = np.array([[6, 4, 0.5]] * 2 + [[6, 4, 0]] * 3 + [[0, 10, 0]] * 7, np.float32)
+    np.testing.assert_array_equal(joined(fringe, np.array([mark, water, [9, 0]], np.float32)), [0, 1, 0])
+    alone = np.array([[6, 4, 0]] * 5 + [[0, 10, 0]] * 5 + [[0, 9.5, 0.5]] * 2, np.float32)
+    np.testing.assert_array_equal(joined(alone, np.array([mark, water, far], np.float32)), [0, 1, 0])
+    np.testing.assert_array_equal(joined(alone, np.array([mark, water, [9, 0]], np.float32)), [0, 1, 1])
+    standing = alone.copy()
+    standing[-2:, 2] = 1.5   # 1.5 of 11: above HOLD, it stands
+    np.testing.assert_array_equal(joined(standing, np.array([mark, water, far], np.float32)), [0, 1, 2])
 
 
 def test_concepts_of_a_hand_built_store(tmp_path):

@@ -17,7 +17,8 @@ along a quiet axis stands as far apart as one that differs along a loud one. Fro
   evidence sum to that photo's positive evidence;
 - pieces that carry alike shares of the same photos' evidence, or that appear in the same few photos, are
   joined into one concept (:func:`joined`): a mark that spans two cells, a band's two halves or a date's
-  digits are one thing to the analyst;
+  digits are one thing to the analyst; a concept too slight to act on (it holds little of every photo it is
+  in) joins the one it is most like;
 - the concepts are ranked by how unusual they are for the class (:func:`unusualness`): how unlike the class's
   evidence they look (*distinctiveness*), times how far from where the class's evidence lies they sit
   (*displacement*), times how much of a photo's evidence they hold where they appear (*concentration*). A
@@ -61,12 +62,17 @@ PRESENT = 0.02
 #: either) and they appear together at least :data:`LIFT` times as often as chance would put them together.
 JACCARD = 0.5
 LIFT = 2.0
+#: A concept stands on its own when it holds at least this share of some photo's evidence.
+HOLD = 0.1
+#: A concept too slight to stand joins the concept it is most alike when at least this alike (in units of the
+#: thresholds above), else the one that looks most like it.
+LIKE = 0.5
 FIT_CELLS = 4000
 EXAMPLES = 8
 SEED = 0
 
-FORMAT = "whaleaudit-concepts/5"   # 2: by unusualness; 3: whitened cells, G-means; 4: pieces joined;
-                                   # 5: pieces also joined by the photos they appear in
+FORMAT = "whaleaudit-concepts/6"   # 2: by unusualness; 3: whitened cells, G-means; 4: pieces joined;
+                                   # 5: pieces also joined by the photos they appear in; 6: slight ones joined
 
 
 # --- the cell descriptors (used by the precompute) -------------------------------------------------------------
@@ -260,8 +266,9 @@ def halves(cells: np.ndarray, axis: np.ndarray) -> np.ndarray:
     return lloyd(cells, np.stack([mean + step, mean - step]))
 
 
-def joined(evidence: np.ndarray) -> np.ndarray:
-    """int ``[k]``: the concept of each of ``k`` pieces, from the evidence each carries in each photo ``[n, k]``.
+def joined(evidence: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """int ``[k]``: the concept of each of ``k`` pieces, from the evidence each carries in each photo ``[n, k]``
+    and their centres ``[k, D]``.
 
     Two concepts are alike by either of two rules, each measured in units of its threshold: they carry alike
     shares of the same photos' evidence (Ruzicka similarity: the sum over photos of the smaller share over the sum
@@ -269,8 +276,14 @@ def joined(evidence: np.ndarray) -> np.ndarray:
     (Jaccard similarity, :data:`JACCARD`) far more often than chance would put them together (:data:`LIFT`; a
     band's two halves, which take unalike shares of the photos they are both in: water that is in every photo
     is in none more than by chance). Starting from one concept per piece, the two most alike are joined (their
-    shares summed) while they are alike by either rule (ties: the lowest numbers). Concepts are numbered by their
-    first piece."""
+    shares summed) while they are alike by either rule (ties: the lowest numbers).
+
+    Then, slightest first, a concept that holds less than :data:`HOLD` of every photo's evidence is joined with
+    the concept it is most alike, where at least :data:`LIKE` alike (the fringe of a mark: the cells beside it,
+    in the photos the mark is in), else with the concept whose pieces' centres lie nearest its own (a rarer view
+    of a thing that looks alike: a mark in a corner where the model barely reads it). Such a concept would list,
+    as the photos where it carries most of the evidence, photos it barely touches. Concepts are numbered by
+    their first piece."""
     total = evidence.sum(axis=1, keepdims=True)
     shares = np.divide(evidence, total, out=np.zeros(evidence.shape, np.float64), where=total > 0).T   # [k, n]
     k, n = shares.shape
@@ -286,19 +299,29 @@ def joined(evidence: np.ndarray) -> np.ndarray:
         return np.maximum(ruzicka / JOIN_AT, np.where(lift >= LIFT, jaccard / JACCARD, 0.0))
 
     likeness = np.stack([alike(i) for i in range(k)]) if k else np.zeros((0, 0))
+    gap = ((centres[:, None] - centres[None]) ** 2).sum(axis=2)   # between concepts: their nearest pieces
     alive = np.ones(k, bool)
     owner = np.arange(k)
-    while k > 1:
+    while alive.sum() > 1:
         masked = np.where(alive[:, None] & alive[None] & ~np.eye(k, dtype=bool), likeness, -1.0)
         i, j = np.unravel_index(int(np.argmax(masked)), masked.shape)   # symmetric: the first has i < j
         if masked[i, j] < 1:
-            break
+            held = np.where(alive, shares.max(axis=1, initial=0.0), np.inf)
+            slight = int(np.argmin(held))
+            if held[slight] >= HOLD:
+                break
+            if masked[slight].max() >= LIKE:
+                partner = int(np.argmax(masked[slight]))
+            else:
+                partner = int(np.argmin(np.where(alive & (np.arange(k) != slight), gap[slight], np.inf)))
+            i, j = min(slight, partner), max(slight, partner)
         shares[i] += shares[j]
         shares[j] = 0
         appears[i], appears[j] = shares[i] >= PRESENT, False
         alive[j] = False
         owner[owner == j] = i
         likeness[i] = likeness[:, i] = alike(i)
+        gap[i] = gap[:, i] = np.minimum(gap[i], gap[j])
     return np.unique(owner, return_inverse=True)[1]
 
 
@@ -337,7 +360,7 @@ def find_concepts(positive: np.ndarray, cells: np.ndarray, foreground: np.ndarra
         x = np.asarray(cells[photos[fit[:, 0]], fit[:, 1]], np.float32)
         pieces = choose_pieces(x)
         piece, distance = _assigned(cells, photos, pieces)
-        owner = joined(_totals(piece, p, len(pieces)))
+        owner = joined(_totals(piece, p, len(pieces)), pieces)
         assign = owner[piece]
         k = owner.max() + 1
         amounts, heats = _totals(assign, p, k), _totals(assign.T, p.T, k).T   # [photos, k], [k, cells]
@@ -368,7 +391,7 @@ def find_concepts(positive: np.ndarray, cells: np.ndarray, foreground: np.ndarra
     info = {"format": FORMAT, "evidence": "predicted class, layer3 Grad-CAM, positive part",
             "parameters": {"carrying_share": CARRYING_SHARE, "max_concepts": MAX_CONCEPTS, "axes": AXES,
                            "split_at": SPLIT_AT, "join_at": JOIN_AT, "present": PRESENT, "jaccard": JACCARD,
-                           "lift": LIFT, "min_cells": MIN_CELLS, "fit_cells": FIT_CELLS,
+                           "lift": LIFT, "hold": HOLD, "like": LIKE, "min_cells": MIN_CELLS, "fit_cells": FIT_CELLS,
                            "examples": EXAMPLES, "seed": SEED},
             "n_concepts": len(table), "n_images": len(positive),
             "per_class": table.groupby("species", sort=False).size().to_dict()}
