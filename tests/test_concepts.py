@@ -240,6 +240,17 @@ def test_a_concept_too_slight_to_stand_joins_the_one_it_is_most_like():
     np.testing.assert_array_equal(joined(standing, np.array([mark, water, far], np.float32)), [0, 1, 2])
 
 
+def test_a_concept_that_holds_a_tenth_of_hardly_any_photo_it_is_in_is_slight():
+    """Among many photos, one where a concept holds a tenth does not make it stand: piece 2 appears in 60 of 100
+    photos, holding a twentieth of 59 and a fifth of one; it must hold a tenth of at least OFTEN (2%) of them,
+    1.2 photos. Holding a fifth of two, it stands."""
+    centres = np.array([[0, 0], [10, 0], [1, 0]], np.float32)
+    amounts = np.array([[6, 4, 0]] * 39 + [[0, 10, 0]] + [[0, 9.5, 0.5]] * 59 + [[0, 8, 2]], np.float32)
+    np.testing.assert_array_equal(joined(amounts, centres), [0, 1, 0])
+    amounts[-2] = [0, 8, 2]
+    np.testing.assert_array_equal(joined(amounts, centres), [0, 1, 2])
+
+
 def test_concepts_of_a_hand_built_store(tmp_path):
     """Two concepts: cell 0's (48 of the class's 108 units of evidence) and cell 15's (60); they share each photo
     unalike (3 to 1, then 1 to 4: Ruzicka 0.29), so they stay two. They look equally unlike the class's evidence

@@ -17,8 +17,8 @@ along a quiet axis stands as far apart as one that differs along a loud one. Fro
   evidence sum to that photo's positive evidence;
 - pieces that carry alike shares of the same photos' evidence, or that appear in the same few photos, are
   joined into one concept (:func:`joined`): a mark that spans two cells, a band's two halves or a date's
-  digits are one thing to the analyst; a concept too slight to act on (it holds little of every photo it is
-  in) joins the one it is most like;
+  digits are one thing to the analyst; a concept too slight to act on (it holds a tenth of hardly any photo
+  it is in) joins the one it is most like;
 - the concepts are ranked by how unusual they are for the class (:func:`unusualness`): how unlike the class's
   evidence they look (*distinctiveness*), times how far from where the class's evidence lies they sit
   (*displacement*), times how much of a photo's evidence they hold where they appear (*concentration*). A
@@ -62,8 +62,10 @@ PRESENT = 0.02
 #: either) and they appear together at least :data:`LIFT` times as often as chance would put them together.
 JACCARD = 0.5
 LIFT = 2.0
-#: A concept stands on its own when it holds at least this share of some photo's evidence.
+#: A concept stands on its own when it holds at least this share of the evidence of at least :data:`OFTEN` of
+#: the photos it appears in (and of one photo at least).
 HOLD = 0.1
+OFTEN = 0.02
 #: A concept too slight to stand joins the concept it is most alike when at least this alike (in units of the
 #: thresholds above), else the one that looks most like it.
 LIKE = 0.5
@@ -278,12 +280,12 @@ def joined(evidence: np.ndarray, centres: np.ndarray) -> np.ndarray:
     is in none more than by chance). Starting from one concept per piece, the two most alike are joined (their
     shares summed) while they are alike by either rule (ties: the lowest numbers).
 
-    Then, slightest first, a concept that holds less than :data:`HOLD` of every photo's evidence is joined with
-    the concept it is most alike, where at least :data:`LIKE` alike (the fringe of a mark: the cells beside it,
-    in the photos the mark is in), else with the concept whose pieces' centres lie nearest its own (a rarer view
-    of a thing that looks alike: a mark in a corner where the model barely reads it). Such a concept would list,
-    as the photos where it carries most of the evidence, photos it barely touches. Concepts are numbered by
-    their first piece."""
+    Then a concept too slight to stand, one that holds :data:`HOLD` of the evidence of hardly any of the photos it
+    appears in (:data:`OFTEN`), is joined (the one holding least of any photo first) with the concept it is most
+    alike, where at least :data:`LIKE` alike (the fringe of a mark: the cells beside it, in the photos the mark is
+    in), else with the concept whose pieces' centres lie nearest its own (a rarer view of a thing that looks
+    alike: a mark in a corner where the model barely reads it). Such a concept would list, as the photos where it
+    carries most of the evidence, photos it barely touches. Concepts are numbered by their first piece."""
     total = evidence.sum(axis=1, keepdims=True)
     shares = np.divide(evidence, total, out=np.zeros(evidence.shape, np.float64), where=total > 0).T   # [k, n]
     k, n = shares.shape
@@ -306,10 +308,11 @@ def joined(evidence: np.ndarray, centres: np.ndarray) -> np.ndarray:
         masked = np.where(alive[:, None] & alive[None] & ~np.eye(k, dtype=bool), likeness, -1.0)
         i, j = np.unravel_index(int(np.argmax(masked)), masked.shape)   # symmetric: the first has i < j
         if masked[i, j] < 1:
-            held = np.where(alive, shares.max(axis=1, initial=0.0), np.inf)
-            slight = int(np.argmin(held))
-            if held[slight] >= HOLD:
+            strong = (shares >= HOLD).sum(axis=1)
+            slight = alive & (strong < np.maximum(1, OFTEN * appears.sum(axis=1)))
+            if not slight.any():
                 break
+            slight = int(np.argmin(np.where(slight, shares.max(axis=1, initial=0.0), np.inf)))
             if masked[slight].max() >= LIKE:
                 partner = int(np.argmax(masked[slight]))
             else:
@@ -391,8 +394,8 @@ def find_concepts(positive: np.ndarray, cells: np.ndarray, foreground: np.ndarra
     info = {"format": FORMAT, "evidence": "predicted class, layer3 Grad-CAM, positive part",
             "parameters": {"carrying_share": CARRYING_SHARE, "max_concepts": MAX_CONCEPTS, "axes": AXES,
                            "split_at": SPLIT_AT, "join_at": JOIN_AT, "present": PRESENT, "jaccard": JACCARD,
-                           "lift": LIFT, "hold": HOLD, "like": LIKE, "min_cells": MIN_CELLS, "fit_cells": FIT_CELLS,
-                           "examples": EXAMPLES, "seed": SEED},
+                           "lift": LIFT, "hold": HOLD, "often": OFTEN, "like": LIKE, "min_cells": MIN_CELLS,
+                           "fit_cells": FIT_CELLS, "examples": EXAMPLES, "seed": SEED},
             "n_concepts": len(table), "n_images": len(positive),
             "per_class": table.groupby("species", sort=False).size().to_dict()}
     return Concepts(table, evidence, info)
