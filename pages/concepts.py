@@ -118,6 +118,11 @@ if not ranked:
             "share of the evidence, so a small mark may be far down the list. Compute them again to see the new "
             "order.")
     offer_concepts()
+elif (older := concept_views.older_format(ctx.concepts.info)) is not None:
+    st.info(f"These concepts were found by an earlier WhaleAudit ({older}; this one writes "
+            f"{concept_views.FORMAT}), which found them differently. Compute them again to see what it finds now: "
+            "the flags are kept, with their reasons and notes, but a concept's number may change.")
+    offer_concepts()
 
 
 def choose(rank: int) -> None:

@@ -25,6 +25,7 @@ from whaleaudit.audit.concepts import (CONCEPT_EVIDENCE, CONCEPTS_INFO, CONCEPTS
 from whaleaudit.audit.review import Review
 from whaleaudit.audit.store import IMAGE_COLUMNS, open_audit, unpack_masks, write_store
 from whaleaudit.cli import parser
+from whaleaudit.explain.concepts import FORMAT
 from whaleaudit.views import concepts as concept_views
 
 APP = Path(__file__).resolve().parents[1] / "streamlit_app.py"
@@ -296,6 +297,22 @@ def test_damaged_concepts_are_offered_again(store):
     assert "concept_evidence.npy has shape (3, 3)" in at.sidebar.warning[0].value
     assert at.info[0].value.startswith("This audit's concept files cannot be read") and not cards(at)
     assert [b.label for b in at.button] == ["Compute the concepts"]
+
+
+def test_concepts_of_an_earlier_format_show_and_are_offered_again(store):
+    """Concepts that an earlier WhaleAudit found (ranked alike, but found differently) show as they are; the page
+    names their format and offers to find them again. The current format shows no such note."""
+    at = start(audit="small")
+    assert not at.info and cards(at)
+    info = json.loads((store / CONCEPTS_INFO).read_text())
+    (store / CONCEPTS_INFO).write_text(json.dumps({**info, "format": "whaleaudit-concepts/5"}))
+    at = start(audit="small")
+    assert at.info[0].value.startswith("These concepts were found by an earlier WhaleAudit (whaleaudit-concepts/5; "
+                                       f"this one writes {FORMAT})")
+    assert FORMAT != "whaleaudit-concepts/5"
+    assert "Compute the concepts" in [b.label for b in at.button]
+    name = at.selectbox(key="concepts_species@small").value
+    assert [c.split("**")[1] for c in cards(at)] == [f"{name} #{r + 1}" for r in concept_rows(store, name)["rank"]]
 
 
 def test_concepts_found_before_the_unusualness_order_still_open_in_their_own_order(store):

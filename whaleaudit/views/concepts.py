@@ -19,7 +19,7 @@ import pandas as pd
 from PIL import Image
 
 from ..errors import ImageError
-from ..explain.concepts import concept_of_cells
+from ..explain.concepts import FORMAT, concept_of_cells
 from . import outline
 
 #: On-animal share above which a concept is marked as on the animal (as ``whaleaudit concepts`` counts them).
@@ -40,6 +40,14 @@ def species_with_concepts(table: pd.DataFrame) -> list[str]:
 def of_species(table: pd.DataFrame, species: str) -> pd.DataFrame:
     """The concepts of ``species``, in the library's order."""
     return table[table["species"] == species].reset_index(drop=True)
+
+
+def older_format(info: dict) -> str | None:
+    """The format of concepts that an earlier WhaleAudit found (``info``: their ``concepts.json``), or None where
+    they are the current one's: the library has found them differently since, and finding them again from the
+    store shows what it finds now."""
+    found = info.get("format")
+    return None if found == FORMAT else str(found)
 
 
 def ranked_by_unusualness(table: pd.DataFrame) -> bool:
