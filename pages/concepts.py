@@ -12,6 +12,7 @@ from whaleaudit import jobs, views
 from whaleaudit.audit.concepts import concept_name, has_concepts
 from whaleaudit.audit.review import REASONS
 from whaleaudit.errors import ImageError, WhaleAuditError
+from whaleaudit.explain.concepts import FORMAT
 from whaleaudit.views import concepts as concept_views
 
 COLUMNS = 4
@@ -120,7 +121,7 @@ if not ranked:
     offer_concepts()
 elif (older := concept_views.older_format(ctx.concepts.info)) is not None:
     st.info(f"These concepts were found by an earlier WhaleAudit ({older}; this one writes "
-            f"{concept_views.FORMAT}), which found them differently. Compute them again to see what it finds now: "
+            f"{FORMAT}), which found them differently. Compute them again to see what it finds now: "
             "the flags are kept, with their reasons and notes, but a concept's number may change.")
     offer_concepts()
 
